@@ -1,0 +1,282 @@
+"""websd build graph: wires the stages of pipeline/ into doit tasks. No stage logic lives here.
+
+    doit                      build everything stale (TVM, runtime, all submodels, verification, the site)
+    doit list                 the tasks
+    doit compile_unet         one stage of one submodel (and what it needs)
+    doit model.dtype=float16  any config key as section.key=value (see README: Configuration)
+    doit clean                remove model-stage outputs; keeps the TVM checkout/build (`doit clean tvm_build`)
+"""
+import os
+import sys
+from pathlib import Path
+
+from doit.tools import config_changed
+
+from pipeline import doit_support as ds
+from pipeline import tvm_build, tvm_checkout
+from pipeline.config import load_config
+from pipeline.errors import WebsdError
+from pipeline.layout import SUBMODELS, Layout
+
+try:
+    CFG = load_config(cli=ds.doit_cli_vars())
+except WebsdError as _e:
+    raise SystemExit(f"error: {_e}")
+LAYOUT = Layout.from_config(CFG)
+CACHE = LAYOUT.cache
+CODE = Path(__file__).parent / "pipeline"
+
+DOIT_CONFIG = {
+    "backend": "sqlite3",  # transactional: an interrupted run cannot corrupt it
+    "dep_file": str(CACHE / ".doit.sqlite3"),
+    "reporter": ds.SummaryReporter,
+    "verbosity": 2,  # long stages print their progress live
+    "default_tasks": ["weights", *(f"{stage}_{sub}" for stage in ("trace", "compile", "link", "shard", "verify")
+                                   for sub in SUBMODELS), "tokenizer", "site"],
+}
+
+# one doit at a time per tree (read-only commands excepted); WEBSD_LOCK_WAIT=0 refuses instead of waiting
+if not {"list", "help", "info", "strace", "dumpdb", "tabcompletion"} & set(sys.argv[1:2]):
+    try:
+        ds.acquire_tree_lock(CACHE, wait=os.environ.get("WEBSD_LOCK_WAIT", "1") != "0")
+    except WebsdError as _e:
+        raise SystemExit(f"error: {_e}")
+
+# The overrides a stage subprocess needs to rebuild the same Config (the command-line layer; the others it re-reads).
+OVERRIDES = ds.doit_cli_vars()
+
+
+def _code(*names: str) -> list[str]:
+    """The stage's own source files: editing them makes exactly that stage stale."""
+    return [str(CODE / n) for n in names]
+
+
+def _tvm_env():
+    return tvm_build.tvm_env(LAYOUT)
+
+
+# --- TVM toolchain ------------------------------------------------------------------------------------------------
+
+
+def task_tvm_checkout():
+    """Check out Apache TVM at tvm.ref (from tvm.git or tvm.mirror) with the tvm-ffi submodule."""
+
+    def is_current(task, values):
+        stamp = tvm_checkout.read_json(LAYOUT.tvm_checkout_stamp, {})
+        return (stamp.get("ref") == CFG.tvm.resolved_ref and stamp.get("remote") == CFG.tvm.remote
+                and (LAYOUT.tvm_src / ".git").exists())
+
+    return {
+        "actions": [ds.python_stage(tvm_checkout.checkout_tvm, CFG)],
+        "targets": [str(LAYOUT.tvm_checkout_stamp)],
+        "uptodate": [is_current],
+        "clean": [ds.clean_only_when_named("tvm_checkout", lambda: [LAYOUT.tvm_src, LAYOUT.tvm_checkout_stamp])],
+    }
+
+
+def task_tvm_build():
+    """Select the TVM later stages use: the apache-tvm wheel, or a cmake/ninja build of the checkout (tvm.build)."""
+    from pipeline.progress import StageProgress
+
+    def run():
+        with StageProgress("tvm_build") as progress:
+            tvm_build.build_tvm(CFG, progress.update)
+
+    def build_inputs():
+        return [tvm_checkout.source_fingerprint(LAYOUT.tvm_src, tvm_checkout.BUILD_PATHS),
+                tvm_build.installed_wheel_version()]
+
+    return {
+        "actions": [ds.python_stage(run)],
+        "task_dep": ["tvm_checkout"],
+        "targets": [str(LAYOUT.tvm_build_stamp)],
+        "file_dep": _code("tvm_build.py"),
+        "uptodate": [config_changed(CFG.subset("tvm.build", "tvm.llvm_config", "tvm.version")),
+                     ds.fingerprint_uptodate("tvm_sources", build_inputs)],
+        "clean": [ds.clean_only_when_named("tvm_build", lambda: [LAYOUT.tvm_build_dir, LAYOUT.tvm_build_stamp])],
+    }
+
+
+def task_tvmjs_runtime():
+    """Build TVM's web runtime with emscripten (wasm objects + tvmjs_runtime.wasi.js) and tvmjs.bundle.js."""
+    from pipeline import tvmjs_runtime
+
+    def run():
+        tvmjs_runtime.build_tvmjs_runtime(LAYOUT.tvm_src, LAYOUT.tvmjs_dir)
+
+    return {
+        "actions": [ds.python_stage(run)],
+        "task_dep": ["tvm_checkout"],
+        "targets": [str(tvmjs_runtime.runtime_stamp(LAYOUT.tvmjs_dir))],
+        "file_dep": _code("tvmjs_runtime.py"),
+        "uptodate": [ds.fingerprint_uptodate("runtime_sources", lambda: tvm_checkout.source_fingerprint(
+            LAYOUT.tvm_src, tvmjs_runtime.RUNTIME_PATHS))],
+        "clean": [ds.clean_only_when_named("tvmjs_runtime", lambda: [LAYOUT.tvmjs_dir])],
+    }
+
+
+# --- model stages: one task per stage and submodel ------------------------------------------------------------------
+
+
+def _stage(task_name: str, stage: str, submodel: str) -> dict:
+    return {"actions": [ds.subprocess_stage(task_name, stage, submodel, OVERRIDES, _tvm_env, CACHE)]}
+
+
+def task_weights():
+    """Materialize the embedded model's weights (tiny / sd15-random) as a diffusers folder."""
+    from pipeline import models
+
+    if not models.materialized(CFG):
+        return {"actions": None, "doc": "nothing to do: the model is a local diffusers folder"}
+    outs = sorted({str(p) for sub in SUBMODELS for p in models.weight_files(CFG, sub)})
+    return {
+        **_stage("weights", "weights", "all"),
+        "targets": outs,
+        "file_dep": [str(p) for p in models.model_code_files(CFG)],
+        "uptodate": [config_changed(CFG.subset("model.name", "model.seed"))],
+        "clean": True,
+    }
+
+
+def _trace_files(sub):
+    return [str(LAYOUT.trace_dir() / f"{sub}.pt2"), str(LAYOUT.trace_dir() / f"{sub}.json")]
+
+
+def _compile_files(sub):
+    d = LAYOUT.compile_dir()
+    return [str(d / f"{sub}.webgpu.tar"), str(d / f"{sub}.llvm.so"), str(d / f"{sub}.json")]
+
+
+def _group(name: str, doc: str):
+    return {"basename": name, "actions": None, "task_dep": [f"{name}_{s}" for s in SUBMODELS], "doc": doc}
+
+
+def task_trace():
+    """torch.export of each submodel's wrapper (never depends on TVM)."""
+    from pipeline import models
+
+    for sub in SUBMODELS:
+        yield {
+            "basename": f"trace_{sub}",
+            "doc": f"torch.export the {sub} wrapper",
+            **_stage(f"trace_{sub}", "trace", sub),
+            "task_dep": ["weights"],
+            "file_dep": [str(p) for p in models.weight_files(CFG, sub)] + _code("trace.py", f"submodels/{sub}.py"),
+            "targets": _trace_files(sub),
+            "uptodate": [config_changed(CFG.subset("model.name", "model.image_size"))],
+            "clean": True,
+        }
+    yield _group("trace", "trace all submodels")
+
+
+def task_compile():
+    """Import each trace into TVM Relax and build it for WebGPU (wasm32 host) and for llvm (verification)."""
+    for sub in SUBMODELS:
+        yield {
+            "basename": f"compile_{sub}",
+            "doc": f"compile {sub} with TVM Relax for WebGPU and llvm",
+            **_stage(f"compile_{sub}", "compile", sub),
+            "task_dep": ["tvm_build"],
+            "file_dep": _trace_files(sub) + [str(LAYOUT.tvm_build_stamp)] + _code("compile.py"),
+            "targets": _compile_files(sub),
+            "uptodate": [config_changed(CFG.subset("model.dtype"))],
+            "clean": True,
+        }
+    yield _group("compile", "compile all submodels")
+
+
+def task_link():
+    """Link each compiled submodel with the precompiled tvmjs runtime objects into the .wasm the page loads."""
+    from pipeline import tvmjs_runtime
+
+    for sub in SUBMODELS:
+        yield {
+            "basename": f"link_{sub}",
+            "doc": f"link {sub}.wasm",
+            **_stage(f"link_{sub}", "link", sub),
+            "task_dep": ["tvmjs_runtime"],
+            "file_dep": [_compile_files(sub)[0], str(tvmjs_runtime.runtime_stamp(LAYOUT.tvmjs_dir))]
+                        + _code("wasm_link.py"),
+            "targets": [str(LAYOUT.wasm_path(sub))],
+            "uptodate": [config_changed(CFG.subset("link.profile"))],
+            "clean": True,
+        }
+    yield _group("link", "link all submodels")
+
+
+def task_shard():
+    """Write each submodel's parameters as a tvmjs tensor cache (32 MB shards; float16 when model.dtype is)."""
+    for sub in SUBMODELS:
+        cache_json = LAYOUT.params_dir(sub) / "tensor-cache.json"
+        yield {
+            "basename": f"shard_{sub}",
+            "doc": f"shard {sub} parameters into the tensor cache",
+            **_stage(f"shard_{sub}", "shard", sub),
+            # tvm.contrib.tvmjs writes the cache, so TVM must be selected, but a TVM change does not re-shard
+            "task_dep": ["tvm_build"],
+            "file_dep": _trace_files(sub) + _code("shard.py"),
+            "targets": [str(cache_json)],
+            "uptodate": [config_changed(CFG.subset("model.dtype"))],
+            "clean": [(ds.remove_paths, [[LAYOUT.params_dir(sub)]])],
+        }
+    yield _group("shard", "shard all submodels")
+
+
+def task_verify():
+    """Run each llvm build against PyTorch on the same inputs; write a max-abs-error report."""
+    for sub in SUBMODELS:
+        yield {
+            "basename": f"verify_{sub}",
+            "doc": f"check the TVM {sub} against PyTorch",
+            **_stage(f"verify_{sub}", "verify", sub),
+            "file_dep": _trace_files(sub) + [_compile_files(sub)[1], _compile_files(sub)[2]] + _code("verify.py"),
+            "targets": [str(LAYOUT.verify_report(sub))],
+            "clean": True,
+        }
+    yield _group("verify", "verify all submodels")
+
+
+# --- the web page ---------------------------------------------------------------------------------------------------
+
+
+def task_tokenizer():
+    """Write the CLIP tokenizer files (vocab.json, merges.txt) the page tokenizes with."""
+    from pipeline import site
+
+    out = LAYOUT.model_dir / "tokenizer"
+    return {
+        "actions": [ds.python_stage(site.write_tokenizer, CFG)],
+        "file_dep": _code("tokenizer.py", "site.py"),
+        "targets": [str(out / "vocab.json"), str(out / "merges.txt")],
+        "uptodate": [config_changed(CFG.subset("model.name"))],
+        "clean": [(ds.remove_paths, [[out]])],
+    }
+
+
+def task_site():
+    """Assemble cache/site: the page, tvmjs.bundle.js, each submodel's .wasm and tensor cache, and the manifest."""
+    from pipeline import models, site
+
+    def run():
+        site.assemble_site(CFG, models.model_manifest(CFG))
+
+    inputs = site.site_inputs(CFG)
+    return {
+        "actions": [ds.python_stage(run)],
+        "file_dep": [str(p) for p in inputs.values()] + _code("site.py"),
+        "task_dep": ["link", "shard", "tokenizer"],
+        "targets": [str(LAYOUT.site_dir / "model" / "manifest.json")],
+        "uptodate": [config_changed(CFG.subset("model.name", "model.dtype", "model.image_size"))],
+        "clean": [(ds.remove_paths, [[LAYOUT.site_dir]])],
+    }
+
+
+def task_serve():
+    """Serve cache/site on web.host:web.port (127.0.0.1:8000) and print the URL."""
+    from pipeline import serve
+
+    return {
+        "actions": [ds.python_stage(serve.serve, LAYOUT.site_dir, CFG.web.host, CFG.web.port)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }

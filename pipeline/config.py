@@ -1,0 +1,213 @@
+"""The one typed configuration of the pipeline.
+
+Values are layered, later wins:
+  1. defaults in this file,
+  2. ``[tool.websd.<section>]`` in the project's ``pyproject.toml``,
+  3. the user config ``$XDG_CONFIG_HOME/websd/config.toml`` (machine-specific things such as a TVM mirror),
+  4. environment variables ``WEBSD_<SECTION>_<KEY>`` (e.g. ``WEBSD_TVM_MIRROR``),
+  5. doit command-line variables ``section.key=value`` (e.g. ``doit model.dtype=float16``).
+
+Everything is validated on load: an unknown key or a bad value is a one-line ``WebsdError`` naming the key.
+This module only uses the standard library so that loading ``dodo.py`` stays fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import WebsdError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_TVM_GIT = "https://github.com/apache/tvm"
+
+
+def _choice(*values: str) -> dict:
+    return {"choices": values}
+
+
+@dataclass(frozen=True)
+class TvmConfig:
+    # The single TVM version setting: the git tag (v<version>), the apache-tvm wheel the setup installs, and the
+    # apache-tvm-ffi release (see pipeline/versions.py) all follow it.
+    version: str = "0.26.0"
+    git: str = UPSTREAM_TVM_GIT
+    # Default: the release tag of ``version``.
+    ref: str = ""
+    # A local path or URL of a TVM git mirror that replaces ``git`` (air-gapped builds). Usually set per machine:
+    # WEBSD_TVM_MIRROR or the user config.
+    mirror: str = ""
+    build: str = field(default="auto", metadata=_choice("auto", "source", "wheel"))
+    llvm_config: str = "llvm-config-19"
+    build_jobs: int = 0  # 0: ninja's default
+
+    @property
+    def resolved_ref(self) -> str:
+        return self.ref or f"v{self.version}"
+
+    @property
+    def remote(self) -> str:
+        return self.mirror or self.git
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # "tiny" (embedded, built from configs), "sd15-random" (SD v1.5 shapes, random weights) or a local
+    # diffusers folder.
+    name: str = "tiny"
+    dtype: str = field(default="float32", metadata=_choice("float32", "float16"))
+    image_size: int = 0  # 0: the model's own default (tiny: 64, SD v1.5: 512)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    # dev: wasm objects linked at -O1 (about a second); ship: adds wasm-opt -O3 for size (about a minute).
+    profile: str = field(default="dev", metadata=_choice("dev", "ship"))
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    cache: str = "cache"  # relative to the project root
+
+    @property
+    def cache_dir(self) -> Path:
+        return (PROJECT_ROOT / self.cache).resolve()
+
+
+@dataclass(frozen=True)
+class Config:
+    tvm: TvmConfig = TvmConfig()
+    model: ModelConfig = ModelConfig()
+    link: LinkConfig = LinkConfig()
+    web: WebConfig = WebConfig()
+    paths: PathsConfig = PathsConfig()
+
+    def get(self, dotted: str) -> Any:
+        section, key = dotted.split(".", 1)
+        return getattr(getattr(self, section), key)
+
+    def subset(self, *dotted: str) -> dict:
+        """The values one stage reads: its ``uptodate`` depends on exactly these."""
+        return {k: self.get(k) for k in dotted}
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTION_TYPES = {"tvm": TvmConfig, "model": ModelConfig, "link": LinkConfig, "web": WebConfig,
+                  "paths": PathsConfig}
+
+
+def known_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, t in _SECTION_TYPES.items() for f in dataclasses.fields(t)]
+
+
+def _coerce(dotted: str, value: Any, fld: dataclasses.Field, source: str) -> Any:
+    want = fld.type if isinstance(fld.type, type) else {"str": str, "int": int, "bool": bool}[fld.type]
+    if want is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise WebsdError(f"config {dotted} (from {source}) must be an integer, got {value!r}")
+        try:
+            value = int(value)
+        except ValueError:
+            raise WebsdError(f"config {dotted} (from {source}) must be an integer, got {value!r}") from None
+    elif want is str:
+        if not isinstance(value, str):
+            raise WebsdError(f"config {dotted} (from {source}) must be a string, got {value!r}")
+    choices = fld.metadata.get("choices")
+    if choices and value not in choices:
+        raise WebsdError(f"config {dotted} (from {source}) must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _apply(values: dict[str, dict], layer: Mapping[str, Any], source: str) -> None:
+    """Merge one flat ``{"section.key": value}`` layer into ``values`` after validating it."""
+    for dotted, value in layer.items():
+        section, _, key = dotted.partition(".")
+        fields = {f.name: f for f in dataclasses.fields(_SECTION_TYPES[section])} if section in _SECTION_TYPES \
+            else None
+        if not fields or key not in fields:
+            raise WebsdError(f"unknown config key {dotted!r} in {source}; known keys: {', '.join(known_keys())}")
+        values[section][key] = _coerce(dotted, value, fields[key], source)
+
+
+def _flatten_toml(table: Mapping[str, Any], source: str) -> dict[str, Any]:
+    flat = {}
+    for section, body in table.items():
+        if not isinstance(body, Mapping):
+            raise WebsdError(f"{source}: [{section}] must be a table of keys (e.g. [tool.websd.tvm] ref = \"v0.26.0\")")
+        for key, value in body.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def user_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
+    return Path(base) / "websd" / "config.toml"
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as e:
+        raise WebsdError(f"{path} is not valid TOML ({e}); fix or remove it") from None
+
+
+def load_config(
+    pyproject: Path | None = PROJECT_ROOT / "pyproject.toml",
+    user_config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cli: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the validated ``Config`` from all layers (see module doc)."""
+    env = os.environ if env is None else env
+    values: dict[str, dict] = {s: {} for s in _SECTION_TYPES}
+    if pyproject is not None:
+        websd = _read_toml(pyproject).get("tool", {}).get("websd", {})
+        _apply(values, _flatten_toml(websd, f"{pyproject.name} [tool.websd]"), f"{pyproject.name} [tool.websd]")
+    upath = user_config if user_config is not None else user_config_path(env)
+    _apply(values, _flatten_toml(_read_toml(upath), str(upath)), str(upath))
+    env_layer = {}
+    for name, value in env.items():
+        if name.startswith("WEBSD_") and name.count("_") >= 2:
+            section, _, key = name[len("WEBSD_"):].lower().partition("_")
+            if section in _SECTION_TYPES:
+                env_layer[f"{section}.{key}"] = value
+    _apply(values, env_layer, "the environment (WEBSD_<SECTION>_<KEY>)")
+    _apply(values, dict(cli or {}), "the doit command line")
+    return Config(**{s: _SECTION_TYPES[s](**v) for s, v in values.items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipeline.config get tvm.version``: lets setup.sh read the single version setting."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = load_config()
+        if len(argv) == 2 and argv[0] == "get":
+            print(cfg.get(argv[1]))
+            return 0
+        if not argv or argv == ["show"]:
+            for key in known_keys():
+                print(f"{key} = {cfg.get(key)!r}")
+            return 0
+    except WebsdError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("usage: python -m pipeline.config [show | get section.key]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

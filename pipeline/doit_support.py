@@ -1,0 +1,252 @@
+"""The glue between plain stage functions and doit: staleness checks, running a stage, locking, reporting.
+
+Kept apart from the stages (like doit's own dependency/control/runner split): nothing here knows what a stage does.
+Only the standard library and doit are imported at load time, so ``doit list`` stays fast.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from doit.exceptions import TaskFailed
+from doit.reporter import ConsoleReporter
+
+from .config import PROJECT_ROOT
+from .errors import WebsdError
+from .fsutil import write_json
+
+# ---------------------------------------------------------------------------------------------------------------
+# what is stale
+
+
+def fingerprint_uptodate(key: str, compute: Callable[[], object]) -> Callable:
+    """A doit ``uptodate`` check: up to date while ``compute()`` equals its value at the last success.
+
+    doit calls it when the task is about to run (after the tasks it depends on), so a fingerprint of a TVM checkout
+    sees the checkout that ``tvm_checkout`` has just produced. The value is saved only if the task succeeds.
+    """
+
+    def check(task, values):
+        current = compute()
+        task.value_savers.append(lambda: {key: current})
+        return values.get(key) == current
+
+    check.__name__ = f"fingerprint_{key}"
+    return check
+
+
+def files_exist(*paths: Path) -> Callable:
+    """``uptodate`` check that fails when an output was deleted outside doit (doit only checks file_dep)."""
+
+    def check(task, values):
+        return all(Path(p).exists() for p in paths)
+
+    return check
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# running
+
+
+def python_stage(fn: Callable, *args, **kwargs) -> Callable:
+    """Wrap a stage function as a doit python-action: a ``WebsdError`` becomes a one-line failure."""
+
+    def action():
+        try:
+            fn(*args, **kwargs)
+        except WebsdError as e:
+            return TaskFailed(str(e))
+        return None
+
+    action.__name__ = fn.__name__
+    return action
+
+
+def stats_path(cache_dir: Path, task_name: str) -> Path:
+    return cache_dir / "stats" / f"{task_name}.json"
+
+
+def subprocess_stage(task_name: str, stage: str, submodel: str, overrides: dict[str, str],
+                     env_fn: Callable[[], dict], cache_dir: Path) -> Callable:
+    """A doit action that runs ``python -m pipeline.run_stage`` in a child process.
+
+    A child keeps doit's own process light (torch and TVM are imported only there), lets the child use the TVM that
+    ``tvm_build`` selected (its env is computed when the action runs, after tvm_build), and gives each stage its own
+    peak-RSS figure (from ``wait4``), recorded with the wall time in ``cache/stats/<task>.json`` for the benchmark.
+    """
+
+    def action():
+        cmd = [sys.executable, "-m", "pipeline.run_stage", stage, submodel,
+               *(f"{k}={v}" for k, v in overrides.items())]
+        start = time.time()
+        proc = subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env_fn(), stderr=subprocess.PIPE, text=True, bufsize=1)
+        last_error = ""
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            if line.startswith("error:"):
+                last_error = line[len("error:"):].strip()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.time() - start
+        if proc.returncode != 0:
+            return TaskFailed(last_error or f"{stage} {submodel} exited with {proc.returncode}")
+        write_json(stats_path(cache_dir, task_name),
+                   {"task": task_name, "seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)})
+        return None
+
+    action.__name__ = f"run_stage_{stage}_{submodel}"
+    return action
+
+
+def remove_paths(paths: list[Path]) -> None:
+    """``clean`` action for a directory target (doit's ``clean: True`` removes files and empty folders only)."""
+    import shutil
+
+    for p in map(Path, paths):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def clean_only_when_named(task_name: str, paths: Callable[[], list[Path]]) -> Callable:
+    """``clean`` action for expensive stages: removes its outputs only when the task is named on the command line.
+
+    ``doit clean`` (or ``doit clean -a``) thus keeps the TVM checkout and build; ``doit clean tvm_build`` removes them.
+    """
+
+    def clean():
+        if task_name not in sys.argv[1:]:
+            print(f"kept {task_name} outputs (expensive): `doit clean {task_name}` removes them")
+            return
+        remove_paths(paths())
+        print(f"removed {task_name} outputs")
+
+    return clean
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one doit at a time per tree
+
+
+_lock_file = None
+
+
+def acquire_tree_lock(cache_dir: Path, wait: bool = True) -> None:
+    """Hold an exclusive lock on ``cache/.doit.lock`` for the life of this process.
+
+    A second ``doit`` on the same tree waits (saying so) instead of racing on targets and the dependency database.
+    ``WEBSD_LOCK_WAIT=0`` makes it refuse instead of waiting.
+    """
+    global _lock_file
+    if _lock_file is not None:
+        return
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    f = open(cache_dir / ".doit.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        if not wait:
+            raise WebsdError(f"another doit is running on this tree (pid {holder}); wait for it or stop it")
+        print(f"waiting for another doit on this tree (pid {holder}) to finish...", file=sys.stderr, flush=True)
+        fcntl.flock(f, fcntl.LOCK_EX)
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    _lock_file = f
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reporting
+
+
+class SummaryReporter(ConsoleReporter):
+    """doit's console reporter (``.  task`` ran, ``-- task`` up to date) plus a closing summary table.
+
+    Failures print as one line (``error: <task>: <message>``) instead of a traceback for ``WebsdError``s.
+    """
+
+    desc = "console output with a summary of what ran and how long it took"
+
+    def __init__(self, outstream, options):
+        super().__init__(outstream, options)
+        self.started: dict[str, float] = {}
+        self.rows: list[tuple[str, str, float | None]] = []
+        self.run_start = time.time()
+
+    def execute_task(self, task):
+        self.started[task.name] = time.time()
+        super().execute_task(task)
+        if hasattr(self.outstream, "flush"):
+            self.outstream.flush()
+
+    def _visible(self, task) -> bool:
+        return bool(task.actions) and not task.name.startswith("_")
+
+    def add_success(self, task):
+        if self._visible(task):
+            self.rows.append((task.name, "ran", time.time() - self.started.get(task.name, time.time())))
+
+    def add_failure(self, task, fail):
+        if self._visible(task):
+            self.rows.append((task.name, "FAILED", time.time() - self.started.get(task.name, time.time())))
+        super().add_failure(task, fail)
+
+    def skip_uptodate(self, task):
+        if self._visible(task):
+            self.rows.append((task.name, "up to date", None))
+        super().skip_uptodate(task)
+
+    def _write_failure(self, result, write_exception=True):
+        exc = result["exception"]
+        msg = exc.get_msg().strip()
+        if isinstance(exc, TaskFailed) and "\n" not in msg:
+            self.write(f"error: {result['task'].name}: {msg}\n")
+        else:
+            super()._write_failure(result, write_exception)
+
+    def complete_run(self):
+        super().complete_run()
+        if not self.rows:
+            return
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:  # pragma: no cover - rich is a declared dependency
+            for name, status, seconds in self.rows:
+                self.write(f"{name:24} {status:10} {'' if seconds is None else f'{seconds:.1f}s'}\n")
+            return
+        table = Table(title=f"websd: {sum(r[1] == 'ran' for r in self.rows)} ran, "
+                            f"{sum(r[1] == 'up to date' for r in self.rows)} up to date, "
+                            f"{time.time() - self.run_start:.1f}s", title_justify="left")
+        table.add_column("task")
+        table.add_column("status")
+        table.add_column("time", justify="right")
+        style = {"ran": "green", "up to date": "dim", "FAILED": "bold red"}
+        for name, status, seconds in self.rows:
+            table.add_row(name, f"[{style[status]}]{status}[/]", "" if seconds is None else f"{seconds:.1f}s")
+        Console(file=self.outstream, force_terminal=None, width=100).print(table)
+
+
+def doit_cli_vars() -> dict[str, str]:
+    """``section.key=value`` arguments given on the doit command line."""
+    from doit import doit_cmd
+
+    return dict(doit_cmd._CMDLINE_VARS or {})  # doit keeps them in this dict; get_var reads one at a time
+
+
+def last_results(cache_dir: Path) -> dict:
+    out = {}
+    for p in sorted((cache_dir / "stats").glob("*.json")):
+        out[p.stem] = json.loads(p.read_text())
+    return out

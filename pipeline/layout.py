@@ -1,0 +1,91 @@
+"""Where every artifact lives under the cache directory. Stages, tests and the page agree through this module."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+
+SUBMODELS = ("clip", "unet", "vae")
+
+
+def model_key(model_name: str) -> str:
+    """A directory name for a model: registry names as they are, a local folder as name + hash of its path."""
+    if "/" not in model_name and "\\" not in model_name and not model_name.startswith("."):
+        return model_name
+    path = Path(model_name).expanduser().resolve()
+    return f"local-{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+
+
+@dataclass(frozen=True)
+class Layout:
+    cache: Path
+    model_name: str
+    dtype: str
+    size: str  # the image size, or "default" for the model's own
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Layout":
+        return cls(cfg.paths.cache_dir, cfg.model.name, cfg.model.dtype, str(cfg.model.image_size or "default"))
+
+    @property
+    def variant(self) -> str:
+        """Everything downstream of tracing depends on dtype and size."""
+        return f"{self.dtype}-{self.size}"
+
+    # --- TVM toolchain -------------------------------------------------------------------------
+    @property
+    def tvm_dir(self) -> Path:
+        return self.cache / "tvm"
+
+    @property
+    def tvm_src(self) -> Path:
+        return self.tvm_dir / "src"
+
+    @property
+    def tvm_checkout_stamp(self) -> Path:
+        return self.tvm_dir / "checkout.json"
+
+    @property
+    def tvm_build_dir(self) -> Path:
+        return self.tvm_dir / "build"
+
+    @property
+    def tvm_build_stamp(self) -> Path:
+        """Which TVM later stages run against (wheel or source build): see pipeline.tvm_build."""
+        return self.tvm_dir / "build.json"
+
+    @property
+    def tvmjs_dir(self) -> Path:
+        return self.cache / "tvmjs"
+
+    # --- model stages --------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path:
+        return self.cache / "models" / model_key(self.model_name)
+
+    @property
+    def variant_dir(self) -> Path:
+        return self.model_dir / self.variant
+
+    def trace_dir(self) -> Path:
+        # tracing depends on the image size (input shapes) but not on the dtype
+        return self.model_dir / f"trace-{self.size}"
+
+    def compile_dir(self) -> Path:
+        return self.variant_dir / "compile"
+
+    def wasm_path(self, submodel: str) -> Path:
+        return self.variant_dir / "wasm" / f"{submodel}.wasm"
+
+    def params_dir(self, submodel: str) -> Path:
+        return self.variant_dir / "params" / submodel
+
+    def verify_report(self, submodel: str) -> Path:
+        return self.variant_dir / "verify" / f"{submodel}.json"
+
+    # --- the served web page -------------------------------------------------------------------
+    @property
+    def site_dir(self) -> Path:
+        return self.cache / "site"

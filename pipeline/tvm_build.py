@@ -1,0 +1,184 @@
+"""Stage ``tvm_build``: select the TVM that later stages run against.
+
+``tvm.build``:
+  * ``wheel``  - the installed ``apache-tvm`` wheel; no C++ is compiled.
+  * ``source`` - cmake + ninja build of the checkout (LLVM on), incremental, ccache when present.
+  * ``auto``   - the wheel when the checkout is an unmodified release tag equal to the wheel's version, else source.
+
+The result is ``cache/tvm/build.json``; ``tvm_env`` turns it into the environment of the stage subprocesses
+(``PYTHONPATH``/``TVM_LIBRARY_PATH`` pointing at the checkout's Python package and the built libraries).
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from . import tvm_checkout, versions
+from .config import Config
+from .errors import WebsdError
+from .fsutil import atomic_write, read_json, write_json
+from .layout import Layout
+
+MIN_CMAKE = (3, 26)  # TVM >= 0.22 bundles tvm-ffi, whose CMakeLists needs 3.26
+
+Progress = Callable[[int, int, str], None]  # (done steps, total steps, what)
+
+
+def installed_wheel_version() -> str | None:
+    try:
+        return importlib.metadata.version("apache-tvm")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def choose_mode(cfg: Config, src: Path) -> tuple[str, str]:
+    """Return ``("wheel"|"source", reason)`` for ``tvm.build``."""
+    rel = versions.release(cfg.tvm.version)
+    want_wheel = rel.wheel_version or cfg.tvm.version
+    have = installed_wheel_version()
+    if cfg.tvm.build == "source":
+        return "source", "tvm.build = source"
+    if cfg.tvm.build == "wheel":
+        if have != want_wheel:
+            raise WebsdError(f"tvm.build = wheel needs apache-tvm=={want_wheel} installed (found {have}); run ./setup.sh")
+        return "wheel", f"tvm.build = wheel (apache-tvm {have})"
+    if not rel.has_wheel:
+        return "source", f"no apache-tvm wheel exists for {cfg.tvm.version}"
+    if have != want_wheel:
+        return "source", f"installed apache-tvm is {have}, not {want_wheel}"
+    if not tvm_checkout.is_unmodified_release(src, cfg.tvm.version):
+        return "source", f"checkout is not the unmodified v{cfg.tvm.version} release"
+    return "wheel", f"checkout is the unmodified v{cfg.tvm.version} release: apache-tvm {have} wheel substitutes"
+
+
+def _find_tool(name: str, hint: str) -> str:
+    # the venv's bin dir first: cmake and ninja come from PyPI there
+    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise WebsdError(f"{name} not found: {hint}")
+
+
+def find_cmake() -> str:
+    cmake = _find_tool("cmake", "run ./setup.sh (installs cmake >= 3.26 from PyPI into .venv)")
+    out = subprocess.run([cmake, "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"(\d+)\.(\d+)", out)
+    if not m or (int(m[1]), int(m[2])) < MIN_CMAKE:
+        raise WebsdError(f"{cmake} is {m[0] if m else 'unknown'}, TVM needs cmake >= 3.26: run ./setup.sh "
+                         f"(installs cmake from PyPI into .venv)")
+    return cmake
+
+
+def cmake_settings(cfg: Config) -> dict[str, str]:
+    """The config.cmake overrides the pipeline owns; everything else keeps TVM's own defaults."""
+    llvm = shutil.which(cfg.tvm.llvm_config)
+    if not llvm:
+        raise WebsdError(f"{cfg.tvm.llvm_config} not found: run ./setup.sh (installs Debian's llvm-19-dev) "
+                         f"or set tvm.llvm_config")
+    return {
+        "USE_LLVM": f"{llvm} --link-static",
+        "USE_CUDA": "OFF",
+        "USE_CCACHE": "AUTO",
+        # libbacktrace is another submodule, unreachable offline; backtraces are a debugging nicety
+        "TVM_FFI_USE_LIBBACKTRACE": "OFF",
+        "USE_LIBBACKTRACE": "OFF",
+        "USE_GTEST": "OFF",
+        "CMAKE_BUILD_TYPE": "Release",
+    }
+
+
+def write_config_cmake(src: Path, build_dir: Path, settings: dict[str, str]) -> bool:
+    """TVM's documented recipe: its cmake/config.cmake template plus our overrides. Returns True if it changed."""
+    text = (src / "cmake" / "config.cmake").read_text()
+    text += "\n# --- websd overrides (pipeline/tvm_build.py) ---\n"
+    text += "".join(f'set({k} "{v}")\n' for k, v in settings.items())
+    target = build_dir / "config.cmake"
+    if target.exists() and target.read_text() == text:
+        return False
+    with atomic_write(target) as f:
+        f.write(text)
+    return True
+
+
+_NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)")
+
+
+def _run_logged(cmd: list[str], cwd: Path, log_path: Path, progress: Progress | None = None,
+                env: dict | None = None) -> None:
+    with open(log_path, "a") as log:
+        log.write(f"$ {' '.join(cmd)}\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            m = _NINJA_STEP.match(line)
+            if m and progress:
+                progress(int(m[1]), int(m[2]), m[3][-80:])
+        if proc.wait() != 0:
+            raise WebsdError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); see {log_path}")
+
+
+def build_from_source(cfg: Config, progress: Progress | None = None) -> dict:
+    """Configure (when config.cmake changed) and run ninja in ``cache/tvm/build``: ninja makes it incremental."""
+    layout = Layout.from_config(cfg)
+    src, build_dir = layout.tvm_src, layout.tvm_build_dir
+    cmake = find_cmake()
+    ninja = _find_tool("ninja", "run ./setup.sh (installs ninja from PyPI into .venv)")
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log_path = build_dir / "websd-build.log"
+    log_path.write_text("")
+    changed = write_config_cmake(src, build_dir, cmake_settings(cfg))
+    if changed or not (build_dir / "build.ninja").exists():
+        _run_logged([cmake, "-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}", str(src)], build_dir, log_path)
+    jobs = ["-j", str(cfg.tvm.build_jobs)] if cfg.tvm.build_jobs else []
+    start = time.time()
+    _run_logged([ninja, *jobs], build_dir, log_path, progress)
+    libs = sorted(p.name for p in build_dir.glob("lib*.so"))
+    if "libtvm_runtime.so" not in libs:
+        raise WebsdError(f"ninja finished but {build_dir} has no libtvm_runtime.so; see {log_path}")
+    return {"libraries": libs, "ninja_seconds": round(time.time() - start, 1)}
+
+
+def build_tvm(cfg: Config, progress: Progress | None = None, log: Callable[[str], None] = print) -> dict:
+    """Run the stage: decide wheel vs source, build if needed, write ``build.json``; return its content."""
+    layout = Layout.from_config(cfg)
+    src = layout.tvm_src
+    if not (src / ".git").exists():
+        raise WebsdError(f"no TVM checkout at {src}: run `doit tvm_checkout` first")
+    mode, reason = choose_mode(cfg, src)
+    log(f"tvm_build: {mode} ({reason})")
+    selection = {
+        "mode": mode,
+        "reason": reason,
+        "tvm_version": cfg.tvm.version,
+        "commit": tvm_checkout.head_commit(src),
+        "fingerprint": tvm_checkout.source_fingerprint(src, tvm_checkout.BUILD_PATHS),
+        "python_path": "",
+        "library_path": "",
+    }
+    if mode == "source":
+        selection.update(build_from_source(cfg, progress))
+        selection["python_path"] = str(src / "python")
+        selection["library_path"] = str(layout.tvm_build_dir)
+    else:
+        selection["wheel"] = installed_wheel_version()
+    write_json(layout.tvm_build_stamp, selection)
+    return selection
+
+
+def tvm_env(layout: Layout, base: dict | None = None) -> dict:
+    """Environment for a stage subprocess so that ``import tvm`` gets the TVM ``tvm_build`` selected."""
+    env = dict(os.environ if base is None else base)
+    selection = read_json(layout.tvm_build_stamp, {})
+    if selection.get("mode") == "source":
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (selection["python_path"], env.get("PYTHONPATH")) if p)
+        env["TVM_LIBRARY_PATH"] = selection["library_path"]
+    return env

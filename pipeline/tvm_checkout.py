@@ -1,0 +1,246 @@
+"""Stage ``tvm_checkout``: Apache TVM at a pinned ref, with the submodules later stages need.
+
+The checkout lives in ``cache/tvm/src``. It is fetched shallowly from ``tvm.git`` (or ``tvm.mirror``), and its
+``3rdparty/tvm-ffi`` submodule comes from its own remote or, when that is unreachable (air-gapped machines), from
+the ``apache-tvm-ffi`` sdist of the version the pinned TVM needs, which ships the same sources plus dlpack.
+
+Staleness is by content, not by time: ``source_fingerprint`` hashes the commit plus any local edits under the paths a
+stage reads, so a TVM developer's edit in ``web/`` re-runs the runtime bundling but not the C++ build.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from . import versions
+from .config import Config
+from .errors import WebsdError
+from .fsutil import atomic_path, read_json, write_json
+from .layout import Layout
+
+TVM_FFI_SUBMODULE = "3rdparty/tvm-ffi"
+# The paths of a checkout that the C++ build and the Python package read; edits elsewhere (web/, docs/, tests/)
+# leave a wheel substitution valid and the libtvm build untouched.
+BUILD_PATHS = ("CMakeLists.txt", "cmake", "src", "include", "python", "3rdparty", "licenses", "version.py")
+
+_SHA = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    src: Path
+    commit: str
+    ref: str
+    ffi_source: str  # "git" or "sdist <version>"
+    executed: bool  # False: already at that commit, nothing fetched
+
+
+def _git(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true")
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise WebsdError("git not found: install git (./setup.sh installs the Debian packages the build needs)") \
+            from None
+    except subprocess.TimeoutExpired:
+        raise WebsdError(f"git {args[0]} timed out after {timeout:.0f}s; check the remote or set tvm.mirror") from None
+    if check and proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, ["git", *args], proc.stdout, proc.stderr)
+    return proc
+
+
+def _last_line(text: str) -> str:
+    lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def resolve_ref(remote: str, ref: str) -> tuple[str, str]:
+    """Return ``(commit, refspec)`` of ``ref`` on ``remote``; tags win over branches of the same name.
+
+    A full commit id resolves to itself without asking the remote.
+    """
+    if re.fullmatch(r"[0-9a-f]{40}", ref):
+        return ref, ref
+    candidates = [f"refs/tags/{ref}^{{}}", f"refs/tags/{ref}", f"refs/heads/{ref}", ref]
+    proc = _git("ls-remote", remote, *candidates[:3], check=False, timeout=120)
+    if proc.returncode != 0:
+        raise WebsdError(
+            f"cannot reach TVM remote {remote!r} ({_last_line(proc.stderr)}); set tvm.mirror or WEBSD_TVM_MIRROR "
+            f"to a local TVM mirror, or fix tvm.git"
+        )
+    found = dict(reversed(line.split("\t")) for line in proc.stdout.splitlines() if "\t" in line)
+    for name in candidates[:3]:
+        if name in found:
+            return found[name], name.removesuffix("^{}")
+    if _SHA.match(ref):
+        return ref, ref  # an abbreviated commit: fetch_commit checks it exists
+    raise WebsdError(f"TVM ref {ref!r} not found on {remote!r}; set tvm.ref to an existing tag, branch or commit")
+
+
+def _has_local_edits(src: Path) -> bool:
+    out = _git("status", "--porcelain", "--untracked-files=no", cwd=src).stdout
+    return bool(out.strip())
+
+
+def fetch_commit(src: Path, remote: str, refspec: str, commit: str) -> str:
+    """Make ``src`` a git work tree at ``commit`` (fetched shallowly from ``remote``); return the full commit id."""
+    if not (src / ".git").exists():
+        _git("init", "-q", str(src))
+    have = _git("rev-parse", "--verify", "-q", f"{commit}^{{commit}}", cwd=src, check=False)
+    if have.returncode != 0:
+        spec = refspec if refspec == commit else f"+{refspec}:{refspec.removesuffix('^{}')}"
+        proc = _git("fetch", "-q", "--depth", "1", remote, spec, cwd=src, check=False, timeout=1800)
+        if proc.returncode != 0 and refspec == commit:
+            # servers refuse a bare commit id unless it is advertised: fetch all branches and tags instead
+            proc = _git("fetch", "-q", remote, "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*",
+                        cwd=src, check=False, timeout=3600)
+        if proc.returncode != 0:
+            raise WebsdError(f"git fetch of {refspec} from {remote!r} failed ({_last_line(proc.stderr)}); "
+                             f"check tvm.ref and tvm.mirror")
+    full = _git("rev-parse", "--verify", "-q", f"{commit}^{{commit}}", cwd=src, check=False)
+    if full.returncode != 0:
+        raise WebsdError(f"commit {commit} not found after fetching from {remote!r}; set tvm.ref to a full commit id")
+    full_id = full.stdout.strip()
+    _git("-c", "advice.detachedHead=false", "checkout", "-q", "--force", full_id, cwd=src)
+    return full_id
+
+
+def _submodule_commit(src: Path, path: str) -> str | None:
+    out = _git("ls-tree", "HEAD", path, cwd=src).stdout.split()
+    return out[2] if len(out) >= 3 and out[1] == "commit" else None
+
+
+def _fill_from_sdist(dest: Path, version: str) -> None:
+    """Unpack the ``apache-tvm-ffi`` sdist into ``dest``: same sources as the submodule, dlpack included."""
+    with tempfile.TemporaryDirectory(prefix="websd-tvm-ffi-") as tmp:
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "apache-tvm-ffi",
+             "--disable-pip-version-check", "-q", "-d", tmp, f"apache-tvm-ffi=={version}"],
+            capture_output=True, text=True,
+        )
+        archives = list(Path(tmp).glob("apache_tvm_ffi-*.tar.gz"))
+        if proc.returncode != 0 or not archives:
+            raise WebsdError(
+                f"the tvm-ffi submodule's remote is unreachable and pip could not download the apache-tvm-ffi=={version} "
+                f"sdist ({_last_line(proc.stderr)}); make PyPI reachable or mirror apache/tvm-ffi"
+            )
+        with tarfile.open(archives[0]) as tar:
+            tar.extractall(tmp, filter="data")
+        (root,) = [p for p in Path(tmp).iterdir() if p.is_dir()]
+        if not (root / "3rdparty" / "dlpack" / "include" / "dlpack" / "dlpack.h").exists():
+            raise WebsdError(f"apache-tvm-ffi=={version} sdist has no 3rdparty/dlpack; pick another tvm_ffi version "
+                             f"in pipeline/versions.py")
+        with atomic_path(dest) as work:
+            shutil.copytree(root, work)
+
+
+def init_tvm_ffi(src: Path, tvm_version: str) -> str:
+    """Fill ``3rdparty/tvm-ffi`` (and its dlpack): from git when reachable, else from the PyPI sdist."""
+    dest = src / TVM_FFI_SUBMODULE
+    if _submodule_commit(src, TVM_FFI_SUBMODULE) is None:
+        return "none"  # this TVM has no tvm-ffi submodule (< 0.22)
+    stamp = dest / ".websd-source"
+    if stamp.exists():
+        return stamp.read_text().strip()
+    proc = _git("submodule", "update", "--init", "--depth", "1", "--recursive", TVM_FFI_SUBMODULE, cwd=src,
+                check=False, timeout=600)
+    if proc.returncode == 0 and (dest / "3rdparty" / "dlpack" / "include").exists():
+        source = "git"
+    else:
+        rel = versions.release(tvm_version)
+        if not rel.tvm_ffi:
+            raise WebsdError(f"{TVM_FFI_SUBMODULE} is unreachable and pipeline/versions.py names no apache-tvm-ffi "
+                             f"sdist for TVM {tvm_version}; add one")
+        _git("submodule", "deinit", "-q", "--force", TVM_FFI_SUBMODULE, cwd=src, check=False)
+        shutil.rmtree(dest, ignore_errors=True)
+        _fill_from_sdist(dest, rel.tvm_ffi)
+        source = f"sdist {rel.tvm_ffi}"
+    stamp.write_text(source + "\n")
+    return source
+
+
+def checkout_tvm(cfg: Config, log: Callable[[str], None] = print) -> CheckoutResult:
+    """Bring ``cache/tvm/src`` to ``tvm.ref``; refuse to throw away local edits in it."""
+    layout = Layout.from_config(cfg)
+    src, remote, ref = layout.tvm_src, cfg.tvm.remote, cfg.tvm.resolved_ref
+    stamp = read_json(layout.tvm_checkout_stamp, {})
+    if stamp.get("ref") == ref and stamp.get("remote") == remote and (src / ".git").exists() \
+            and (_SHA.match(ref) or ref == f"v{cfg.tvm.version}" or stamp.get("refspec", "").startswith("refs/tags/")):
+        # a tag or commit never moves: no need to ask the remote again
+        commit = stamp["commit"]
+        executed = False
+    else:
+        commit, refspec = resolve_ref(remote, ref)
+        if (src / ".git").exists() and _has_local_edits(src) and not stamp.get("commit", "").startswith(commit):
+            raise WebsdError(f"{src} has local edits; commit or stash them before switching tvm.ref to {ref!r}")
+        log(f"fetching TVM {ref} ({commit[:12]}) from {remote}")
+        if (src / ".git").exists():
+            commit = fetch_commit(src, remote, refspec, commit)
+        else:
+            # a fresh checkout is built aside and renamed in, so an interrupted clone leaves no half tree
+            with atomic_path(src) as work:
+                commit = fetch_commit(work, remote, refspec, commit)
+                init_tvm_ffi(work, cfg.tvm.version)
+        write_json(layout.tvm_checkout_stamp, {"remote": remote, "ref": ref, "refspec": refspec, "commit": commit})
+        executed = True
+    ffi_source = init_tvm_ffi(src, cfg.tvm.version)
+    return CheckoutResult(src=src, commit=commit, ref=ref, ffi_source=ffi_source, executed=executed)
+
+
+def head_commit(src: Path) -> str:
+    return _git("rev-parse", "HEAD", cwd=src).stdout.strip()
+
+
+def changed_files(src: Path, paths: Iterable[str] = ()) -> list[str]:
+    """Tracked files that differ from HEAD and untracked files under ``paths`` (all paths when empty)."""
+    out = _git("status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignore-submodules=all", "--",
+               *paths, cwd=src).stdout
+    files = []
+    entries = iter(out.split("\0"))
+    for entry in entries:
+        if not entry:
+            continue
+        status, name = entry[:2], entry[3:]
+        if status[0] in "RC":
+            next(entries, None)  # the rename's source path
+        files.append(name)
+    return sorted(files)
+
+
+def source_fingerprint(src: Path, paths: Iterable[str] = ()) -> str:
+    """Hash of the checkout's commit plus the content of every local edit under ``paths``.
+
+    Equal fingerprints mean a stage that reads only ``paths`` would see the same sources. Costs one
+    ``git status`` (tens of milliseconds on TVM), so doit can call it on every run.
+    """
+    if not (src / ".git").exists():
+        return "missing"
+    paths = tuple(paths)
+    h = hashlib.sha256(head_commit(src).encode())
+    for name in changed_files(src, paths):
+        h.update(name.encode() + b"\0")
+        path = src / name
+        if path.is_file():
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+        else:
+            h.update(b"<deleted>")
+    # the tvm-ffi submodule is filled from git or an sdist: its origin is part of what was built
+    ffi_stamp = src / TVM_FFI_SUBMODULE / ".websd-source"
+    if ffi_stamp.exists() and (not paths or any(p in ("3rdparty", TVM_FFI_SUBMODULE) for p in paths)):
+        h.update(ffi_stamp.read_bytes())
+    return h.hexdigest()
+
+
+def is_unmodified_release(src: Path, tvm_version: str) -> bool:
+    """True when the checkout is exactly the release tag of ``tvm_version`` with no edits the build would see."""
+    tag = _git("rev-parse", "--verify", "-q", f"refs/tags/v{tvm_version}^{{commit}}", cwd=src, check=False)
+    return tag.returncode == 0 and tag.stdout.strip() == head_commit(src) and not changed_files(src, BUILD_PATHS)

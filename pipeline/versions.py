@@ -1,0 +1,45 @@
+"""What each supported TVM version needs. Moving to another TVM release is a one-line change of
+``tvm.version`` plus, where its API differs, an entry here."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import WebsdError
+
+
+@dataclass(frozen=True)
+class TvmRelease:
+    # apache-tvm-ffi release whose sdist stands in for the 3rdparty/tvm-ffi submodule when its remote is unreachable
+    # (None: that TVM has no tvm-ffi submodule).
+    tvm_ffi: str | None
+    # True when PyPI has an apache-tvm wheel of exactly this version (0.25.0 .. 0.27.0.post1).
+    has_wheel: bool
+    # the wheel's version string, when it differs from the tag's (e.g. post releases)
+    wheel_version: str | None = None
+
+
+RELEASES: dict[str, TvmRelease] = {
+    "0.26.0": TvmRelease(tvm_ffi="0.1.14.post0", has_wheel=True),
+    "0.27.0": TvmRelease(tvm_ffi="0.1.15.post2", has_wheel=True, wheel_version="0.27.0.post1"),
+    "0.21.0": TvmRelease(tvm_ffi=None, has_wheel=False),
+}
+
+
+def release(version: str) -> TvmRelease:
+    try:
+        return RELEASES[version]
+    except KeyError:
+        raise WebsdError(
+            f"tvm.version {version!r} is not in pipeline/versions.py RELEASES ({', '.join(RELEASES)}); add an entry"
+        ) from None
+
+
+def wheel_requirement(version: str) -> str:
+    """The pip requirement setup.sh installs for this TVM version ('' when it must be built from source)."""
+    rel = release(version)
+    if not rel.has_wheel:
+        return ""
+    reqs = [f"apache-tvm=={rel.wheel_version or version}"]
+    if rel.tvm_ffi:
+        reqs.append(f"apache-tvm-ffi=={rel.tvm_ffi}")
+    return " ".join(reqs)

@@ -1,0 +1,61 @@
+"""Shared fixtures: an isolated cache + user config per test, a doit runner that reports what executed,
+and the real-TVM-source switch."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import load_config, user_config_path  # noqa: E402
+
+# The developer's real settings (e.g. tvm.mirror from the user config) decide whether real-TVM tests run; read them
+# before the autouse fixture below hides the user config from everything else.
+_REAL = load_config(pyproject=None)
+REAL_TVM_MIRROR = _REAL.tvm.mirror
+needs_tvm_source = pytest.mark.skipif(
+    not REAL_TVM_MIRROR,
+    reason="no real TVM source configured: set WEBSD_TVM_MIRROR (or tvm.mirror in "
+           f"{user_config_path()}) to a TVM git mirror to run this test",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """No test sees the developer's user config or WEBSD_* variables, nor writes into the repo's cache/."""
+    for name in list(os.environ):
+        if name.startswith("WEBSD_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("WEBSD_PATHS_CACHE", str(tmp_path / "cache"))
+    yield
+
+
+@dataclass
+class DoitRun:
+    returncode: int
+    output: str
+    executed: set[str]
+    uptodate: set[str]
+
+
+def run_doit(*args: str, env: dict | None = None, timeout: float = 1800) -> DoitRun:
+    """Run ``doit`` in the project root and parse doit's own output: ``.  task`` ran, ``-- task`` was up to date."""
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=ROOT, env=env or dict(os.environ),
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    out = proc.stdout + proc.stderr
+    executed = set(re.findall(r"^\.  (\S+)", out, re.M))
+    uptodate = set(re.findall(r"^-- (\S+)", out, re.M))
+    return DoitRun(proc.returncode, out, executed, uptodate)
+
+
+@pytest.fixture
+def doit():
+    return run_doit

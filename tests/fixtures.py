@@ -1,0 +1,44 @@
+"""A fake TVM: a small git repository with a CMake project, tagged like a release, for the toolchain stage tests."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+CMAKELISTS = """\
+cmake_minimum_required(VERSION 3.18)
+project(fake_tvm C)
+include(${CMAKE_BINARY_DIR}/config.cmake)
+message(STATUS "fake tvm USE_LLVM=${USE_LLVM}")
+add_library(tvm_runtime SHARED src/runtime.c)
+add_library(tvm SHARED src/compiler.c)
+set_target_properties(tvm_runtime tvm PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+"""
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args], cwd=repo,
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_fake_tvm(root: Path, version: str = "0.26.0") -> Path:
+    """A repo with tag v<version> and a branch ``next`` one commit ahead; returns its path."""
+    repo = root / "fake-tvm"
+    (repo / "src").mkdir(parents=True)
+    (repo / "cmake").mkdir()
+    (repo / "web").mkdir()
+    (repo / "python" / "tvm").mkdir(parents=True)
+    (repo / "CMakeLists.txt").write_text(CMAKELISTS)
+    (repo / "cmake" / "config.cmake").write_text("# fake TVM config.cmake template\nset(USE_LLVM OFF)\n")
+    (repo / "src" / "runtime.c").write_text("int tvm_runtime_answer(void) { return 42; }\n")
+    (repo / "src" / "compiler.c").write_text("int tvm_compile(void) { return 1; }\n")
+    (repo / "web" / "runtime.js").write_text("export const version = 1;\n")
+    (repo / "python" / "tvm" / "__init__.py").write_text("__version__ = 'fake'\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "release")
+    git(repo, "tag", f"v{version}")
+    git(repo, "checkout", "-q", "-b", "next")
+    (repo / "src" / "compiler.c").write_text("int tvm_compile(void) { return 2; }\n")
+    git(repo, "commit", "-q", "-am", "next")
+    git(repo, "checkout", "-q", "main")
+    return repo

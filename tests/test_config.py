@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, known_keys, load_config, main
+from pipeline.errors import WebsdError
+
+
+def test_defaults_without_any_file(tmp_path):
+    cfg = load_config(pyproject=None, user_config=tmp_path / "none.toml", env={})
+    assert cfg == Config()
+    assert cfg.tvm.resolved_ref == "v0.26.0"
+    assert cfg.tvm.remote == cfg.tvm.git
+
+
+def test_layers_later_wins(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[tool.websd.model]\ndtype = "float16"\nseed = 3\n[tool.websd.tvm]\nref = "v1"\n')
+    user = tmp_path / "user.toml"
+    user.write_text('[tvm]\nmirror = "/srv/tvm.git"\nref = "v2"\n')
+    cfg = load_config(pyproject, user, env={"WEBSD_MODEL_SEED": "7"}, cli={"tvm.ref": "v3"})
+    assert (cfg.model.dtype, cfg.model.seed, cfg.tvm.mirror, cfg.tvm.ref) == ("float16", 7, "/srv/tvm.git", "v3")
+    assert cfg.tvm.remote == "/srv/tvm.git"
+
+
+@pytest.mark.parametrize("layer, message", [
+    ({"cli": {"model.dtyp": "float16"}}, "unknown config key 'model.dtyp'"),
+    ({"cli": {"model.dtype": "bfloat8"}}, "model.dtype (from the doit command line) must be one of float32, float16"),
+    ({"env": {"WEBSD_MODEL_SEED": "abc"}}, "model.seed (from the environment"),
+    ({"env": {"WEBSD_TVM_MIRRORS": "x"}}, "unknown config key 'tvm.mirrors'"),
+    ({"cli": {"tvm.build": "cuda"}}, "tvm.build (from the doit command line) must be one of auto, source, wheel"),
+])
+def test_bad_values_are_one_line_errors_naming_the_key(tmp_path, layer, message):
+    with pytest.raises(WebsdError) as err:
+        load_config(pyproject=None, user_config=tmp_path / "none.toml", **{"env": {}, **layer})
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_toml_names_the_file(tmp_path):
+    bad = tmp_path / "pyproject.toml"
+    bad.write_text("[tool.websd.model\n")
+    with pytest.raises(WebsdError, match="pyproject.toml is not valid TOML"):
+        load_config(bad, tmp_path / "none.toml", env={})
+    bad.write_text('[tool.websd]\nmodel = "tiny"\n')
+    with pytest.raises(WebsdError, match=r"\[model\] must be a table"):
+        load_config(bad, tmp_path / "none.toml", env={})
+
+
+def test_subset_is_what_a_stage_reads():
+    cfg = load_config(pyproject=None, env={}, cli={"model.dtype": "float16"})
+    assert cfg.subset("model.dtype", "tvm.ref") == {"model.dtype": "float16", "tvm.ref": ""}
+
+
+def test_project_pyproject_is_valid_and_cli_prints_version(capsys):
+    assert main(["get", "tvm.version"]) == 0
+    assert capsys.readouterr().out.strip() == load_config().tvm.version
+    assert main(["bogus"]) == 2
+    assert "tvm.mirror" in known_keys()

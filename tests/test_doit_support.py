@@ -1,0 +1,62 @@
+import fcntl
+import os
+import threading
+import time
+
+import pytest
+
+from pipeline import doit_support as ds
+from pipeline.errors import WebsdError
+
+
+class FakeTask:
+    def __init__(self):
+        self.value_savers = []
+
+
+def test_fingerprint_uptodate_compares_with_the_saved_value():
+    state = {"fp": "a"}
+    check = ds.fingerprint_uptodate("src", lambda: state["fp"])
+    task = FakeTask()
+    assert check(task, {}) is False
+    saved = task.value_savers[0]()
+    assert saved == {"src": "a"}
+    assert check(FakeTask(), saved) is True
+    state["fp"] = "b"
+    assert check(FakeTask(), saved) is False
+
+
+def test_python_stage_turns_websd_errors_into_one_line_failures():
+    def bad():
+        raise WebsdError("emcc not found:\n run ./setup.sh")
+
+    result = ds.python_stage(bad)()
+    assert result.get_msg().strip() == "emcc not found: run ./setup.sh"
+    assert ds.python_stage(lambda: None)() is None
+
+
+def _hold_lock(path, seconds, ready):
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0), f.truncate(), f.write("4242"), f.flush()
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_second_doit_refuses_or_waits(doit, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    ready = threading.Event()
+    holder = threading.Thread(target=_hold_lock, args=(cache / ".doit.lock", 3, ready))
+    holder.start()
+    ready.wait()
+    refused = doit("tokenizer", env={**os.environ, "WEBSD_LOCK_WAIT": "0"})
+    assert refused.returncode != 0
+    assert "error: another doit is running on this tree (pid 4242)" in refused.output
+    start = time.time()
+    waited = doit("list", env=dict(os.environ))  # read-only commands never wait
+    assert waited.returncode == 0 and time.time() - start < 3
+    waited = doit("clean", "tokenizer", env=dict(os.environ))
+    holder.join()
+    assert "waiting for another doit on this tree (pid 4242)" in waited.output
+    assert waited.returncode == 0

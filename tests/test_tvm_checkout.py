@@ -1,0 +1,107 @@
+import os
+
+import pytest
+
+from pipeline import tvm_checkout
+from pipeline.config import load_config
+from pipeline.errors import WebsdError
+from pipeline.layout import Layout
+from tests.fixtures import git, make_fake_tvm
+
+
+@pytest.fixture
+def fake_tvm(tmp_path):
+    return make_fake_tvm(tmp_path)
+
+
+def cfg_for(remote, **cli):
+    return load_config(env={**os.environ, "WEBSD_TVM_MIRROR": str(remote)}, cli=cli)
+
+
+def test_checkout_is_at_the_tag_and_records_the_commit(fake_tvm):
+    cfg = cfg_for(fake_tvm)
+    result = tvm_checkout.checkout_tvm(cfg, log=lambda m: None)
+    assert result.executed and result.commit == git(fake_tvm, "rev-parse", "v0.26.0")
+    assert (result.src / "src" / "runtime.c").exists()
+    assert tvm_checkout.is_unmodified_release(result.src, "0.26.0")
+    again = tvm_checkout.checkout_tvm(cfg, log=lambda m: None)
+    assert not again.executed and again.commit == result.commit
+
+
+def test_tags_win_over_branches_and_commits_resolve(fake_tvm):
+    git(fake_tvm, "branch", "v0.26.0-branch")
+    tag_commit, spec = tvm_checkout.resolve_ref(str(fake_tvm), "v0.26.0")
+    assert spec == "refs/tags/v0.26.0" and tag_commit == git(fake_tvm, "rev-parse", "v0.26.0")
+    nxt, spec = tvm_checkout.resolve_ref(str(fake_tvm), "next")
+    assert spec == "refs/heads/next" and nxt != tag_commit
+    full = git(fake_tvm, "rev-parse", "next")
+    assert tvm_checkout.resolve_ref(str(fake_tvm), full) == (full, full)
+
+
+def test_checkout_of_a_bare_commit_id(fake_tvm):
+    commit = git(fake_tvm, "rev-parse", "next")
+    result = tvm_checkout.checkout_tvm(cfg_for(fake_tvm, **{"tvm.ref": commit}), log=lambda m: None)
+    assert result.commit == commit
+    assert "return 2" in (result.src / "src" / "compiler.c").read_text()
+
+
+def test_fingerprint_sees_local_edits_only_under_the_given_paths(fake_tvm):
+    src = tvm_checkout.checkout_tvm(cfg_for(fake_tvm), log=lambda m: None).src
+    build0 = tvm_checkout.source_fingerprint(src, tvm_checkout.BUILD_PATHS)
+    web0 = tvm_checkout.source_fingerprint(src, ("web",))
+    (src / "web" / "runtime.js").write_text("export const version = 2;\n")
+    assert tvm_checkout.source_fingerprint(src, tvm_checkout.BUILD_PATHS) == build0
+    web1 = tvm_checkout.source_fingerprint(src, ("web",))
+    assert web1 != web0
+    (src / "web" / "new.js").write_text("untracked\n")  # untracked files count too
+    assert tvm_checkout.source_fingerprint(src, ("web",)) != web1
+    (src / "src" / "runtime.c").write_text("int tvm_runtime_answer(void) { return 43; }\n")
+    assert tvm_checkout.source_fingerprint(src, tvm_checkout.BUILD_PATHS) != build0
+    assert not tvm_checkout.is_unmodified_release(src, "0.26.0")
+
+
+def test_switching_ref_refuses_to_drop_local_edits(fake_tvm):
+    src = tvm_checkout.checkout_tvm(cfg_for(fake_tvm), log=lambda m: None).src
+    (src / "src" / "runtime.c").write_text("// my work\n")
+    with pytest.raises(WebsdError, match="has local edits; commit or stash them"):
+        tvm_checkout.checkout_tvm(cfg_for(fake_tvm, **{"tvm.ref": "next"}), log=lambda m: None)
+    assert (src / "src" / "runtime.c").read_text() == "// my work\n"
+
+
+@pytest.mark.parametrize("remote, ref, message", [
+    ("/nonexistent/tvm.git", "v0.26.0", "cannot reach TVM remote '/nonexistent/tvm.git'"),
+    (None, "v9.9.9", "TVM ref 'v9.9.9' not found"),
+])
+def test_bad_remote_or_ref_is_a_one_line_error(fake_tvm, remote, ref, message):
+    with pytest.raises(WebsdError) as err:
+        tvm_checkout.checkout_tvm(cfg_for(remote or fake_tvm, **{"tvm.ref": ref}), log=lambda m: None)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_tvm_ffi_submodule_falls_back_to_the_sdist_when_its_remote_is_unreachable(tmp_path, monkeypatch):
+    """A TVM with a tvm-ffi gitlink whose URL is unreachable gets the apache-tvm-ffi sdist (pip is faked)."""
+    repo = make_fake_tvm(tmp_path)
+    ffi = tmp_path / "ffi-sub"
+    ffi.mkdir()
+    git(ffi, "init", "-q")
+    (ffi / "x").write_text("x")
+    git(ffi, "add", "x")
+    git(ffi, "commit", "-qm", "x")
+    sub_commit = git(ffi, "rev-parse", "HEAD")
+    (repo / ".gitmodules").write_text('[submodule "3rdparty/tvm-ffi"]\n\tpath = 3rdparty/tvm-ffi\n'
+                                      '\turl = /nonexistent/tvm-ffi\n')
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{sub_commit},3rdparty/tvm-ffi")
+    git(repo, "add", ".gitmodules")
+    git(repo, "commit", "-qm", "submodule")
+    git(repo, "tag", "-f", "v0.26.0")
+    filled = []
+
+    def fake_sdist(dest, version):
+        (dest / "3rdparty" / "dlpack" / "include").mkdir(parents=True)
+        filled.append(version)
+
+    monkeypatch.setattr(tvm_checkout, "_fill_from_sdist", fake_sdist)
+    result = tvm_checkout.checkout_tvm(cfg_for(repo), log=lambda m: None)
+    assert filled == ["0.1.14.post0"] and result.ffi_source == "sdist 0.1.14.post0"
+    # the filled submodule is not a local edit: the release still counts as unmodified
+    assert tvm_checkout.is_unmodified_release(result.src, "0.26.0")
