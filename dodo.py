@@ -240,14 +240,14 @@ def task_verify():
 
 
 def task_tokenizer():
-    """Write the CLIP tokenizer files (vocab.json, merges.txt) the page tokenizes with."""
+    """Write the CLIP tokenizer files (tokenizer.json, vocab.json, merges.txt) the page tokenizes with."""
     from pipeline import site
 
     out = LAYOUT.model_dir / "tokenizer"
     return {
         "actions": [ds.python_stage(site.write_tokenizer, CFG)],
         "file_dep": _code("tokenizer.py", "site.py"),
-        "targets": [str(out / "vocab.json"), str(out / "merges.txt")],
+        "targets": [str(out / name) for name in site.TOKENIZER_FILES],
         "uptodate": [config_changed(CFG.subset("model.name"))],
         "clean": [(ds.remove_paths, [[out]])],
     }

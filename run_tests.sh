@@ -1,8 +1,6 @@
 #!/usr/bin/env bash
-# The test command: JS unit tests (node --test) then the Python suite (pytest). Extra args go to pytest.
+# The test command. pytest runs everything, the JS unit tests included: tests/web/test_web_js.py writes their
+# Python reference data (diffusers schedulers, tokenizer ids) and runs `node --test web/test/`. Args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
-if [ -d web/test ]; then
-    node --test web/test/
-fi
 .venv/bin/python -m pytest "$@"

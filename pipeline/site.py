@@ -16,15 +16,16 @@ from .layout import SUBMODELS, Layout
 
 WEB_DIR = PROJECT_ROOT / "web"
 # what of web/ is the page (the rest is its tests and npm tooling)
-_WEB_SKIP = {"node_modules", "test", "package.json", "package-lock.json"}
+PAGE_GLOBS = ("index.html", "style.css", "src/**/*.js")
+# npm packages the page imports in the browser: site path -> file under web/node_modules
+VENDOR = {"vendor/tokenizers.mjs": "@huggingface/tokenizers/dist/tokenizers.min.mjs"}
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json")
 
 
-def page_files(web_dir: Path = WEB_DIR) -> list[Path]:
-    files = []
-    for path in sorted(web_dir.rglob("*")):
-        rel = path.relative_to(web_dir)
-        if path.is_file() and not (set(rel.parts) & _WEB_SKIP) and not rel.name.startswith("."):
-            files.append(path)
+def page_files(web_dir: Path = WEB_DIR) -> dict[str, Path]:
+    """The page's own files and its vendored npm modules, keyed by their path in the site."""
+    files = {str(p.relative_to(web_dir)): p for pattern in PAGE_GLOBS for p in sorted(web_dir.glob(pattern))}
+    files.update({name: web_dir / "node_modules" / module for name, module in VENDOR.items()})
     return files
 
 
@@ -41,14 +42,14 @@ def site_inputs(cfg: Config) -> dict[str, Path]:
     from .tvmjs_runtime import bundle_path
 
     layout = Layout.from_config(cfg)
-    inputs = {str(p.relative_to(WEB_DIR)): p for p in page_files()}
+    inputs = page_files()
     inputs["tvmjs.bundle.js"] = bundle_path(layout.tvmjs_dir)
     for sub in SUBMODELS:
         inputs[f"model/{sub}.wasm"] = layout.wasm_path(sub)
         params = layout.params_dir(sub)
         cache_json = params / "tensor-cache.json"
         inputs[f"model/params/{sub}/tensor-cache.json"] = cache_json
-    for name in ("vocab.json", "merges.txt"):
+    for name in TOKENIZER_FILES:
         inputs[f"model/tokenizer/{name}"] = layout.model_dir / "tokenizer" / name
     return inputs
 
@@ -67,11 +68,13 @@ def assemble_site(cfg: Config, model_manifest: dict) -> Path:
     if missing:
         from .errors import WebsdError
 
-        raise WebsdError(f"site inputs missing ({missing[0]}{' ...' if len(missing) > 1 else ''}): run `doit` to build them")
+        hint = "run ./setup.sh (npm install in web/)" if "node_modules" in missing[0] else "run `doit` to build them"
+        raise WebsdError(f"site input missing: {missing[0]}{f' (+{len(missing) - 1} more)' if len(missing) > 1 else ''}; "
+                         f"{hint}")
     manifest = dict(model_manifest)
     manifest["submodels"] = {sub: {"wasm": f"{sub}.wasm", "params": f"params/{sub}/", "function": sub}
                              for sub in SUBMODELS}
-    manifest["tokenizer"] = {"vocab": "tokenizer/vocab.json", "merges": "tokenizer/merges.txt"}
+    manifest["tokenizer"] = {name.split(".")[0]: f"tokenizer/{name}" for name in TOKENIZER_FILES}
     manifest["files"] = {name[len("model/"):]: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
                          for name, path in sorted(files.items()) if name.startswith("model/")}
     with atomic_path(layout.site_dir) as work:
@@ -87,16 +90,6 @@ def write_tokenizer(cfg: Config) -> Path:
     from .tokenizer import write_clip_tokenizer
 
     out = Layout.from_config(cfg).model_dir / "tokenizer"
-    if models.materialized(cfg):
-        write_clip_tokenizer(out)
-    else:
-        src = Path(cfg.model.name).expanduser() / "tokenizer"
-        with atomic_path(out) as work:
-            work.mkdir()
-            for name in ("vocab.json", "merges.txt"):
-                if not (src / name).exists():
-                    from .errors import WebsdError
-
-                    raise WebsdError(f"{src / name} missing: a diffusers folder needs tokenizer/{name}")
-                shutil.copy2(src / name, work / name)
+    source = None if models.materialized(cfg) else models.source(cfg).folder / "tokenizer"
+    write_clip_tokenizer(out, source=source)
     return out

@@ -1,0 +1,26 @@
+"""Runs the page's JavaScript unit tests (web/test/*.test.mjs, `node --test`) against reference data freshly
+computed by the Python stack (tests/web/make_fixtures.py): tokenizer ids, scheduler runs, torch.randn."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.web.make_fixtures import ROOT, make_fixtures
+
+WEB = ROOT / "web"
+
+
+def test_js_unit_tests_pass_against_python_reference(tmp_path):
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (the page's JS tests need Node >= 20)")
+    if not (WEB / "node_modules" / "@huggingface" / "tokenizers").is_dir():
+        pytest.skip("web/node_modules is missing: run `npm install` in web/")
+    make_fixtures(tmp_path)
+    env = {**os.environ, "WEBSD_FIXTURES": str(tmp_path)}
+    proc = subprocess.run([node, "--test", "test/"], cwd=WEB, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-20000:] + proc.stderr[-5000:]
+    assert "# fail 0" in proc.stdout

@@ -1,0 +1,273 @@
+// Loading the model: manifest.json, every file checked against the sha256 and size the manifest lists
+// (a missing, truncated or altered shard stops the page with a message, it never reaches the GPU), one
+// tvmjs Instance per submodel on the shared GPUDevice, and its weights put into that instance's tensor cache.
+
+import { PageError } from "./gpu.js";
+
+const REQUIRED_FIELDS = ["latent_size", "latent_channels", "max_length", "submodels", "scheduler", "tokenizer",
+  "files"];
+export const SUBMODELS = ["clip", "unet", "vae"];
+
+/** Fetch and check manifest.json. `files` maps each path (relative to the manifest) to {sha256, bytes}. */
+export async function loadManifest(url, fetchFn = fetch) {
+  let res;
+  try {
+    res = await fetchFn(url, { cache: "no-store" });
+  } catch (err) {
+    throw new PageError(`Cannot fetch ${url}: ${err.message ?? err}`);
+  }
+  if (!res.ok) throw new PageError(`Cannot load ${url} (HTTP ${res.status}): build the site with \`doit site\`.`);
+  let manifest;
+  try {
+    manifest = await res.json();
+  } catch (err) {
+    throw new PageError(`${url} is not valid JSON: ${err.message}`);
+  }
+  const missing = REQUIRED_FIELDS.filter((k) => manifest[k] === undefined);
+  for (const sub of SUBMODELS) {
+    for (const k of ["wasm", "params", "function"]) {
+      if (manifest.submodels?.[sub]?.[k] === undefined) missing.push(`submodels.${sub}.${k}`);
+    }
+  }
+  if (missing.length) {
+    throw new PageError(`${url} lacks ${missing.join(", ")}: rebuild the site with \`doit site\`.`);
+  }
+  return manifest;
+}
+
+/** Paths (keys of manifest.files) of the tokenizer files the page reads. */
+export function tokenizerPaths(manifest) {
+  const tok = manifest.tokenizer;
+  const dir = tok.vocab.slice(0, tok.vocab.lastIndexOf("/") + 1);
+  return { json: tok.json ?? `${dir}tokenizer.json`, config: tok.config ?? `${dir}tokenizer_config.json` };
+}
+
+/** Every file a page load fetches (tokenizer, each submodel's wasm and weights): the progress bar's total. */
+export function filesToFetch(manifest) {
+  const { json, config } = tokenizerPaths(manifest);
+  const paths = [json, config];
+  for (const name of SUBMODELS) {
+    const sub = manifest.submodels[name];
+    const dir = sub.params.endsWith("/") ? sub.params : `${sub.params}/`;
+    paths.push(sub.wasm, ...Object.keys(manifest.files).filter((p) => p.startsWith(dir)));
+  }
+  return paths;
+}
+
+function toHex(buffer) {
+  return Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Fetch one model file and check it against the manifest before anything uses it.
+ * @param {URL|string} baseUrl the manifest's URL (paths are relative to it)
+ * @param {string} path a key of manifest.files
+ * @param {object} files manifest.files
+ * @param {(bytes: number) => void} onBytes called with the bytes received so far in this file
+ * @returns {Promise<Uint8Array>}
+ */
+export async function fetchVerified(baseUrl, path, files, onBytes = () => {}, fetchFn = fetch) {
+  const entry = files[path];
+  if (!entry) throw new PageError(`model/${path} is not listed in manifest.json "files": rebuild the site.`);
+  const url = new URL(path, baseUrl).href;
+  let res;
+  try {
+    res = await fetchFn(url);
+  } catch (err) {
+    throw new PageError(`Cannot fetch model/${path}: ${err.message ?? err}`);
+  }
+  if (!res.ok) {
+    throw new PageError(`model/${path} is missing (HTTP ${res.status}); the model files are incomplete: ` +
+      "rebuild the site.");
+  }
+  const data = new Uint8Array(entry.bytes);
+  let received = 0;
+  const reader = res.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    if (received + value.length > data.length) {
+      await reader.cancel();
+      throw new PageError(`model/${path} is larger than the ${entry.bytes} bytes manifest.json lists: the file ` +
+        "was changed or replaced; rebuild the site.");
+    }
+    data.set(value, received);
+    received += value.length;
+    onBytes(received);
+  }
+  if (received !== entry.bytes) {
+    throw new PageError(`model/${path} has ${received} bytes, manifest.json lists ${entry.bytes}: the file is ` +
+      "truncated or was changed; rebuild the site.");
+  }
+  const digest = toHex(await crypto.subtle.digest("SHA-256", data));
+  if (digest !== entry.sha256) {
+    throw new PageError(`model/${path} is corrupt: its sha256 is ${digest}, manifest.json lists ${entry.sha256}; ` +
+      "rebuild the site.");
+  }
+  return data;
+}
+
+/** Progress over all files of a load: bytes done / total, plus the current stage text. */
+export class Progress {
+  constructor(totalBytes, onChange = () => {}) {
+    this.totalBytes = totalBytes;
+    this.doneBytes = 0;
+    this.stage = "";
+    this.onChange = onChange;
+  }
+
+  setStage(stage) {
+    this.stage = stage;
+    this.onChange(this);
+  }
+
+  /** A per-file byte callback that adds to the overall count. */
+  fileCallback() {
+    let last = 0;
+    return (received) => {
+      this.doneBytes += received - last;
+      last = received;
+      this.onChange(this);
+    };
+  }
+}
+
+/** Decode float16 bits into a Float32Array. */
+export function float16ToFloat32(bits) {
+  const out = new Float32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) {
+    const h = bits[i];
+    const sign = h & 0x8000 ? -1 : 1;
+    const exp = (h >> 10) & 0x1f;
+    const frac = h & 0x3ff;
+    if (exp === 0) out[i] = sign * 2 ** -14 * (frac / 1024);
+    else if (exp === 31) out[i] = frac ? NaN : sign * Infinity;
+    else out[i] = sign * 2 ** (exp - 15) * (1 + frac / 1024);
+  }
+  return out;
+}
+
+/** Decode a tensor-cache "f32-to-bf16" record: bfloat16 bits are the high half of float32. */
+function bf16BytesToFloat32(bytes) {
+  const bits = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  const out = new Uint32Array(bits.length);
+  for (let i = 0; i < bits.length; i++) out[i] = bits[i] << 16;
+  return new Float32Array(out.buffer);
+}
+
+const DTYPE_BYTES = { float32: 4, float16: 2, int32: 4, uint32: 4, int8: 1, uint8: 1 };
+
+/**
+ * One compiled submodel (clip, unet or vae): its own tvmjs Instance and VM on the shared GPUDevice.
+ * `call(inputs)` uploads host arrays, runs the Relax function with the weights as the last argument, and reads
+ * the result back, so the submodels exchange plain typed arrays (each instance has its own memory).
+ */
+export class TvmSubmodel {
+  constructor(name, tvm, vm, fn, params) {
+    this.name = name;
+    this.tvm = tvm;
+    this.vm = vm; // kept: the function belongs to it
+    this.fn = fn;
+    this.params = params;
+    this.device = tvm.webgpu();
+  }
+
+  /**
+   * Load a submodel: instantiate its wasm, compile its shaders, upload its verified weights.
+   * @param {object} tvmjs the global of tvmjs.bundle.js
+   * @param {GPUDevice} gpuDevice
+   * @param {string} name "clip" | "unet" | "vae"
+   * @param {object} manifest
+   * @param {URL} baseUrl the manifest's URL
+   * @param {Progress} progress
+   */
+  static async load(tvmjs, gpuDevice, name, manifest, baseUrl, progress, fetchFn = fetch) {
+    const sub = manifest.submodels[name];
+    const get = (path) => fetchVerified(baseUrl, path, manifest.files, progress.fileCallback(), fetchFn);
+
+    progress.setStage(`${name}: downloading ${sub.wasm}`);
+    const wasm = await get(sub.wasm);
+    const logger = (msg) => console.log(`[${name}] ${msg}`);
+    const tvm = await tvmjs.instantiate(wasm.buffer, tvmjs.createPolyfillWASI(), logger);
+    tvm.initWebGPU(gpuDevice);
+    // Every TVM object a call returns belongs to the innermost scope; what we keep is detached from it.
+    tvm.beginScope();
+    try {
+      progress.setStage(`${name}: compiling GPU shaders`);
+      await tvm.asyncLoadWebGPUPipelines(tvm.systemLib());
+
+      const paramsDir = sub.params.endsWith("/") ? sub.params : `${sub.params}/`;
+      const cacheJson = JSON.parse(new TextDecoder().decode(await get(`${paramsDir}tensor-cache.json`)));
+      const names = [];
+      for (const shard of cacheJson.records) {
+        progress.setStage(`${name}: downloading weights ${shard.dataPath}`);
+        const bytes = await get(`${paramsDir}${shard.dataPath}`);
+        progress.setStage(`${name}: uploading weights ${shard.dataPath} to the GPU`);
+        for (const rec of shard.records) {
+          uploadRecord(tvm, rec, bytes, shard.dataPath);
+          names.push(rec.name);
+        }
+        await tvm.webgpu().sync();
+      }
+      const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(tvm.webgpu()));
+      const fn = tvm.detachFromCurrentScope(vm.getFunction(sub.function));
+      const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));
+      return new TvmSubmodel(name, tvm, vm, fn, params);
+    } finally {
+      tvm.endScope();
+    }
+  }
+
+  /**
+   * Run the function on host arrays.
+   * @param {Array<{data: Float32Array|Int32Array|Uint16Array, shape: number[], dtype: string}>} inputs
+   * @returns {Promise<{data: Float32Array, shape: number[]}>}
+   */
+  async call(inputs) {
+    const tvm = this.tvm;
+    tvm.beginScope();
+    try {
+      const args = inputs.map(({ data, shape, dtype }) => {
+        const t = tvm.empty(shape, dtype, this.device);
+        t.copyFromRawBytes(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+        return t;
+      });
+      let out = this.fn(...args, this.params);
+      if (typeof out.get === "function") out = out.get(0); // a one-element tuple
+      const host = tvm.empty(out.shape, out.dtype, tvm.cpu());
+      host.copyFrom(out);
+      await this.device.sync();
+      const raw = host.toRawBytes();
+      const data = out.dtype === "float16"
+        ? float16ToFloat32(new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2))
+        : new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
+      return { data: Float32Array.from(data), shape: Array.from(out.shape, Number) };
+    } finally {
+      tvm.endScope();
+    }
+  }
+}
+
+/** Copy one tensor-cache record from a verified shard into the instance's tensor cache, on the GPU. */
+function uploadRecord(tvm, rec, shardBytes, shardName) {
+  const size = rec.shape.reduce((a, b) => a * b, 1);
+  const bytesPerElem = DTYPE_BYTES[rec.dtype];
+  if (bytesPerElem === undefined) throw new PageError(`weight ${rec.name}: unsupported dtype ${rec.dtype}`);
+  if (rec.byteOffset + rec.nbytes > shardBytes.length) {
+    throw new PageError(`weight ${rec.name} lies outside ${shardName}: tensor-cache.json does not match its shards`);
+  }
+  let bytes = shardBytes.subarray(rec.byteOffset, rec.byteOffset + rec.nbytes);
+  if (rec.format === "f32-to-bf16" && rec.dtype === "float32") {
+    bytes = new Uint8Array(bf16BytesToFloat32(bytes.slice()).buffer);
+  } else if (rec.format !== "raw") {
+    throw new PageError(`weight ${rec.name}: unsupported tensor-cache format ${rec.format}`);
+  }
+  if (bytes.length !== size * bytesPerElem) {
+    throw new PageError(`weight ${rec.name}: ${bytes.length} bytes for shape [${rec.shape}] ${rec.dtype}`);
+  }
+  tvm.beginScope();
+  const arr = tvm.empty(rec.shape, rec.dtype, tvm.webgpu());
+  arr.copyFromRawBytes(bytes);
+  tvm.tensorCacheUpdate(rec.name, arr, false);
+  tvm.endScope();
+}
