@@ -16,6 +16,7 @@ from pipeline import doit_support as ds
 from pipeline import tvm_build, tvm_checkout
 from pipeline.config import load_config
 from pipeline.errors import WebsdError
+from pipeline.fsutil import read_json
 from pipeline.layout import SUBMODELS, Layout
 
 try:
@@ -62,9 +63,9 @@ def task_tvm_checkout():
     """Check out Apache TVM at tvm.ref (from tvm.git or tvm.mirror) with the tvm-ffi submodule."""
 
     def is_current(task, values):
-        stamp = tvm_checkout.read_json(LAYOUT.tvm_checkout_stamp, {})
+        stamp = read_json(LAYOUT.tvm_checkout_stamp, {})
         return (stamp.get("ref") == CFG.tvm.resolved_ref and stamp.get("remote") == CFG.tvm.remote
-                and (LAYOUT.tvm_src / ".git").exists())
+                and stamp.get("ffi_mirror", "") == CFG.tvm.ffi_mirror and (LAYOUT.tvm_src / ".git").exists())
 
     return {
         "actions": [ds.python_stage(tvm_checkout.checkout_tvm, CFG)],
@@ -100,9 +101,11 @@ def task_tvm_build():
 def task_tvmjs_runtime():
     """Build TVM's web runtime with emscripten (wasm objects + tvmjs_runtime.wasi.js) and tvmjs.bundle.js."""
     from pipeline import tvmjs_runtime
+    from pipeline.progress import StageProgress
 
     def run():
-        tvmjs_runtime.build_tvmjs_runtime(LAYOUT.tvm_src, LAYOUT.tvmjs_dir)
+        with StageProgress("tvmjs_runtime") as progress:
+            tvmjs_runtime.build_tvmjs_runtime(LAYOUT.tvm_src, LAYOUT.tvmjs_dir, progress=progress.step)
 
     return {
         "actions": [ds.python_stage(run)],
@@ -111,7 +114,8 @@ def task_tvmjs_runtime():
         "file_dep": _code("tvmjs_runtime.py"),
         "uptodate": [ds.fingerprint_uptodate("runtime_sources", lambda: tvm_checkout.source_fingerprint(
             LAYOUT.tvm_src, tvmjs_runtime.RUNTIME_PATHS))],
-        "clean": [ds.clean_only_when_named("tvmjs_runtime", lambda: [LAYOUT.tvmjs_dir])],
+        "clean": [ds.clean_only_when_named("tvmjs_runtime", lambda: [LAYOUT.tvmjs_dir,
+                                                                   tvmjs_runtime.logs_dir(LAYOUT.tvmjs_dir)])],
     }
 
 

@@ -40,6 +40,9 @@ class TvmConfig:
     # A local path or URL of a TVM git mirror that replaces ``git`` (air-gapped builds). Usually set per machine:
     # WEBSD_TVM_MIRROR or the user config.
     mirror: str = ""
+    # Likewise for the 3rdparty/tvm-ffi submodule (a mirror of apache/tvm-ffi). Without it, an unreachable
+    # submodule remote falls back to the apache-tvm-ffi sdist (enough for the web runtime; see README).
+    ffi_mirror: str = ""
     build: str = field(default="auto", metadata=_choice("auto", "source", "wheel"))
     llvm_config: str = "llvm-config-19"
     build_jobs: int = 0  # 0: ninja's default

@@ -143,23 +143,48 @@ def _fill_from_sdist(dest: Path, version: str) -> None:
             shutil.copytree(root, work)
 
 
-def init_tvm_ffi(src: Path, tvm_version: str) -> str:
-    """Fill ``3rdparty/tvm-ffi`` (and its dlpack): from git when reachable, else from the PyPI sdist."""
+def _update_submodule(repo: Path, path: str, url: str | None) -> bool:
+    """``git submodule update --init`` of one submodule, from ``url`` instead of .gitmodules' when given."""
+    if url:
+        _git("submodule", "init", "-q", path, cwd=repo, check=False)
+        _git("config", f"submodule.{path}.url", url, cwd=repo, check=False)
+    # local mirrors are plain paths: allow the file transport git refuses for submodules by default
+    proc = _git("-c", "protocol.file.allow=always", "submodule", "update", "--init", path, cwd=repo,
+                check=False, timeout=1800)
+    return proc.returncode == 0
+
+
+def init_tvm_ffi(src: Path, tvm_version: str, ffi_mirror: str = "") -> str:
+    """Fill ``3rdparty/tvm-ffi`` and its dlpack: from git (``tvm.ffi_mirror`` or the submodule's own remote) when
+    reachable, else from the ``apache-tvm-ffi`` sdist. Returns where they came from."""
     dest = src / TVM_FFI_SUBMODULE
     if _submodule_commit(src, TVM_FFI_SUBMODULE) is None:
         return "none"  # this TVM has no tvm-ffi submodule (< 0.22)
     stamp = dest / ".websd-source"
     if stamp.exists():
-        return stamp.read_text().strip()
-    proc = _git("submodule", "update", "--init", "--depth", "1", "--recursive", TVM_FFI_SUBMODULE, cwd=src,
-                check=False, timeout=600)
-    if proc.returncode == 0 and (dest / "3rdparty" / "dlpack" / "include").exists():
+        previous = stamp.read_text().strip()
+        if not (ffi_mirror and previous.startswith("sdist")):
+            return previous
+        shutil.rmtree(dest)  # a mirror is now configured: replace the sdist stand-in by the real submodule
+        dest.mkdir()
+    rel = versions.release(tvm_version)
+    if _update_submodule(src, TVM_FFI_SUBMODULE, ffi_mirror or None):
         source = "git"
+        dlpack = dest / "3rdparty" / "dlpack"
+        if not _update_submodule(dest, "3rdparty/dlpack", None) or not (dlpack / "include").exists():
+            # dlpack is one header; the sdist of the matching tvm-ffi release ships it
+            if not rel.tvm_ffi:
+                raise WebsdError(f"{dest}/3rdparty/dlpack is unreachable and pipeline/versions.py names no "
+                                 f"apache-tvm-ffi sdist for TVM {tvm_version}; add one")
+            with tempfile.TemporaryDirectory(prefix="websd-ffi-") as tmp:
+                _fill_from_sdist(Path(tmp) / "ffi", rel.tvm_ffi)
+                shutil.rmtree(dlpack, ignore_errors=True)
+                shutil.copytree(Path(tmp) / "ffi" / "3rdparty" / "dlpack", dlpack)
+            source = f"git, dlpack from sdist {rel.tvm_ffi}"
     else:
-        rel = versions.release(tvm_version)
         if not rel.tvm_ffi:
             raise WebsdError(f"{TVM_FFI_SUBMODULE} is unreachable and pipeline/versions.py names no apache-tvm-ffi "
-                             f"sdist for TVM {tvm_version}; add one")
+                             f"sdist for TVM {tvm_version}; set tvm.ffi_mirror or add one")
         _git("submodule", "deinit", "-q", "--force", TVM_FFI_SUBMODULE, cwd=src, check=False)
         shutil.rmtree(dest, ignore_errors=True)
         _fill_from_sdist(dest, rel.tvm_ffi)
@@ -176,7 +201,7 @@ def checkout_tvm(cfg: Config, log: Callable[[str], None] = print) -> CheckoutRes
     if stamp.get("ref") == ref and stamp.get("remote") == remote and (src / ".git").exists() \
             and (_SHA.match(ref) or ref == f"v{cfg.tvm.version}" or stamp.get("refspec", "").startswith("refs/tags/")):
         # a tag or commit never moves: no need to ask the remote again
-        commit = stamp["commit"]
+        commit, refspec = stamp["commit"], stamp["refspec"]
         executed = False
     else:
         commit, refspec = resolve_ref(remote, ref)
@@ -189,10 +214,13 @@ def checkout_tvm(cfg: Config, log: Callable[[str], None] = print) -> CheckoutRes
             # a fresh checkout is built aside and renamed in, so an interrupted clone leaves no half tree
             with atomic_path(src) as work:
                 commit = fetch_commit(work, remote, refspec, commit)
-                init_tvm_ffi(work, cfg.tvm.version)
-        write_json(layout.tvm_checkout_stamp, {"remote": remote, "ref": ref, "refspec": refspec, "commit": commit})
+                init_tvm_ffi(work, cfg.tvm.version, cfg.tvm.ffi_mirror)
         executed = True
-    ffi_source = init_tvm_ffi(src, cfg.tvm.version)
+    ffi_source = init_tvm_ffi(src, cfg.tvm.version, cfg.tvm.ffi_mirror)
+    if executed or stamp.get("ffi_source") != ffi_source or stamp.get("ffi_mirror") != cfg.tvm.ffi_mirror:
+        write_json(layout.tvm_checkout_stamp, {"remote": remote, "ref": ref, "refspec": refspec, "commit": commit,
+                                               "ffi_mirror": cfg.tvm.ffi_mirror, "ffi_source": ffi_source})
+        executed = True
     return CheckoutResult(src=src, commit=commit, ref=ref, ffi_source=ffi_source, executed=executed)
 
 

@@ -59,3 +59,26 @@ def run_doit(*args: str, env: dict | None = None, timeout: float = 1800) -> Doit
 @pytest.fixture
 def doit():
     return run_doit
+
+
+def real_env(cache: Path, **extra: str) -> dict:
+    """Environment for a doit run against the real TVM source the developer configured."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WEBSD_")}
+    env.update(WEBSD_PATHS_CACHE=str(cache), WEBSD_TVM_MIRROR=_REAL.tvm.mirror,
+               WEBSD_TVM_FFI_MIRROR=_REAL.tvm.ffi_mirror, **extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def real_cache(tmp_path_factory) -> Path:
+    """A cache with the real TVM checkout, the selected TVM and the tvmjs runtime, built once per session.
+
+    ``WEBSD_TEST_REAL_CACHE=<dir>`` keeps it across sessions (the runtime build takes minutes); doit rebuilds
+    only what is stale there.
+    """
+    if not REAL_TVM_MIRROR:
+        pytest.skip(needs_tvm_source.kwargs["reason"])
+    cache = Path(os.environ.get("WEBSD_TEST_REAL_CACHE") or tmp_path_factory.mktemp("real-cache"))
+    res = run_doit("tvm_build", "tvmjs_runtime", env=real_env(cache))
+    assert res.returncode == 0, res.output
+    return cache

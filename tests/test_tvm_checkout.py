@@ -105,3 +105,36 @@ def test_tvm_ffi_submodule_falls_back_to_the_sdist_when_its_remote_is_unreachabl
     assert filled == ["0.1.14.post0"] and result.ffi_source == "sdist 0.1.14.post0"
     # the filled submodule is not a local edit: the release still counts as unmodified
     assert tvm_checkout.is_unmodified_release(result.src, "0.26.0")
+
+
+def test_tvm_ffi_submodule_from_the_ffi_mirror(tmp_path, monkeypatch):
+    """With tvm.ffi_mirror set, the submodule is the real one at the pinned commit; dlpack (unreachable) comes
+    from the sdist."""
+    repo = make_fake_tvm(tmp_path)
+    ffi = tmp_path / "ffi-mirror"
+    ffi.mkdir()
+    git(ffi, "init", "-q")
+    (ffi / "ffi.h").write_text("// real tvm-ffi\n")
+    (ffi / ".gitmodules").write_text('[submodule "3rdparty/dlpack"]\n\tpath = 3rdparty/dlpack\n'
+                                     '\turl = /nonexistent/dlpack\n')
+    git(ffi, "add", "-A")
+    git(ffi, "update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},3rdparty/dlpack")
+    git(ffi, "commit", "-qm", "ffi")
+    (repo / ".gitmodules").write_text('[submodule "3rdparty/tvm-ffi"]\n\tpath = 3rdparty/tvm-ffi\n'
+                                      '\turl = /nonexistent/tvm-ffi\n')
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{git(ffi, 'rev-parse', 'HEAD')},3rdparty/tvm-ffi")
+    git(repo, "add", ".gitmodules")
+    git(repo, "commit", "-qm", "submodule")
+    git(repo, "tag", "-f", "v0.26.0")
+
+    def fake_sdist(dest, version):
+        (dest / "3rdparty" / "dlpack" / "include").mkdir(parents=True)
+        (dest / "3rdparty" / "dlpack" / "include" / "dlpack.h").write_text("// dlpack\n")
+
+    monkeypatch.setattr(tvm_checkout, "_fill_from_sdist", fake_sdist)
+    cfg = load_config(env={**os.environ, "WEBSD_TVM_MIRROR": str(repo), "WEBSD_TVM_FFI_MIRROR": str(ffi)})
+    result = tvm_checkout.checkout_tvm(cfg, log=lambda m: None)
+    assert result.ffi_source == "git, dlpack from sdist 0.1.14.post0"
+    assert (result.src / "3rdparty" / "tvm-ffi" / "ffi.h").read_text() == "// real tvm-ffi\n"
+    assert (result.src / "3rdparty" / "tvm-ffi" / "3rdparty" / "dlpack" / "include" / "dlpack.h").exists()
+    assert tvm_checkout.is_unmodified_release(result.src, "0.26.0")
