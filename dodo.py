@@ -233,7 +233,9 @@ def task_verify():
             "basename": f"verify_{sub}",
             "doc": f"check the TVM {sub} against PyTorch",
             **_stage(f"verify_{sub}", "verify", sub),
-            "file_dep": _trace_files(sub) + [_compile_files(sub)[1], _compile_files(sub)[2]] + _code("verify.py"),
+            # checks what the page downloads: the sharded params, run through the llvm build of the selected TVM
+            "file_dep": _trace_files(sub) + _compile_files(sub)[1:] + [str(LAYOUT.params_dir(sub) / "tensor-cache.json"),
+                                                                      str(LAYOUT.tvm_build_stamp)] + _code("verify.py"),
             "targets": [str(LAYOUT.verify_report(sub))],
             "clean": True,
         }

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
+from .submodels import REGISTRY as _SUBMODEL_REGISTRY
 
-SUBMODELS = ("clip", "unet", "vae")
+# one task per stage and submodel: adding a submodel is a module in pipeline/submodels/ plus its registry line
+SUBMODELS = tuple(_SUBMODEL_REGISTRY)
 
 
 def model_key(model_name: str) -> str:

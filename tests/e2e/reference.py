@@ -1,0 +1,76 @@
+"""The reference the page is compared with: diffusers' StableDiffusionPipeline on the same weights, and the metrics.
+
+The page's VAE entry returns ``clamp((image / 2 + 0.5) * 255, 0, 255)`` as float32 (NHWC), not rounded; diffusers
+with ``output_type="np"`` returns ``clamp(image / 2 + 0.5, 0, 1)`` (NHWC float32). So the like-for-like comparison is
+page pixels vs reference * 255, both unrounded floats on the 0..255 scale. (The canvas holds those floats rounded
+to bytes; comparing bytes would add up to 0.5 of rounding noise and hide nothing else.)
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+SCHEDULER_CLASSES = {"dpm++2m": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler"}
+
+
+def load_reference_pipeline(model_dir: Path, tokenizer_dir: Path):
+    """A float32 CPU StableDiffusionPipeline from a diffusers folder (text_encoder/, unet/, vae/, scheduler/) and the
+    CLIP tokenizer files the site serves (so both sides tokenize with the same vocabulary and merges)."""
+    import diffusers
+    import torch
+    import transformers
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from pipeline.tokenizer import clip_tokenizer
+
+    for library in (diffusers, transformers):  # progress bars would bury the report the test prints
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+    model_dir = Path(model_dir)
+    f32 = {"torch_dtype": torch.float32, "local_files_only": True}
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(model_dir / "vae", **f32),
+        text_encoder=CLIPTextModel.from_pretrained(model_dir / "text_encoder", dtype=torch.float32,
+                                                   local_files_only=True),
+        tokenizer=clip_tokenizer(source=Path(tokenizer_dir)),
+        unet=UNet2DConditionModel.from_pretrained(model_dir / "unet", **f32),
+        scheduler=getattr(diffusers, SCHEDULER_CLASSES["dpm++2m"]).from_pretrained(model_dir / "scheduler"),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def reference_image(pipe, *, scheduler: str, prompt: str, negative_prompt: str, steps: int, guidance: float,
+                    size: int, latents: np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
+    """diffusers' image as float32 H x W x 3 on the page's 0..255 scale (see module doc).
+
+    ``latents`` (1 x C x h x w, before init_noise_sigma, as the page takes them) or ``seed`` (a CPU
+    torch.Generator, which the page's seeded noise reproduces). The scheduler is built from the model's own
+    scheduler config, as the page builds it from manifest.json's copy of that config."""
+    import diffusers
+    import torch
+
+    pipe.scheduler = getattr(diffusers, SCHEDULER_CLASSES[scheduler]).from_config(pipe.scheduler.config)
+    kwargs = {}
+    if latents is not None:
+        kwargs["latents"] = torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32))
+    else:
+        kwargs["generator"] = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        out = pipe(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
+                   guidance_scale=guidance, height=size, width=size, output_type="np", **kwargs)
+    return (out.images[0] * 255).astype(np.float32)
+
+
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio in dB of two images on the 0..peak scale (inf when equal)."""
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(peak * peak / mse)
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
