@@ -13,7 +13,7 @@ from pathlib import Path
 from doit.tools import config_changed
 
 from pipeline import doit_support as ds
-from pipeline import tvm_build, tvm_checkout
+from pipeline import models, tvm_build, tvm_checkout
 from pipeline.config import load_config
 from pipeline.errors import WebsdError
 from pipeline.fsutil import read_json
@@ -24,6 +24,7 @@ try:
 except WebsdError as _e:
     raise SystemExit(f"error: {_e}")
 LAYOUT = Layout.from_config(CFG)
+DEFAULT_STAGES = ("trace", "compile", "link", "shard") + (("verify",) if models.verify_by_default(CFG) else ())
 CACHE = LAYOUT.cache
 CODE = Path(__file__).parent / "pipeline"
 
@@ -32,8 +33,9 @@ DOIT_CONFIG = {
     "dep_file": str(CACHE / ".doit.sqlite3"),
     "reporter": ds.SummaryReporter,
     "verbosity": 2,  # long stages print their progress live
-    "default_tasks": ["weights", *(f"{stage}_{sub}" for stage in ("trace", "compile", "link", "shard", "verify")
-                                   for sub in SUBMODELS), "tokenizer", "site"],
+    # every model stage by name, so that `doit clean` cleans them all (and never the TVM toolchain)
+    "default_tasks": ["weights", *(f"{stage}_{sub}" for stage in DEFAULT_STAGES for sub in SUBMODELS),
+                      "tokenizer", "site"],
 }
 
 # one doit at a time per tree (read-only commands excepted); WEBSD_LOCK_WAIT=0 refuses instead of waiting
@@ -120,72 +122,74 @@ def task_tvmjs_runtime():
 
 
 # --- model stages: one task per stage and submodel ------------------------------------------------------------------
+# Each stage module declares what it reads and writes (pipeline.run_stage.stage_io); dodo adds the stage's own code,
+# the TVM selection for stages that run TVM, and the order-only task_deps.
+
+# Config keys already encoded in the output paths (Layout: model dir and <dtype>-<size> variant dir): switching them
+# writes elsewhere instead of overwriting, so switching back finds the old outputs up to date.
+PATH_KEYS = {"model.name", "model.dtype", "model.image_size"}
+STAGE_CODE = {"trace": ["trace.py", "submodels/{sub}.py", "submodels/attention.py"], "compile": ["compile.py"],
+              "link": ["wasm_link.py"], "shard": ["shard.py"], "verify": ["verify.py"]}
+# stages that import TVM: they depend on which TVM tvm_build selected (sharding uses TVM only to write its format)
+TVM_STAGES = {"compile", "verify"}
+
+
+def _model_task(stage: str, sub: str, doc: str, task_dep: list[str]) -> dict:
+    from pipeline.run_stage import stage_io
+
+    io = stage_io(CFG, stage, sub)
+    keys = [k for k in io["config_keys"] if k not in PATH_KEYS]
+    file_dep = io["file_dep"] + _code(*(c.format(sub=sub) for c in STAGE_CODE[stage]))
+    if stage in TVM_STAGES:
+        file_dep.append(str(LAYOUT.tvm_build_stamp))
+    return {
+        "basename": f"{stage}_{sub}",
+        "doc": doc,
+        **_stage(f"{stage}_{sub}", stage, sub),
+        "file_dep": file_dep,
+        "targets": io["targets"],
+        "task_dep": task_dep,
+        "uptodate": [config_changed(CFG.subset(*keys))] if keys else [],
+        "clean": [(ds.remove_paths, [io["targets"]])],
+    }
 
 
 def _stage(task_name: str, stage: str, submodel: str) -> dict:
     return {"actions": [ds.subprocess_stage(task_name, stage, submodel, OVERRIDES, _tvm_env, CACHE)]}
 
 
+def _group(name: str, doc: str, subs=SUBMODELS) -> dict:
+    return {"basename": name, "actions": None, "task_dep": [f"{name}_{s}" for s in subs], "doc": doc}
+
+
 def task_weights():
     """Materialize the embedded model's weights (tiny / sd15-random) as a diffusers folder."""
     from pipeline import models
+    from pipeline.run_stage import stage_io
 
     if not models.materialized(CFG):
         return {"actions": None, "doc": "nothing to do: the model is a local diffusers folder"}
-    outs = sorted({str(p) for sub in SUBMODELS for p in models.weight_files(CFG, sub)})
+    io = stage_io(CFG, "weights")
     return {
         **_stage("weights", "weights", "all"),
-        "targets": outs,
-        "file_dep": [str(p) for p in models.model_code_files(CFG)],
-        "uptodate": [config_changed(CFG.subset("model.name", "model.seed"))],
-        "clean": True,
+        "targets": io["targets"],
+        "file_dep": io["file_dep"],
+        "uptodate": [config_changed(CFG.subset(*(k for k in io["config_keys"] if k not in PATH_KEYS)))],
+        "clean": [(ds.remove_paths, [[models.weights_dir(CFG)]])],
     }
-
-
-def _trace_files(sub):
-    return [str(LAYOUT.trace_dir() / f"{sub}.pt2"), str(LAYOUT.trace_dir() / f"{sub}.json")]
-
-
-def _compile_files(sub):
-    d = LAYOUT.compile_dir()
-    return [str(d / f"{sub}.webgpu.tar"), str(d / f"{sub}.llvm.so"), str(d / f"{sub}.json")]
-
-
-def _group(name: str, doc: str):
-    return {"basename": name, "actions": None, "task_dep": [f"{name}_{s}" for s in SUBMODELS], "doc": doc}
 
 
 def task_trace():
     """torch.export of each submodel's wrapper (never depends on TVM)."""
-    from pipeline import models
-
     for sub in SUBMODELS:
-        yield {
-            "basename": f"trace_{sub}",
-            "doc": f"torch.export the {sub} wrapper",
-            **_stage(f"trace_{sub}", "trace", sub),
-            "task_dep": ["weights"],
-            "file_dep": [str(p) for p in models.weight_files(CFG, sub)] + _code("trace.py", f"submodels/{sub}.py"),
-            "targets": _trace_files(sub),
-            "uptodate": [config_changed(CFG.subset("model.name", "model.image_size"))],
-            "clean": True,
-        }
+        yield _model_task("trace", sub, f"torch.export the {sub} wrapper", ["weights"])
     yield _group("trace", "trace all submodels")
 
 
 def task_compile():
     """Import each trace into TVM Relax and build it for WebGPU (wasm32 host) and for llvm (verification)."""
     for sub in SUBMODELS:
-        yield {
-            "basename": f"compile_{sub}",
-            "doc": f"compile {sub} with TVM Relax for WebGPU and llvm",
-            **_stage(f"compile_{sub}", "compile", sub),
-            "task_dep": ["tvm_build"],
-            "file_dep": _trace_files(sub) + [str(LAYOUT.tvm_build_stamp)] + _code("compile.py"),
-            "targets": _compile_files(sub),
-            "uptodate": [config_changed(CFG.subset("model.dtype"))],
-            "clean": True,
-        }
+        yield _model_task("compile", sub, f"compile {sub} with TVM Relax for WebGPU and llvm", ["tvm_build"])
     yield _group("compile", "compile all submodels")
 
 
@@ -194,51 +198,26 @@ def task_link():
     from pipeline import tvmjs_runtime
 
     for sub in SUBMODELS:
-        yield {
-            "basename": f"link_{sub}",
-            "doc": f"link {sub}.wasm",
-            **_stage(f"link_{sub}", "link", sub),
-            "task_dep": ["tvmjs_runtime"],
-            "file_dep": [_compile_files(sub)[0], str(tvmjs_runtime.runtime_stamp(LAYOUT.tvmjs_dir))]
-                        + _code("wasm_link.py"),
-            "targets": [str(LAYOUT.wasm_path(sub))],
-            "uptodate": [config_changed(CFG.subset("link.profile"))],
-            "clean": True,
-        }
+        task = _model_task("link", sub, f"link {sub}.wasm with the tvmjs runtime", ["tvmjs_runtime"])
+        task["file_dep"].append(str(tvmjs_runtime.runtime_stamp(LAYOUT.tvmjs_dir)))
+        yield task
     yield _group("link", "link all submodels")
 
 
 def task_shard():
     """Write each submodel's parameters as a tvmjs tensor cache (32 MB shards; float16 when model.dtype is)."""
     for sub in SUBMODELS:
-        cache_json = LAYOUT.params_dir(sub) / "tensor-cache.json"
-        yield {
-            "basename": f"shard_{sub}",
-            "doc": f"shard {sub} parameters into the tensor cache",
-            **_stage(f"shard_{sub}", "shard", sub),
-            # tvm.contrib.tvmjs writes the cache, so TVM must be selected, but a TVM change does not re-shard
-            "task_dep": ["tvm_build"],
-            "file_dep": _trace_files(sub) + _code("shard.py"),
-            "targets": [str(cache_json)],
-            "uptodate": [config_changed(CFG.subset("model.dtype"))],
-            "clean": [(ds.remove_paths, [[LAYOUT.params_dir(sub)]])],
-        }
+        # TVM writes the format, so it must be selected first, but a TVM change does not re-shard
+        task = _model_task("shard", sub, f"shard {sub} parameters into the tensor cache", ["tvm_build"])
+        task["clean"] = [(ds.remove_paths, [[LAYOUT.params_dir(sub)]])]
+        yield task
     yield _group("shard", "shard all submodels")
 
 
 def task_verify():
     """Run each llvm build against PyTorch on the same inputs; write a max-abs-error report."""
     for sub in SUBMODELS:
-        yield {
-            "basename": f"verify_{sub}",
-            "doc": f"check the TVM {sub} against PyTorch",
-            **_stage(f"verify_{sub}", "verify", sub),
-            # checks what the page downloads: the sharded params, run through the llvm build of the selected TVM
-            "file_dep": _trace_files(sub) + _compile_files(sub)[1:] + [str(LAYOUT.params_dir(sub) / "tensor-cache.json"),
-                                                                      str(LAYOUT.tvm_build_stamp)] + _code("verify.py"),
-            "targets": [str(LAYOUT.verify_report(sub))],
-            "clean": True,
-        }
+        yield _model_task("verify", sub, f"check the TVM {sub} (llvm) against PyTorch", ["tvm_build"])
     yield _group("verify", "verify all submodels")
 
 

@@ -1,0 +1,129 @@
+"""Stage ``trace_<sub>``: ``torch.export`` of a submodel's entry wrapper (see pipeline.submodels).
+
+Outputs, in ``Layout.trace_dir()`` (per model and image size):
+  <sub>.pt2     the ExportedProgram (``torch.export.save``; weights inside)
+  <sub>.json    inputs/outputs (name, shape, dtype), parameters in the order TVM's importer passes them
+                (``name``: state-dict key, also the tensor-cache record name; ``arg``: the graph placeholder)
+
+Tracing never imports TVM: it runs before (and independently of) the TVM build.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from . import models, submodels
+from .config import Config
+from .fsutil import atomic_write, read_json, write_json
+from .layout import Layout
+
+CONFIG_KEYS = ("model.name", "model.image_size")
+
+
+def paths(cfg: Config, sub: str) -> tuple[Path, Path]:
+    """(program .pt2, description .json) of a submodel's trace."""
+    submodels.get(sub)
+    trace_dir = Layout.from_config(cfg).trace_dir()
+    return trace_dir / f"{sub}.pt2", trace_dir / f"{sub}.json"
+
+
+def file_deps(cfg: Config, sub: str) -> list[Path]:
+    return models.weight_files(cfg, sub)
+
+
+def targets(cfg: Config, sub: str) -> list[Path]:
+    return list(paths(cfg, sub))
+
+
+def _torch_dtype_name(dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def describe(ep, input_names: list[str]) -> dict:
+    """Inputs, outputs and parameters of an ExportedProgram, in the calling order of the Relax function
+    ``from_exported_program(..., keep_params_as_input=True)`` makes of it: user inputs, then parameters.
+    (Buffers and constants are bound into the module by the importer, so they are not parameters.)"""
+    from torch.export.graph_signature import InputKind
+
+    specs = ep.graph_signature.input_specs
+    state = ep.state_dict
+    params = [{"name": s.target, "arg": s.arg.name, "shape": list(state[s.target].shape),
+               "dtype": _torch_dtype_name(state[s.target].dtype)}
+              for s in specs if s.kind is InputKind.PARAMETER]
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    user = [s.arg.name for s in specs if s.kind is InputKind.USER_INPUT]
+    inputs = []
+    for given, arg in zip(input_names, user):
+        val = placeholders[arg].meta["val"]
+        inputs.append({"name": given, "shape": list(val.shape), "dtype": _torch_dtype_name(val.dtype)})
+    output_node = next(n for n in ep.graph.nodes if n.op == "output")
+    outs = output_node.args[0]
+    outs = outs if isinstance(outs, (list, tuple)) else [outs]
+    outputs = [{"shape": list(o.meta["val"].shape), "dtype": _torch_dtype_name(o.meta["val"].dtype)} for o in outs]
+    return {"inputs": inputs, "outputs": outputs, "params": params,
+            "param_bytes": sum(state[p["name"]].numel() * state[p["name"]].element_size() for p in params)}
+
+
+def trace(cfg: Config, sub: str) -> dict:
+    """Export the submodel's wrapper and save program + description; returns the description."""
+    sub_module = submodels.get(sub)
+    dims = models.dims(cfg)
+    pt2, info_path = paths(cfg, sub)
+    import torch
+
+    start = time.perf_counter()
+    wrapper = sub_module.wrapper(cfg)
+    example = sub_module.inputs(dims, torch.Generator().manual_seed(cfg.model.seed))
+    loaded = time.perf_counter()
+    with torch.no_grad():
+        ep = torch.export.export(wrapper, tuple(example.values()))
+    exported = time.perf_counter()
+    info = describe(ep, list(example))
+    info.update(
+        submodel=sub, function=sub, output=sub_module.OUTPUT, model=cfg.model.name,
+        image_size=dims.image_size, latent_size=dims.latent_size,
+        attention=_attention_decisions(wrapper),
+        torch_version=torch.__version__,
+    )
+    # The graph alone (no weight values): compile depends on this description, not on the .pt2, so new weights
+    # re-trace and re-shard but do not recompile (params are inputs of the compiled module).
+    info["graph_sha256"] = hashlib.sha256(
+        (ep.graph_module.code + str(ep.graph_signature)).encode()).hexdigest()
+    with atomic_write(pt2, "wb") as f:
+        torch.export.save(ep, f)
+    # timings go to the log, not the description: it must be byte-identical for an identical graph
+    print(f"trace {sub}: load {loaded - start:.1f}s, export {exported - loaded:.1f}s, "
+          f"save {time.perf_counter() - exported:.1f}s", file=sys.stderr)
+    write_json(info_path, info)
+    return info
+
+
+def _attention_decisions(wrapper) -> list[dict]:
+    """What BoundedAttnProcessor chose while tracing (distinct shapes), for the record."""
+    from .submodels.attention import BoundedAttnProcessor
+
+    seen, out = set(), []
+    for module in wrapper.modules():
+        proc = getattr(module, "processor", None)
+        if isinstance(proc, BoundedAttnProcessor):
+            for d in proc.decisions:
+                key = tuple(sorted(d.items()))
+                if key not in seen:
+                    seen.add(key)
+                    out.append(d)
+    return out
+
+
+def load(cfg: Config, sub: str):
+    """(ExportedProgram, description) of a finished trace."""
+    from .errors import WebsdError
+
+    pt2, info_path = paths(cfg, sub)
+    info = read_json(info_path)
+    if info is None or not pt2.is_file():
+        raise WebsdError(f"no trace of {sub} at {pt2}; run the trace_{sub} stage first")
+    import torch
+
+    return torch.export.load(str(pt2)), info

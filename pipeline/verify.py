@@ -1,0 +1,92 @@
+"""Stage ``verify_<sub>``: the CPU (llvm) build, fed the shipped tensor cache, against PyTorch.
+
+Both run the same random inputs (seeded by ``model.seed``, drawn apart from the trace's example inputs); PyTorch
+runs the traced program in float32. The report (``Layout.verify_report(sub)``) holds the max abs error, also
+normalized by the output's range (255 for the VAE's 0..255 pixels, 1 otherwise), which must stay within
+``TOLERANCE[dtype]``. A failed check writes ``<sub>.failed.json`` instead (removing an earlier report) and raises.
+
+CPU builds of full-size models are unscheduled and very slow (SD v1.5 UNet: > 18 min per call); verify is
+meant for small models.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from . import compile as compile_stage
+from . import models, shard, submodels, trace
+from .config import Config
+from .errors import WebsdError
+from .fsutil import write_json
+from .layout import Layout
+
+CONFIG_KEYS = ("model.dtype", "model.seed")
+# normalized max abs error allowed per model.dtype (float16 keeps ~3 digits; guidance 7.5 amplifies the UNet's)
+TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
+# output value range per submodel (error is reported relative to it)
+OUTPUT_RANGE = {"vae": 255.0}
+
+
+def file_deps(cfg: Config, sub: str) -> list[Path]:
+    return [trace.paths(cfg, sub)[0], compile_stage.paths(cfg, sub)["llvm"], *shard.targets(cfg, sub)]
+
+
+def targets(cfg: Config, sub: str) -> list[Path]:
+    return [Layout.from_config(cfg).verify_report(sub)]
+
+
+def verify(cfg: Config, sub: str) -> dict:
+    import numpy as np
+    import torch
+    import tvm
+    from tvm import relax
+
+    layout = Layout.from_config(cfg)
+    so = compile_stage.paths(cfg, sub)["llvm"]
+    params_dir = layout.params_dir(sub)
+    if not so.is_file():
+        raise WebsdError(f"no CPU build of {sub} at {so}; run compile_{sub} first")
+    if not (params_dir / shard.CACHE_JSON).is_file():
+        raise WebsdError(f"no tensor cache for {sub} at {params_dir}; run shard_{sub} first")
+    ep, info = trace.load(cfg, sub)
+    inputs = submodels.get(sub).inputs(models.dims(cfg), torch.Generator().manual_seed(cfg.model.seed + 1))
+
+    start = time.perf_counter()
+    with torch.no_grad():
+        expected = ep.module()(*inputs.values()).numpy()
+    torch_s = time.perf_counter() - start
+
+    cache = shard.read_cache(params_dir)
+    names = [p["name"] for p in info["params"]]
+    if list(cache) != names:
+        raise WebsdError(f"tensor cache {params_dir} does not list {sub}'s parameters in call order; "
+                         f"re-run shard_{sub}")
+    dev = tvm.cpu()
+    params = [tvm.runtime.tensor(np.ascontiguousarray(cache[n]), dev) for n in names]
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(so)), dev)
+    start = time.perf_counter()
+    actual = vm[sub](*[tvm.runtime.tensor(v.numpy(), dev) for v in inputs.values()], params).numpy()
+    tvm_s = time.perf_counter() - start
+
+    if actual.shape != expected.shape:
+        raise WebsdError(f"{sub}: TVM output shape {actual.shape} != PyTorch {expected.shape}; re-run trace/compile")
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected.astype(np.float64))))
+    scale = OUTPUT_RANGE.get(sub, 1.0)
+    tol = TOLERANCE[cfg.model.dtype]
+    report = {
+        "submodel": sub, "model": cfg.model.name, "dtype": cfg.model.dtype, "seed": cfg.model.seed + 1,
+        "output_shape": list(expected.shape), "max_abs_error": err, "output_range": scale,
+        "max_abs_error_normalized": err / scale, "max_abs_expected": float(np.max(np.abs(expected))),
+        "tolerance": tol, "passed": bool(err / scale <= tol),
+        "seconds": {"torch": round(torch_s, 3), "tvm_llvm": round(tvm_s, 3)},
+    }
+    target = layout.verify_report(sub)
+    if not report["passed"]:
+        failed = target.with_name(f"{sub}.failed.json")
+        write_json(failed, report)
+        target.unlink(missing_ok=True)  # an earlier passing report would describe other artifacts
+        raise WebsdError(f"{sub}: TVM (llvm) differs from PyTorch by {err / scale:.3g} (normalized) > {tol}; "
+                         f"see {failed}")
+    target.with_name(f"{sub}.failed.json").unlink(missing_ok=True)
+    write_json(target, report)
+    return report

@@ -1,0 +1,88 @@
+"""The tiny model built once per test session (weights, trace, compile, shard, verify), in-process.
+
+Several test modules share it; a session fixture imported into each of them would be instantiated once per
+module, so the build is memoized here.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import Config, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBS = ("clip", "unet", "vae")
+_BUILDS: dict[tuple, Config] = {}
+_ROOT_DIR: list[Path] = []
+
+
+
+def _cache_root() -> Path:
+    if not _ROOT_DIR:
+        _ROOT_DIR.append(Path(tempfile.mkdtemp(prefix="websd-models-")))
+        atexit.register(cleanup)
+    return _ROOT_DIR[0]
+
+
+def tiny_config(cache: Path, **overrides) -> Config:
+    return load_config(cli={"paths.cache": str(cache), **overrides})
+
+
+def build_tiny(dtype: str = "float32", subs: tuple[str, ...] = SUBS) -> Config:
+    """Every model stage of the tiny model for ``subs`` (memoized per session)."""
+    key = (dtype, subs)
+    if key not in _BUILDS:
+        from pipeline import compile as compile_stage
+        from pipeline import models, shard, trace, verify
+
+        cfg = tiny_config(_cache_root() / "cache", **{"model.dtype": dtype})
+        if not models.weight_files(cfg, "clip")[0].exists():
+            models.materialize(cfg)
+        for sub in subs:
+            if not trace.paths(cfg, sub)[0].exists():
+                trace.trace(cfg, sub)
+            compile_stage.compile_submodel(cfg, sub)
+            shard.shard(cfg, sub)
+            verify.verify(cfg, sub)
+        _BUILDS[key] = cfg
+    return _BUILDS[key]
+
+
+@pytest.fixture(scope="session")
+def tiny_f32() -> Config:
+    return build_tiny("float32")
+
+
+@pytest.fixture(scope="session")
+def tiny_f16_clip() -> Config:
+    return build_tiny("float16", ("clip",))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights() -> Config:
+    """Only the materialized tiny diffusers folder (no TVM)."""
+    from pipeline import models
+
+    cfg = tiny_config(_cache_root() / "cache")
+    if not models.weight_files(cfg, "clip")[0].exists():
+        models.materialize(cfg)
+    return cfg
+
+
+def run_stage(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m pipeline.run_stage ...`` in a child process (the way dodo.py runs it)."""
+    full_env = dict(os.environ if env is None else env)
+    return subprocess.run([sys.executable, "-m", "pipeline.run_stage", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def cleanup() -> None:
+    for d in _ROOT_DIR:
+        shutil.rmtree(d, ignore_errors=True)

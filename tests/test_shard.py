@@ -1,0 +1,73 @@
+"""Stage shard_<sub>: the tensor cache holds exactly the model's weights, in call order."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+
+import pytest
+
+from pipeline import models, shard, trace
+from pipeline.layout import Layout
+from tests.model_build import tiny_config, tiny_f16_clip, tiny_f32  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.slow  # builds the tiny model (once per session)
+
+# entry-wrapper parameter name prefix -> (diffusers component, prefix inside its safetensors)
+PREFIX = {"clip": ("text_encoder", "text_encoder."), "unet": ("unet", "unet."), "vae": ("vae", "")}
+
+
+def weights_from_folder(cfg, sub) -> dict:
+    from safetensors.numpy import load_file
+
+    component, prefix = PREFIX[sub]
+    raw = load_file(str(models.weight_files(cfg, sub)[1]))
+    return {prefix + k: v for k, v in raw.items()}
+
+
+def test_tensor_cache_round_trips_the_weights(tiny_f32):  # noqa: F811
+    for sub in ("clip", "unet", "vae"):
+        params_dir = Layout.from_config(tiny_f32).params_dir(sub)
+        index = json.loads((params_dir / "tensor-cache.json").read_text())
+        cache = shard.read_cache(params_dir)
+        traced = [p["name"] for p in json.loads(trace.paths(tiny_f32, sub)[1].read_text())["params"]]
+        assert list(cache) == traced == index["metadata"]["param_names"]
+        weights = weights_from_folder(tiny_f32, sub)
+        for name, arr in cache.items():
+            assert arr.dtype == np.float32 and np.array_equal(arr, weights[name]), name
+        assert all(s["nbytes"] <= 32 << 20 or len(s["records"]) == 1 for s in index["records"])
+
+
+def test_tvms_own_loader_reads_the_cache(tiny_f32):  # noqa: F811
+    import tvm
+    from tvm.contrib import tvmjs
+
+    params_dir = Layout.from_config(tiny_f32).params_dir("vae")
+    loaded, meta = tvmjs.load_tensor_cache(str(params_dir), tvm.cpu())
+    ours = shard.read_cache(params_dir)
+    assert meta["function"] == "vae" and meta["ParamSize"] == len(ours)
+    assert all(np.array_equal(loaded[n].numpy(), a) for n, a in ours.items())
+
+
+def test_float16_cache_stores_rounded_weights(tiny_f16_clip):  # noqa: F811
+    cache = shard.read_cache(Layout.from_config(tiny_f16_clip).params_dir("clip"))
+    weights = weights_from_folder(tiny_f16_clip, "clip")
+    for name, arr in cache.items():
+        assert arr.dtype == np.float16 and np.array_equal(arr, weights[name].astype(np.float16)), name
+
+
+def test_shard_needs_only_the_trace_and_splits_at_the_cap(tmp_path, tiny_f32, monkeypatch):  # noqa: F811
+    fresh = tiny_config(tmp_path / "cache")
+    src_dir, dst_dir = Layout.from_config(tiny_f32).trace_dir(), Layout.from_config(fresh).trace_dir()
+    dst_dir.mkdir(parents=True)
+    for p in trace.paths(tiny_f32, "clip"):
+        shutil.copy(p, dst_dir / p.name)
+    monkeypatch.setattr(shard, "SHARD_CAP_MB", 1)
+    shard.shard(fresh, "clip")  # no compile output and no weights folder in this cache
+    params_dir = Layout.from_config(fresh).params_dir("clip")
+    index = json.loads((params_dir / "tensor-cache.json").read_text())
+    # the 6 MB token embedding gets a shard of its own, everything else (< 1 MB) shares the next one
+    assert [len(s["records"]) for s in index["records"]] == [1, len(index["metadata"]["param_names"]) - 1]
+    assert list(shard.read_cache(params_dir)) == index["metadata"]["param_names"]
+    assert not Layout.from_config(fresh).compile_dir().exists()
