@@ -24,7 +24,8 @@ try:
 except WebsdError as _e:
     raise SystemExit(f"error: {_e}")
 LAYOUT = Layout.from_config(CFG)
-DEFAULT_STAGES = ("trace", "compile", "link", "shard") + (("verify",) if models.verify_by_default(CFG) else ())
+VERIFY = models.cpu_verification(CFG)
+DEFAULT_STAGES = ("trace", "compile", "link", "shard") + (("verify",) if VERIFY else ())
 CACHE = LAYOUT.cache
 CODE = Path(__file__).parent / "pipeline"
 
@@ -139,19 +140,38 @@ def _model_task(stage: str, sub: str, doc: str, task_dep: list[str]) -> dict:
 
     io = stage_io(CFG, stage, sub)
     keys = [k for k in io["config_keys"] if k not in PATH_KEYS]
-    file_dep = io["file_dep"] + _code(*(c.format(sub=sub) for c in STAGE_CODE[stage]))
+    # the stage's inputs sit in per-model/dtype/size directories: checked by ds.file_states, not file_dep, so
+    # that switching model.dtype back does not rebuild (see there); their producers are declared as task_dep
+    file_dep = _code(*(c.format(sub=sub) for c in STAGE_CODE[stage]))
     if stage in TVM_STAGES:
         file_dep.append(str(LAYOUT.tvm_build_stamp))
+    producers = _producers()
     return {
         "basename": f"{stage}_{sub}",
         "doc": doc,
         **_stage(f"{stage}_{sub}", stage, sub),
         "file_dep": file_dep,
         "targets": io["targets"],
-        "task_dep": task_dep,
-        "uptodate": [config_changed(CFG.subset(*keys))] if keys else [],
+        "task_dep": task_dep + sorted({producers[p] for p in io["file_dep"] if p in producers} - set(task_dep)),
+        "uptodate": [ds.file_states(io["file_dep"])] + ([config_changed(CFG.subset(*keys))] if keys else []),
         "clean": [(ds.remove_paths, [io["targets"]])],
     }
+
+
+_PRODUCERS: dict[str, str] = {}
+
+
+def _producers() -> dict[str, str]:
+    """target path -> the model-stage task that writes it (what doit would infer from file_dep)."""
+    from pipeline.run_stage import stage_io
+
+    if not _PRODUCERS:
+        if models.materialized(CFG):
+            _PRODUCERS.update(dict.fromkeys(stage_io(CFG, "weights")["targets"], "weights"))
+        for stage in STAGE_CODE:
+            for sub in SUBMODELS:
+                _PRODUCERS.update(dict.fromkeys(stage_io(CFG, stage, sub)["targets"], f"{stage}_{sub}"))
+    return _PRODUCERS
 
 
 def _stage(task_name: str, stage: str, submodel: str) -> dict:
@@ -216,6 +236,13 @@ def task_shard():
 
 def task_verify():
     """Run each llvm build against PyTorch on the same inputs; write a max-abs-error report."""
+    if not VERIFY:
+        def disabled():
+            print(f"verification is off for {CFG.model.name} (model.verify={CFG.model.verify}): "
+                  f"set model.verify=on to build the llvm modules and verify_* tasks")
+
+        yield {"basename": "verify", "actions": [disabled], "uptodate": [False], "doc": "verification is off"}
+        return
     for sub in SUBMODELS:
         yield _model_task("verify", sub, f"check the TVM {sub} (llvm) against PyTorch", ["tvm_build"])
     yield _group("verify", "verify all submodels")

@@ -44,9 +44,16 @@ def file_deps(cfg: Config, sub: str) -> list[Path]:
     return [trace.paths(cfg, sub)[1]]
 
 
-def targets(cfg: Config, sub: str, which: tuple[str, ...] = TARGETS) -> list[Path]:
+def default_targets(cfg: Config) -> tuple[str, ...]:
+    """WebGPU always; llvm only when the model is verified on the CPU (it costs ~30 s for SD v1.5's UNet)."""
+    from . import models
+
+    return TARGETS if models.cpu_verification(cfg) else ("webgpu",)
+
+
+def targets(cfg: Config, sub: str, which: tuple[str, ...] | None = None) -> list[Path]:
     p = paths(cfg, sub)
-    return [*(p[t] for t in which), p["json"]]
+    return [*(p[t] for t in which or default_targets(cfg)), p["json"]]
 
 
 def tvm_target(kind: str):
@@ -251,11 +258,12 @@ def build(mod, info: dict, cfg: Config, sub: str, target: str) -> dict:
     }
 
 
-def compile_submodel(cfg: Config, sub: str, which: tuple[str, ...] = TARGETS) -> dict:
+def compile_submodel(cfg: Config, sub: str, which: tuple[str, ...] | None = None) -> dict:
     """Stage ``compile_<sub>``: import the trace once, build every target in ``which`` (WebGPU for the page,
-    llvm for verify), then write ``<sub>.json``."""
+    llvm for verify; default: ``default_targets``), then write ``<sub>.json``."""
     import tvm
 
+    which = which or default_targets(cfg)
     unknown = [t for t in which if t not in TARGETS]
     if unknown:
         raise WebsdError(f"unknown compile target {unknown[0]!r}; choose from {', '.join(TARGETS)}")

@@ -64,8 +64,8 @@ class ModelConfig:
     dtype: str = field(default="float32", metadata=_choice("float32", "float16"))
     image_size: int = 0  # 0: the model's own default (tiny: 64, SD v1.5: 512)
     seed: int = 0
-    # verify_* (llvm build vs PyTorch on the CPU) in a plain `doit`: "auto" = only for models small enough for the
-    # unscheduled CPU build (tiny); an SD v1.5 UNet forward takes > 18 min there. `doit verify` always runs it.
+    # the llvm (CPU) build and the verify_* tasks that check it against PyTorch: "auto" = only for models small
+    # enough for the unscheduled CPU build (tiny); an SD v1.5 UNet forward takes > 18 min there.
     verify: str = field(default="auto", metadata=_choice("auto", "on", "off"))
 
 

@@ -41,6 +41,43 @@ def fingerprint_uptodate(key: str, compute: Callable[[], object]) -> Callable:
     return check
 
 
+class file_states:  # noqa: N801 - named like doit's own uptodate checks (config_changed, timeout)
+    """A doit ``uptodate`` check over input files, in place of ``file_dep`` for inputs whose paths encode config.
+
+    doit re-runs a task whose list of ``file_dep`` differs from its last run's. The model stages read and write
+    directories named after the model, dtype and image size (pipeline.layout), so with those inputs as ``file_dep``
+    switching ``model.dtype`` back would rebuild although the first dtype's outputs are still there. This compares
+    each file like ``file_dep`` does (doit's own MD5Checker: mtime, then size, then md5) and keeps the states of
+    files that other configurations read. doit does not order tasks by these files: declare their producers in
+    ``task_dep``.
+    """
+
+    def __init__(self, paths):
+        from doit.dependency import MD5Checker
+
+        self.paths = [str(p) for p in paths]
+        self.checker = MD5Checker()
+        self.known: dict = {}
+
+    def configure_task(self, task):
+        task.value_savers.append(self._states)
+
+    def _states(self) -> dict:
+        states = dict(self.known)
+        for p in self.paths:
+            if os.path.exists(p):
+                states[p] = self.checker.get_state(p, states.get(p)) or states[p]  # None: mtime unchanged
+        return {"file_states": states}
+
+    def __call__(self, task, values):
+        self.known = dict(values.get("file_states") or {})
+        return all(p in self.known and os.path.exists(p)
+                   and not self.checker.check_modified(p, os.stat(p), self.known[p]) for p in self.paths)
+
+    def __repr__(self):
+        return f"file_states({self.paths!r})"
+
+
 def files_exist(*paths: Path) -> Callable:
     """``uptodate`` check that fails when an output was deleted outside doit (doit only checks file_dep)."""
 

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,6 +22,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # temps of earlier writers of this target that were killed (SIGKILL skips the cleanup below); there is no live
+    # one, since one doit at a time writes a tree and each target has one task
+    stale = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp")  # mkdtemp's 8 random characters
+    for old_tmp in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        if stale.fullmatch(old_tmp.name):
+            shutil.rmtree(old_tmp, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     work = tmp / target.name
     try:

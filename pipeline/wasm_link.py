@@ -62,7 +62,7 @@ def export_wasm_objects(executable: Any, out: Path) -> list[str]:
     Returns the object file names (e.g. ``["lib0.o", "devc.o"]``).
     """
     out = Path(out)
-    with atomic_path(out) as work, tempfile.TemporaryDirectory(prefix=".export.", dir=out.parent) as tmp:
+    with atomic_path(out) as work, tempfile.TemporaryDirectory(prefix=".export.", dir=work.parent) as tmp:
         objdir = Path(tmp) / "objects" if out.suffix == ".tar" else work
         objdir.mkdir()
         collect = _CollectObjects(objdir)
@@ -184,7 +184,7 @@ def link_wasm(model_objects: Path | Sequence[Path], runtime: RuntimeArtifacts | 
     art = runtime if isinstance(runtime, RuntimeArtifacts) else RuntimeArtifacts.load(Path(runtime))
     log = out_wasm.with_name(out_wasm.name + ".link.log")
     log.unlink(missing_ok=True)
-    with atomic_path(out_wasm) as work, tempfile.TemporaryDirectory(prefix=".link.", dir=out_wasm.parent) as tmp:
+    with atomic_path(out_wasm) as work, tempfile.TemporaryDirectory(prefix=".link.", dir=work.parent) as tmp:
         objects = _expand_objects(model_objects, Path(tmp))
         cmd = link_command(emcc, art.objects, objects, work, profile)
         run_logged(niced(cmd, nice), log, cwd=Path(tmp), env=env, what=f"emcc link of {out_wasm.name}")

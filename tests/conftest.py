@@ -46,9 +46,10 @@ class DoitRun:
     uptodate: set[str]
 
 
-def run_doit(*args: str, env: dict | None = None, timeout: float = 1800) -> DoitRun:
-    """Run ``doit`` in the project root and parse doit's own output: ``.  task`` ran, ``-- task`` was up to date."""
-    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=ROOT, env=env or dict(os.environ),
+def run_doit(*args: str, env: dict | None = None, timeout: float = 1800, cwd: Path = ROOT) -> DoitRun:
+    """Run ``doit`` in the project root (or ``cwd``, e.g. a copy of the project) and parse doit's own output:
+    ``.  task`` ran, ``-- task`` was up to date."""
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=cwd, env=env or dict(os.environ),
                           capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     out = proc.stdout + proc.stderr
     executed = set(re.findall(r"^\.  (\S+)", out, re.M))

@@ -60,3 +60,28 @@ def test_second_doit_refuses_or_waits(doit, tmp_path):
     holder.join()
     assert "waiting for another doit on this tree (pid 4242)" in waited.output
     assert waited.returncode == 0
+
+
+def test_file_states_keeps_the_states_of_files_other_configurations_read(tmp_path):
+    f32, f16 = tmp_path / "float32.json", tmp_path / "float16.json"
+    f32.write_text("a")
+    f16.write_text("b")
+
+    def run(path, values):
+        """check, then (as doit does after the task succeeded) save; returns (up to date, saved values)"""
+        check, task = ds.file_states([path]), FakeTask()
+        check.configure_task(task)
+        fresh = check(task, values)
+        return fresh, {k: v for saver in task.value_savers for k, v in saver().items()}
+
+    fresh, values = run(f32, {})
+    assert fresh is False  # never seen
+    fresh, values = run(f16, values)  # a run of the other configuration...
+    assert fresh is False
+    assert run(f32, values)[0] is True  # ...keeps the first one's state
+    os.utime(f32, (1, 1))  # same content, new mtime: compared by md5, like file_dep
+    assert run(f32, values)[0] is True
+    f32.write_text("c")
+    assert run(f32, values)[0] is False
+    f32.unlink()
+    assert run(f32, values)[0] is False

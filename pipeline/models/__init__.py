@@ -286,8 +286,8 @@ def model_manifest(cfg: Config) -> dict:
     }
 
 
-def verify_by_default(cfg: Config) -> bool:
-    """Whether a plain ``doit`` runs the CPU verification (``model.verify``; see pipeline/config.py)."""
+def cpu_verification(cfg: Config) -> bool:
+    """Whether the pipeline builds the llvm (CPU) module and the verify_* tasks (``model.verify``; see config.py)."""
     if cfg.model.verify != "auto":
         return cfg.model.verify == "on"
     family = REGISTRY.get(cfg.model.name)
