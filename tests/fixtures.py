@@ -42,3 +42,11 @@ def make_fake_tvm(root: Path, version: str = "0.26.0") -> Path:
     git(repo, "commit", "-q", "-am", "next")
     git(repo, "checkout", "-q", "main")
     return repo
+
+
+def add_submodule_gitlink(repo: Path, path: str, url: str, commit: str) -> None:
+    """Commit a submodule entry (gitlink + .gitmodules) without cloning it."""
+    (repo / ".gitmodules").write_text(f'[submodule "{path}"]\n\tpath = {path}\n\turl = {url}\n')
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{commit},{path}")
+    git(repo, "add", ".gitmodules")
+    git(repo, "commit", "-qm", f"submodule {path}")

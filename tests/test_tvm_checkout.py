@@ -6,7 +6,7 @@ from pipeline import tvm_checkout
 from pipeline.config import load_config
 from pipeline.errors import WebsdError
 from pipeline.layout import Layout
-from tests.fixtures import git, make_fake_tvm
+from tests.fixtures import add_submodule_gitlink, git, make_fake_tvm
 
 
 @pytest.fixture
@@ -87,12 +87,7 @@ def test_tvm_ffi_submodule_falls_back_to_the_sdist_when_its_remote_is_unreachabl
     (ffi / "x").write_text("x")
     git(ffi, "add", "x")
     git(ffi, "commit", "-qm", "x")
-    sub_commit = git(ffi, "rev-parse", "HEAD")
-    (repo / ".gitmodules").write_text('[submodule "3rdparty/tvm-ffi"]\n\tpath = 3rdparty/tvm-ffi\n'
-                                      '\turl = /nonexistent/tvm-ffi\n')
-    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{sub_commit},3rdparty/tvm-ffi")
-    git(repo, "add", ".gitmodules")
-    git(repo, "commit", "-qm", "submodule")
+    add_submodule_gitlink(repo, "3rdparty/tvm-ffi", "/nonexistent/tvm-ffi", git(ffi, "rev-parse", "HEAD"))
     git(repo, "tag", "-f", "v0.26.0")
     filled = []
 
@@ -115,16 +110,9 @@ def test_tvm_ffi_submodule_from_the_ffi_mirror(tmp_path, monkeypatch):
     ffi.mkdir()
     git(ffi, "init", "-q")
     (ffi / "ffi.h").write_text("// real tvm-ffi\n")
-    (ffi / ".gitmodules").write_text('[submodule "3rdparty/dlpack"]\n\tpath = 3rdparty/dlpack\n'
-                                     '\turl = /nonexistent/dlpack\n')
     git(ffi, "add", "-A")
-    git(ffi, "update-index", "--add", "--cacheinfo", f"160000,{'1' * 40},3rdparty/dlpack")
-    git(ffi, "commit", "-qm", "ffi")
-    (repo / ".gitmodules").write_text('[submodule "3rdparty/tvm-ffi"]\n\tpath = 3rdparty/tvm-ffi\n'
-                                      '\turl = /nonexistent/tvm-ffi\n')
-    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{git(ffi, 'rev-parse', 'HEAD')},3rdparty/tvm-ffi")
-    git(repo, "add", ".gitmodules")
-    git(repo, "commit", "-qm", "submodule")
+    add_submodule_gitlink(ffi, "3rdparty/dlpack", "/nonexistent/dlpack", "1" * 40)
+    add_submodule_gitlink(repo, "3rdparty/tvm-ffi", "/nonexistent/tvm-ffi", git(ffi, "rev-parse", "HEAD"))
     git(repo, "tag", "-f", "v0.26.0")
 
     def fake_sdist(dest, version):
