@@ -107,7 +107,6 @@ class Config:
         return {k: self.get(k) for k in dotted}
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 _SECTION_TYPES = {"tvm": TvmConfig, "model": ModelConfig, "link": LinkConfig, "web": WebConfig,
                   "paths": PathsConfig}
 

@@ -6,7 +6,6 @@ Only the standard library and doit are imported at load time, so ``doit list`` s
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import subprocess
 import sys
@@ -76,15 +75,6 @@ class file_states:  # noqa: N801 - named like doit's own uptodate checks (config
 
     def __repr__(self):
         return f"file_states({self.paths!r})"
-
-
-def files_exist(*paths: Path) -> Callable:
-    """``uptodate`` check that fails when an output was deleted outside doit (doit only checks file_dep)."""
-
-    def check(task, values):
-        return all(Path(p).exists() for p in paths)
-
-    return check
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -281,9 +271,3 @@ def doit_cli_vars() -> dict[str, str]:
 
     return dict(doit_cmd._CMDLINE_VARS or {})  # doit keeps them in this dict; get_var reads one at a time
 
-
-def last_results(cache_dir: Path) -> dict:
-    out = {}
-    for p in sorted((cache_dir / "stats").glob("*.json")):
-        out[p.stem] = json.loads(p.read_text())
-    return out
