@@ -6,7 +6,8 @@
   * ``auto``   - the wheel when the checkout is an unmodified release tag equal to the wheel's version, else source.
 
 The result is ``cache/tvm/build.json``; ``tvm_env`` turns it into the environment of the stage subprocesses
-(``PYTHONPATH``/``TVM_LIBRARY_PATH`` pointing at the checkout's Python package and the built libraries).
+(``PYTHONPATH``/``TVM_LIBRARY_PATH`` pointing at the checkout's Python package and the built libraries; in source
+mode also at the tvm_ffi package built from the checkout's ``3rdparty/tvm-ffi``, as TVM's install docs prescribe).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Callable
 from . import tvm_checkout, versions
 from .config import Config
 from .errors import WebsdError
-from .fsutil import atomic_write, read_json, write_json
+from .fsutil import atomic_path, atomic_write, read_json, write_json
 from .layout import Layout
 
 MIN_CMAKE = (3, 26)  # TVM >= 0.22 bundles tvm-ffi, whose CMakeLists needs 3.26
@@ -144,7 +145,48 @@ def build_from_source(cfg: Config, progress: Progress | None = None) -> dict:
     libs = sorted(p.name for p in build_dir.glob("lib*.so"))
     if "libtvm_runtime.so" not in libs:
         raise WebsdError(f"ninja finished but {build_dir} has no libtvm_runtime.so; see {log_path}")
-    return {"libraries": libs, "ninja_seconds": round(time.time() - start, 1)}
+    result = {"libraries": libs, "ninja_seconds": round(time.time() - start, 1), "ffi_python_path": ""}
+    if (src / tvm_checkout.TVM_FFI_SUBMODULE / "pyproject.toml").exists():  # TVM >= 0.22 bundles tvm-ffi
+        start = time.time()
+        result["ffi_python_path"] = str(install_tvm_ffi_python(src, build_dir, log_path))
+        result["ffi_python_seconds"] = round(time.time() - start, 1)
+    return result
+
+
+def tvm_ffi_python_key(src: Path) -> str:
+    """What the tvm-ffi Python package is built from: the submodule's commit and local edits, or its sdist."""
+    ffi = src / tvm_checkout.TVM_FFI_SUBMODULE
+    if (ffi / ".git").exists():
+        return tvm_checkout.source_fingerprint(ffi)
+    origin = ffi / ".websd-source"
+    return origin.read_text() if origin.exists() else "unknown"
+
+
+def install_tvm_ffi_python(src: Path, build_dir: Path, log_path: Path) -> Path:
+    """TVM's from-source recipe: ``pip install --target`` of the checkout's ``3rdparty/tvm-ffi``.
+
+    libtvm is built against that submodule, which can be another version than the ``apache-tvm-ffi`` wheel in the
+    venv (v0.26.0 pins a commit no release has): ``import tvm_ffi`` must load the matching one. Installed into the
+    build directory, never the venv, so wheel mode keeps working; skipped while the submodule is unchanged, and the
+    scikit-build directory is kept so a rebuild is incremental.
+    """
+    target = build_dir / "tvm-ffi-python"
+    key = tvm_ffi_python_key(src)
+    stamp = target / ".websd-key"
+    if stamp.exists() and stamp.read_text() == key:
+        return target
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # PyPI cmake and ninja
+    if shutil.which("ccache"):
+        env["CMAKE_C_COMPILER_LAUNCHER"] = env["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
+    with atomic_path(target) as work:
+        _run_logged([sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check",
+                     "--target", str(work), "--config-settings", f"build-dir={build_dir / 'tvm-ffi-python-build'}",
+                     # as in cmake_settings: libbacktrace is a submodule that is unreachable offline
+                     "--config-settings", "cmake.define.TVM_FFI_USE_LIBBACKTRACE=OFF",
+                     str(src / tvm_checkout.TVM_FFI_SUBMODULE)], build_dir, log_path, env=env)
+        (work / ".websd-key").write_text(key)
+    return target
 
 
 def build_tvm(cfg: Config, progress: Progress | None = None, log: Callable[[str], None] = print) -> dict:
@@ -166,7 +208,9 @@ def build_tvm(cfg: Config, progress: Progress | None = None, log: Callable[[str]
     }
     if mode == "source":
         selection.update(build_from_source(cfg, progress))
-        selection["python_path"] = str(src / "python")
+        # tvm_ffi first: PYTHONPATH wins over the venv's apache-tvm-ffi wheel
+        paths = (selection.pop("ffi_python_path"), str(src / "python"))
+        selection["python_path"] = os.pathsep.join(p for p in paths if p)
         selection["library_path"] = str(layout.tvm_build_dir)
     else:
         selection["wheel"] = installed_wheel_version()

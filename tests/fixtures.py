@@ -1,4 +1,5 @@
-"""A fake TVM: a small git repository with a CMake project, tagged like a release, for the toolchain stage tests."""
+"""Test fixtures: a fake TVM (a small git repository with a CMake project, tagged like a release) for the toolchain
+stage tests, and a trivial Relax module for the tests that compile with a real TVM."""
 from __future__ import annotations
 
 import subprocess
@@ -50,3 +51,20 @@ def add_submodule_gitlink(repo: Path, path: str, url: str, commit: str) -> None:
     git(repo, "update-index", "--add", "--cacheinfo", f"160000,{commit},{path}")
     git(repo, "add", ".gitmodules")
     git(repo, "commit", "-qm", f"submodule {path}")
+
+
+def matmul_add_relu():
+    """``relu(x @ w + b)`` as a Relax module, x (4, 8), w (8, 16), b (16,); imports the TVM in use."""
+    import tvm
+    from tvm.script import relax as R
+
+    @tvm.script.ir_module
+    class MatmulAddRelu:
+        @R.function
+        def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 16), "float32"), b: R.Tensor((16,), "float32")):
+            with R.dataflow():
+                y = R.nn.relu(R.add(R.matmul(x, w), b))
+                R.output(y)
+            return y
+
+    return MatmulAddRelu

@@ -19,6 +19,7 @@ from pipeline import wasm_link as wl
 from pipeline.errors import WebsdError
 from pipeline.tvmjs_runtime import RuntimeArtifacts
 
+from tests.fixtures import matmul_add_relu
 from tests.test_tvmjs_runtime import real, tvm_src, tvmjs_runtime  # noqa: F401  (session fixtures; runtime cached)
 
 NODE_RUNNER = Path(__file__).parent / "node" / "run_relax_vm.cjs"
@@ -217,22 +218,6 @@ def test_export_refuses_non_object_output_and_writes_nothing(tmp_path):
 
 # --- real: TVM wheel + built runtime ------------------------------------------------------------------------------
 
-def _relax_module():
-    import tvm
-    from tvm.script import relax as R
-
-    @tvm.script.ir_module
-    class MatmulAddRelu:
-        @R.function
-        def main(x: R.Tensor((4, 8), "float32"), w: R.Tensor((8, 16), "float32"), b: R.Tensor((16,), "float32")):
-            with R.dataflow():
-                y = R.nn.relu(R.add(R.matmul(x, w), b))
-                R.output(y)
-            return y
-
-    return MatmulAddRelu
-
-
 WASM32_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
 
 
@@ -245,7 +230,7 @@ def model_tars(tmp_path_factory):
     tars = {}
     for name, target in targets.items():
         tars[name] = out / f"{name}.tar"
-        assert wl.export_wasm_objects(tvm.compile(_relax_module(), target), tars[name]) == ["lib0.o", "devc.o"]
+        assert wl.export_wasm_objects(tvm.compile(matmul_add_relu(), target), tars[name]) == ["lib0.o", "devc.o"]
     return tars
 
 
