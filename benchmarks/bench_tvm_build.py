@@ -93,11 +93,12 @@ def doit(*args: str, env: dict) -> dict:
     seconds = time.perf_counter() - start
     sampler.stop.set()
     sampler.join()
-    if proc.returncode != 0:
-        sys.exit(f"doit {' '.join(args)} failed (exit {proc.returncode}):\n{''.join(output)[-3000:]}")
-    return {"seconds": round(seconds, 1), "peak_tree_rss_mb": round(sampler.peak / 2**20),
-            "max_single_process_rss_mb": round(usage.ru_maxrss / 1024),
-            "ran": [line[3:].strip() for line in output if line.startswith(".  ")]}
+    figures = {"seconds": round(seconds, 1), "peak_tree_rss_mb": round(sampler.peak / 2**20),
+               "max_single_process_rss_mb": round(usage.ru_maxrss / 1024),
+               "ran": [line[3:].strip() for line in output if line.startswith(".  ")]}
+    if proc.returncode != 0:  # the figures still say how far a long build got
+        sys.exit(f"doit {' '.join(args)} failed (exit {proc.returncode}) after {figures}:\n{''.join(output)[-3000:]}")
+    return figures
 
 
 def ccache_stats(env: dict) -> dict[str, int]:

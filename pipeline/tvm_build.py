@@ -142,10 +142,12 @@ def build_from_source(cfg: Config, progress: Progress | None = None) -> dict:
     jobs = ["-j", str(cfg.tvm.build_jobs)] if cfg.tvm.build_jobs else []
     start = time.time()
     _run_logged([ninja, *jobs], build_dir, log_path, progress)
-    libs = sorted(p.name for p in build_dir.glob("lib*.so"))
-    if "libtvm_runtime.so" not in libs:
-        raise WebsdError(f"ninja finished but {build_dir} has no libtvm_runtime.so; see {log_path}")
-    result = {"libraries": libs, "ninja_seconds": round(time.time() - start, 1), "ffi_python_path": ""}
+    # TVM >= 0.22 writes its libraries to build/lib, older releases to build/
+    lib_dir = next((d for d in (build_dir / "lib", build_dir) if (d / "libtvm_runtime.so").exists()), None)
+    if lib_dir is None:
+        raise WebsdError(f"ninja finished but {build_dir} has no libtvm_runtime.so (nor lib/ under it); see {log_path}")
+    result = {"libraries": sorted(p.name for p in lib_dir.glob("lib*.so")), "library_path": str(lib_dir),
+              "ninja_seconds": round(time.time() - start, 1), "ffi_python_path": ""}
     if (src / tvm_checkout.TVM_FFI_SUBMODULE / "pyproject.toml").exists():  # TVM >= 0.22 bundles tvm-ffi
         start = time.time()
         result["ffi_python_path"] = str(install_tvm_ffi_python(src, build_dir, log_path))
@@ -211,7 +213,6 @@ def build_tvm(cfg: Config, progress: Progress | None = None, log: Callable[[str]
         # tvm_ffi first: PYTHONPATH wins over the venv's apache-tvm-ffi wheel
         paths = (selection.pop("ffi_python_path"), str(src / "python"))
         selection["python_path"] = os.pathsep.join(p for p in paths if p)
-        selection["library_path"] = str(layout.tvm_build_dir)
     else:
         selection["wheel"] = installed_wheel_version()
     write_json(layout.tvm_build_stamp, selection)

@@ -12,7 +12,8 @@ include(${CMAKE_BINARY_DIR}/config.cmake)
 message(STATUS "fake tvm USE_LLVM=${USE_LLVM}")
 add_library(tvm_runtime SHARED src/runtime.c)
 add_library(tvm SHARED src/compiler.c)
-set_target_properties(tvm_runtime tvm PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR})
+# like TVM >= 0.22: libraries in build/lib
+set_target_properties(tvm_runtime tvm PROPERTIES LIBRARY_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/lib)
 """
 
 

@@ -28,6 +28,7 @@ def test_incremental_toolchain(doit, env):
     assert first.executed == TOOLCHAIN
     build = json.loads((cache / "tvm" / "build.json").read_text())
     assert build["mode"] == "source" and "libtvm_runtime.so" in build["libraries"]
+    assert build["library_path"] == str(cache / "tvm" / "build" / "lib")  # where TVM >= 0.22 puts them
     assert "websd: 2 ran" in first.output  # the summary table
 
     second = doit("tvm_build", env=env)
@@ -62,7 +63,7 @@ def test_bad_remote_or_ref_fails_in_one_line_and_keeps_outputs(doit, env, overri
     env, repo, cache = env
     assert doit("tvm_build", env=env).returncode == 0
     before = {p: p.read_bytes() for p in [cache / "tvm" / "checkout.json", cache / "tvm" / "build.json"]}
-    lib = next((cache / "tvm" / "build").glob("libtvm_runtime.so"))
+    lib = next((cache / "tvm" / "build" / "lib").glob("libtvm_runtime.so"))
     bad = doit("tvm_build", env={**env, **override})
     assert bad.returncode != 0
     error_lines = [l for l in bad.output.splitlines() if l.startswith("error:")]
