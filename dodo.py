@@ -88,7 +88,7 @@ def task_tvm_build():
 
     def build_inputs():
         return [tvm_checkout.source_fingerprint(LAYOUT.tvm_src, tvm_checkout.BUILD_PATHS),
-                tvm_build.installed_wheel_version()]
+                tvm_build.installed_wheel_version(), tvm_build.selection_present(LAYOUT)]
 
     return {
         "actions": [ds.python_stage(run)],

@@ -219,6 +219,13 @@ def build_tvm(cfg: Config, progress: Progress | None = None, log: Callable[[str]
     return selection
 
 
+def selection_present(layout: Layout) -> bool:
+    """Whether what ``build.json`` selected is still on disk (e.g. not ``rm -rf cache/tvm/build``)."""
+    selection = read_json(layout.tvm_build_stamp, {})
+    paths = [selection.get("library_path", ""), *selection.get("python_path", "").split(os.pathsep)]
+    return all(Path(p).exists() for p in paths if p)
+
+
 def tvm_env(layout: Layout, base: dict | None = None) -> dict:
     """Environment for a stage subprocess so that ``import tvm`` gets the TVM ``tvm_build`` selected."""
     env = dict(os.environ if base is None else base)

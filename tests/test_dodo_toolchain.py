@@ -34,6 +34,12 @@ def test_incremental_toolchain(doit, env):
     second = doit("tvm_build", env=env)
     assert second.returncode == 0 and second.executed == set() and second.uptodate == TOOLCHAIN
 
+    # the build directory deleted by hand: rebuilt, not "up to date" with a build.json pointing at nothing
+    shutil.rmtree(cache / "tvm" / "build")
+    rebuilt = doit("tvm_build", env=env)
+    assert rebuilt.returncode == 0 and rebuilt.executed == {"tvm_build"}, rebuilt.output
+    assert (cache / "tvm" / "build" / "lib" / "libtvm_runtime.so").exists()
+
     # a TVM developer's edit in the checkout: only the build re-runs
     src = cache / "tvm" / "src"
     (src / "src" / "runtime.c").write_text("int tvm_runtime_answer(void) { return 43; }\n")
