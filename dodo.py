@@ -129,7 +129,7 @@ def task_tvmjs_runtime():
 # Config keys already encoded in the output paths (Layout: model dir and <dtype>-<size> variant dir): switching them
 # writes elsewhere instead of overwriting, so switching back finds the old outputs up to date.
 PATH_KEYS = {"model.name", "model.dtype", "model.image_size"}
-STAGE_CODE = {"trace": ["trace.py", "submodels/{sub}.py", "submodels/attention.py"], "compile": ["compile.py"],
+STAGE_CODE = {"trace": ["trace.py", "submodels/{sub}.py", "submodels/attention.py"], "compile": ["compile.py", "tvm_api.py", "webgpu_limits.py", "shard.py"],
               "link": ["wasm_link.py"], "shard": ["shard.py"], "verify": ["verify.py"]}
 # stages that import TVM: they depend on which TVM tvm_build selected (sharding uses TVM only to write its format)
 TVM_STAGES = {"compile", "verify"}
@@ -289,6 +289,19 @@ def task_serve():
 
     return {
         "actions": [ds.python_stage(serve.serve, LAYOUT.site_dir, CFG.web.host, CFG.web.port)],
+        "uptodate": [False],
+        "verbosity": 2,
+    }
+
+
+def task_gpu_run():
+    """Run the built site headless on this machine's GPU (Dawn): load times, per-call and per-image times, PNG."""
+    from pipeline import gpu_run
+
+    out = CACHE / "gpu-run" / f"{Path(CFG.model.name).name}-{CFG.model.dtype}"
+    return {
+        "actions": [ds.python_stage(gpu_run.run_site, LAYOUT.site_dir, out)],
+        "task_dep": ["site"],
         "uptodate": [False],
         "verbosity": 2,
     }

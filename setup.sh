@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(git emscripten chromium llvm-19-dev libpolly-19-dev ccache zlib1g-dev libzstd-dev libxml2-dev)
+# libvulkan1 + libllvm15: the Vulkan loader Dawn (npm webgpu) opens, and what the lavapipe driver below links to
+APT_PACKAGES=(git emscripten chromium llvm-19-dev libpolly-19-dev ccache zlib1g-dev libzstd-dev libxml2-dev
+              libvulkan1 libllvm15 xz-utils)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
 missing=()
@@ -30,6 +32,46 @@ TVM_REQ=$(.venv/bin/python -c "from pipeline.config import load_config; from pip
 [ -z "$TVM_REQ" ] || pip install $TVM_REQ
 # open-clip-torch only for its CLIP BPE vocab file; its dependencies (torchvision) have no CPU build here
 pip install --no-deps open-clip-torch==3.3.0
+
+# A software Vulkan driver that Dawn accepts, for the headless GPU runner on machines without a GPU (CI): Dawn
+# rejects Debian 12's lavapipe (Mesa 22), so Mesa >= 25 comes from the release's backports suite, unpacked privately
+# into .venv/lavapipe (nothing system-wide changes); web/runner and its tests point VK_ICD_FILENAMES at its ICD file.
+install_lavapipe() {
+    local dir=$PWD/.venv/lavapipe codename uri tmp
+    [ -f "$dir/lvp_icd.json" ] && return 0
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    # the Debian archive this machine already uses (deb822 "URIs:" or a one-line "deb" entry), not a hard-coded host
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}')
+    [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1)
+    if [ -z "$codename" ] || [ -z "$uri" ]; then
+        echo "setup: no Debian release or archive found in the apt sources; skipping lavapipe (GPU runner tests skip)"
+        return 0
+    fi
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/lists/partial"
+    echo "deb $uri $codename-backports main" > "$tmp/sources.list"
+    local apt_opts=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
+                    -o "Dir::State::Lists=$tmp/lists" -o APT::Sandbox::User=root)
+    if apt-get "${apt_opts[@]}" update -q >/dev/null && \
+       (cd "$tmp" && apt-get "${apt_opts[@]}" download "mesa-vulkan-drivers/$codename-backports" >/dev/null); then
+        rm -rf "$dir" && mkdir -p "$dir"
+        dpkg -x "$tmp"/mesa-vulkan-drivers_*.deb "$dir/root"
+        .venv/bin/python - "$dir" <<'PY'
+import json, sys
+from pathlib import Path
+d = Path(sys.argv[1])
+icd = json.loads(next((d / "root/usr/share/vulkan/icd.d").glob("lvp_icd*.json")).read_text())
+icd["ICD"]["library_path"] = str(next((d / "root/usr/lib").rglob("libvulkan_lvp.so")))
+(d / "lvp_icd.json").write_text(json.dumps(icd))
+PY
+        echo "setup: lavapipe from $codename-backports in $dir"
+    else
+        echo "setup: mesa-vulkan-drivers from $codename-backports is not available; GPU runner tests will skip"
+    fi
+    rm -rf "$tmp"
+}
+install_lavapipe
 
 if [ -f web/package.json ]; then
     (cd web && npm install --no-audit --no-fund --loglevel=error)

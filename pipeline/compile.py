@@ -11,24 +11,22 @@ Outputs, in ``Layout.compile_dir()``:
   <sub>.webgpu.tar   wasm32 object files of the WebGPU build (pipeline.wasm_link links them into <sub>.wasm)
   <sub>.llvm.so      CPU build of the same module (verification only)
   <sub>.json         written last: per target the param names/dtypes in call order, input/output specs,
-                     kernel count, largest device buffer (``max_buffer_bytes``), timings
+                     kernel count, largest device buffer (``max_buffer_bytes``), timings; for WebGPU the
+                     limits profile it was checked against and the limits it needs (``required_limits``)
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from . import trace
+from . import trace, tvm_api, webgpu_limits
 from .config import Config
 from .errors import WebsdError
 from .fsutil import atomic_path, write_json
 from .layout import Layout
 
-CONFIG_KEYS = ("model.dtype",)
+CONFIG_KEYS = ("model.dtype", "webgpu.limits")
 TARGETS = ("webgpu", "llvm")
-WASM_HOST = {"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"}
-# WebGPU's default maxStorageBufferBindingSize; the page checks max_buffer_bytes against the adapter's limit
-WEBGPU_DEFAULT_MAX_BINDING = 128 << 20
 
 
 def paths(cfg: Config, sub: str) -> dict[str, Path]:
@@ -60,7 +58,7 @@ def tvm_target(kind: str):
     import tvm
 
     if kind == "webgpu":
-        return tvm.target.Target({"kind": "webgpu"}, host=WASM_HOST)
+        return tvm_api.webgpu_target()
     if kind == "llvm":
         # LLVM -O0: the CPU build only checks TVM's lowering against PyTorch; -O3 made the tiny UNet's
         # object code take ~10 s instead of ~1.5 s
@@ -86,7 +84,9 @@ def import_relax(cfg: Config, sub: str):
         raise WebsdError(f"TVM's importer orders {sub}'s parameters differently from its trace description; "
                          f"re-run trace_{sub} with this torch/TVM pair")
     if cfg.model.dtype == "float16":
-        floats = [p["arg"] for p in info["params"] if p["dtype"].startswith("float")]
+        from .shard import stored_dtype
+
+        floats = [p["arg"] for p in info["params"] if stored_dtype(p, "float16") == "float16"]
         # out_dtype is the matmul/conv accumulator: float32 accumulation (results stored as float16) cut the
         # tiny UNet's error against PyTorch from 0.078 to 0.016 (guidance 7.5 amplifies it) at little cost
         mod = relax.transform.ToMixedPrecision(out_dtype="float32", fp16_input_names=floats)(mod)
@@ -120,7 +120,7 @@ def gather_before_cast(mod):
 
 
 def _var_name(var) -> str:
-    return var.name if hasattr(var, "name") else var.name_hint  # TVM >= 0.26 renamed name_hint
+    return tvm_api.var_name(var)
 
 
 def _tensor_bytes(ty) -> int:
@@ -133,7 +133,7 @@ def _tensor_bytes(ty) -> int:
     dims = shape.values if hasattr(shape, "values") else shape
     n = 1
     for d in dims:
-        if not isinstance(d, (int, tvm.tirx.IntImm)):
+        if not isinstance(d, (int, tvm_api.tir().IntImm)):
             return 0
         n *= int(d)
     dt = tvm.DataType(str(dtype))
@@ -149,47 +149,54 @@ def _scope(buf) -> str:
     return str(scope() if callable(scope) else getattr(buf, "storage_scope", "global") or "global")
 
 
-def buffer_sizes(mod) -> dict:
-    """Largest device buffers of a lowered module: Relax storage allocations and tensors, and TIR buffers
-    in global memory (kernel arguments and intermediates that stayed in device memory)."""
+def bound_buffers(mod, entry: str | None = None, param_names: list[str] | None = None) -> dict[str, int]:
+    """Every device buffer of a lowered module that a kernel binds, with its bytes: the entry function's inputs
+    and weights (the page allocates them), the VM's storage allocations, and global-memory intermediates of
+    kernels (runtime workspaces). tvmjs binds each GPU buffer whole, so these sizes are the binding sizes."""
     import tvm
-    from tvm import relax, tirx
+    from tvm import relax
 
-    storage, tensors, tir_global = [0], [0], [0]
+    T = tvm_api.tir()
+    found: dict[str, int] = {}
+    names = {gv.name_hint for gv in mod.functions}
 
     def visit_relax(e):
         if isinstance(e, relax.Call) and isinstance(e.op, tvm.ir.Op) and e.op.name.endswith("alloc_storage"):
             shape = e.args[0]
-            if isinstance(shape, relax.ShapeExpr) and all(isinstance(v, tvm.tirx.IntImm) for v in shape.values):
-                storage.append(int(shape.values[0]))
-        ty = getattr(e, "ty", None)
-        if ty is not None:
-            tensors.append(_tensor_bytes(ty))
+            if isinstance(shape, relax.ShapeExpr) and all(isinstance(v, T.IntImm) for v in shape.values):
+                found[f"storage#{sum(k.startswith('storage#') for k in found)}"] = int(shape.values[0])
 
-    def visit_tir(node):
-        bufs = []
-        if isinstance(node, tirx.SBlock):
-            bufs = list(node.alloc_buffers)
-        elif isinstance(node, tirx.AllocBuffer):
-            bufs = [node.buffer]
-        for b in bufs:
-            if _scope(b) == "global":
-                tir_global.append(_tensor_bytes(b))
-
-    for func in mod.functions.values():
+    for gv, func in mod.functions.items():
         if isinstance(func, relax.Function):
-            for p in func.params:
-                fields = p.ty.fields if isinstance(p.ty, relax.TupleType) else [p.ty]
-                tensors.extend(_tensor_bytes(f) for f in fields)
+            public = func.attrs is not None and "global_symbol" in func.attrs
+            if gv.name_hint == entry or (entry is None and public) or (entry not in names and public):
+                for p in func.params:
+                    ty = tvm_api.expr_type(p)
+                    fields = ty.fields if hasattr(ty, "fields") else [ty]
+                    names = (param_names or []) if hasattr(ty, "fields") else [_var_name(p)]
+                    for i, f in enumerate(fields):
+                        label = names[i] if i < len(names) else f"{_var_name(p)}[{i}]"
+                        found[f"{'weight' if hasattr(ty, 'fields') else 'input'} {label}"] = _tensor_bytes(f)
             relax.analysis.post_order_visit(func.body, visit_relax)
-        elif isinstance(func, tirx.PrimFunc):
-            # TVM >= 0.26: buffer parameters are Vars typed with the buffer (older: func.buffer_map)
-            bufs = func.buffer_map.values() if hasattr(func, "buffer_map") else [p.ty for p in func.params]
-            tir_global.extend(_tensor_bytes(b) for b in bufs)
-            tirx.stmt_functor.post_order_visit(func.body, visit_tir)
-    return {"max_storage_bytes": max(storage), "max_tensor_bytes": max(tensors),
-            "max_tir_global_bytes": max(tir_global),
-            "max_buffer_bytes": max(max(storage), max(tensors), max(tir_global))}
+        elif isinstance(func, T.PrimFunc):
+            def visit_tir(node, kernel=gv.name_hint):
+                bufs = []
+                if isinstance(node, getattr(T, "SBlock", getattr(T, "Block", ()))):
+                    bufs = list(node.alloc_buffers)
+                elif isinstance(node, getattr(T, "AllocBuffer", ())):
+                    bufs = [node.buffer]
+                for b in bufs:
+                    if _scope(b) == "global":
+                        found[f"{kernel}/{b.name}"] = _tensor_bytes(b)
+            T.stmt_functor.post_order_visit(func.body, visit_tir)
+    return found
+
+
+def buffer_sizes(mod) -> dict:
+    """Largest device buffers of a lowered module (see ``bound_buffers``)."""
+    found = bound_buffers(mod)
+    storage = [v for k, v in found.items() if k.startswith("storage#")]
+    return {"max_storage_bytes": max(storage, default=0), "max_buffer_bytes": max(found.values(), default=0)}
 
 
 def aliased_kernel_calls(mod) -> list[str]:
@@ -227,33 +234,69 @@ def _save_llvm(executable, out: Path) -> None:
         executable.export_library(str(work))
 
 
-def build(mod, info: dict, cfg: Config, sub: str, target: str) -> dict:
-    """Build the imported module for one target and save the artifact; returns its description."""
-    import tvm
+def webgpu_use(lowered, executable, sub: str, param_names: list[str]) -> webgpu_limits.ModuleUse:
+    """What the WebGPU build needs of the browser: per kernel (from its WGSL and launch grid), per buffer."""
+    kernels = webgpu_limits.wgsl_kernels(tvm_api.webgpu_source(executable))
+    webgpu_limits.attach_grids(kernels, tvm_api.launch_grids(lowered))
+    return webgpu_limits.ModuleUse(kernels, bound_buffers(lowered, sub, param_names))
+
+
+def lower(mod, target: str, limits_profile: str = "default"):
+    """The Relax pipeline for one target, run by us (tvm.compile would run TVM's): for WebGPU it is fitted to the
+    limits profile (pipeline.tvm_api.webgpu_pipeline)."""
     from tvm import relax
 
-    start = time.perf_counter()
     tgt = tvm_target(target)
-    # run the Relax pipeline ourselves (what tvm.compile would run) to measure buffers of the module built
+    limits = webgpu_limits.profile(limits_profile)
     with tgt:
-        lowered = (relax.get_default_pipeline(tgt) if target == "webgpu" else relax.get_pipeline("default"))(mod)
-    sizes = buffer_sizes(lowered)
-    if target == "webgpu":
-        aliased = aliased_kernel_calls(lowered)
-        if aliased:
-            raise WebsdError(f"{sub}: kernel call {aliased[0]} would bind one buffer twice, which WebGPU forbids; "
-                             f"change pipeline/submodels/{sub}.py so that op gets distinct tensors")
+        if target == "webgpu":
+            return tvm_api.webgpu_pipeline(tgt, limits["maxStorageBuffersPerShaderStage"])(mod), tgt
+        return relax.get_pipeline("default")(mod), tgt
+
+
+def build_webgpu(mod, sub: str, limits_profile: str, param_names: list[str] = ()):
+    """Lower and build the WebGPU module and check it against the limits profile: ``(lowered, executable, use)``,
+    or a one-line WebsdError naming the kernel or buffer over a limit."""
+    import tvm
+
+    lowered, tgt = lower(mod, "webgpu", limits_profile)
+    aliased = aliased_kernel_calls(lowered)
+    if aliased:
+        raise WebsdError(f"{sub}: kernel call {aliased[0]} would bind one buffer twice, which WebGPU forbids; "
+                         f"change pipeline/submodels/{sub}.py so that op gets distinct tensors")
     executable = tvm.compile(lowered, tgt, relax_pipeline=None)
+    use = webgpu_use(lowered, executable, sub, list(param_names))
+    webgpu_limits.check(sub, use, limits_profile)
+    return lowered, executable, use
+
+
+def build(mod, info: dict, cfg: Config, sub: str, target: str) -> dict:
+    """Build the imported module for one target and save the artifact; returns its description.
+
+    The WebGPU build is checked against the ``webgpu.limits`` profile: a kernel or buffer over a limit stops
+    the stage with one line (pipeline.webgpu_limits), before anything is written."""
+    import tvm
+
+    start = time.perf_counter()
+    extra = {}
+    if target == "webgpu":
+        lowered, executable, use = build_webgpu(mod, sub, cfg.webgpu.limits, [p["name"] for p in info["params"]])
+        extra = {"limits_profile": cfg.webgpu.limits, "required_limits": use.required(),
+                 "widest_kernels": sorted(({"kernel": k.name, "storage_buffers": k.storage_buffers}
+                                           for k in use.kernels), key=lambda k: -k["storage_buffers"])[:3]}
+    else:
+        lowered, tgt = lower(mod, target)
+        executable = tvm.compile(lowered, tgt, relax_pipeline=None)
     built = time.perf_counter()
     (_save_webgpu if target == "webgpu" else _save_llvm)(executable, paths(cfg, sub)[target])
-    param_types = mod[sub].params[-1].ty.fields
+    param_types = tvm_api.expr_type(mod[sub].params[-1]).fields
     return {
         "target": target,
         "params": [{"name": p["name"], "shape": p["shape"], "dtype": str(t.dtype)}
                    for p, t in zip(info["params"], param_types)],
-        "kernels": sum(1 for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc)),
-        **sizes,
-        "fits_default_webgpu_limit": sizes["max_buffer_bytes"] <= WEBGPU_DEFAULT_MAX_BINDING,
+        "kernels": sum(1 for f in lowered.functions.values() if isinstance(f, tvm_api.tir().PrimFunc)),
+        **buffer_sizes(lowered),
+        **extra,
         "seconds": {"build": round(built - start, 2), "save": round(time.perf_counter() - built, 2)},
     }
 
@@ -272,8 +315,9 @@ def compile_submodel(cfg: Config, sub: str, which: tuple[str, ...] | None = None
     entry = mod[sub]
     desc = {"submodel": sub, "function": sub, "dtype": cfg.model.dtype,
             # the entry function as the page calls it: inputs..., then the params tuple
-            "inputs": [{"name": _var_name(p), **_type_desc(p.ty)} for p in entry.params[:-1]],
-            "output": _type_desc(entry.ret_ty), "tvm_version": tvm.__version__,
+            "inputs": [{"name": _var_name(p), **_type_desc(tvm_api.expr_type(p))} for p in entry.params[:-1]],
+            "output": _type_desc(entry.ret_ty if hasattr(entry, "ret_ty") else entry.ret_struct_info),
+            "tvm_version": tvm.__version__,
             "import_seconds": round(time.perf_counter() - start, 2)}
     if set(which) != set(TARGETS):  # a partial rebuild (by hand) keeps the other target's description
         from .fsutil import read_json

@@ -76,6 +76,13 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class WebgpuConfig:
+    # The WebGPU limits every kernel must fit (pipeline/webgpu_limits.py): "default" = WebGPU's default limits,
+    # which any conforming browser offers; "desktop" = what tvmjs asks for (desktop Chrome grants it).
+    limits: str = field(default="default", metadata=_choice("default", "desktop"))
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -95,6 +102,7 @@ class Config:
     tvm: TvmConfig = TvmConfig()
     model: ModelConfig = ModelConfig()
     link: LinkConfig = LinkConfig()
+    webgpu: WebgpuConfig = WebgpuConfig()
     web: WebConfig = WebConfig()
     paths: PathsConfig = PathsConfig()
 
@@ -107,7 +115,8 @@ class Config:
         return {k: self.get(k) for k in dotted}
 
 
-_SECTION_TYPES = {"tvm": TvmConfig, "model": ModelConfig, "link": LinkConfig, "web": WebConfig,
+_SECTION_TYPES = {"tvm": TvmConfig, "model": ModelConfig, "link": LinkConfig, "webgpu": WebgpuConfig,
+                  "web": WebConfig,
                   "paths": PathsConfig}
 
 

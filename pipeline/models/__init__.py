@@ -262,16 +262,20 @@ def model_manifest(cfg: Config) -> dict:
     from ..submodels import REGISTRY as SUBMODELS
 
     d = dims(cfg)
-    max_buffer = 0
+    max_buffer, required = 0, {}
     for sub in SUBMODELS:
         desc_path = compile_stage.paths(cfg, sub)["json"]
         desc = read_json(desc_path, {}).get("webgpu")
-        if desc is None:
-            raise WebsdError(f"{desc_path} is missing; run compile_{sub} before assembling the manifest")
+        if desc is None or "required_limits" not in desc:
+            raise WebsdError(f"{desc_path} is missing or predates the WebGPU limit checks; run compile_{sub} "
+                             "before assembling the manifest")
         max_buffer = max(max_buffer, int(desc["max_buffer_bytes"]))
+        for name, value in desc["required_limits"].items():
+            required[name] = max(required.get(name, 0), int(value))
     src = source(cfg)
     return {
         "model": src.name if src.builtin else src.folder.name,
+        "seed": cfg.model.seed if src.builtin else None,  # the embedded models' weights are made from it
         "dtype": cfg.model.dtype,
         "image_size": d.image_size,
         "latent_size": d.latent_size,
@@ -283,6 +287,9 @@ def model_manifest(cfg: Config) -> dict:
         "scheduler": _json_safe(scheduler_config(cfg)),
         "requires_f16": cfg.model.dtype == "float16",
         "max_buffer_bytes": max_buffer,
+        # what the kernels need of the browser (pipeline.webgpu_limits): the page requests exactly these
+        "limits_profile": cfg.webgpu.limits,
+        "required_limits": required,
     }
 
 

@@ -36,7 +36,7 @@ import pytest
 from pipeline.layout import Layout
 from conftest import real_env, run_doit  # tests/conftest.py (pytest puts tests/ on sys.path)
 from tests.e2e.page_driver import altered_site, drive_page, missing_tools, serving
-from tests.e2e.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image
+from pipeline.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image
 
 pytestmark = [pytest.mark.tvm_source, pytest.mark.slow]
 

@@ -1,38 +1,59 @@
-// WebGPU device: one GPUDevice shared by the three TVM instances, asked for the limits and features the
-// model needs (manifest.json: requires_f16, max_buffer_bytes), with a message naming what is missing.
+// WebGPU device: one GPUDevice shared by the three TVM instances, asked for exactly the limits and features the
+// model needs (manifest.json: requires_f16, required_limits - measured per kernel when the site was built), with
+// a message naming what the adapter lacks.
 
 export class PageError extends Error {} // an error whose message is meant for the user, shown as is
 
+// WebGPU's default limits: what a device gets for any limit the page does not ask more of.
+export const WEBGPU_DEFAULT_LIMITS = {
+  maxStorageBuffersPerShaderStage: 8, maxStorageBufferBindingSize: 128 << 20, maxBufferSize: 256 << 20,
+  maxComputeWorkgroupStorageSize: 16384, maxComputeInvocationsPerWorkgroup: 256, maxComputeWorkgroupSizeX: 256,
+  maxComputeWorkgroupSizeY: 256, maxComputeWorkgroupSizeZ: 64, maxComputeWorkgroupsPerDimension: 65535,
+};
+
 const MiB = 1 << 20;
-const mib = (n) => `${Math.ceil(n / MiB)} MiB`;
+const show = (name, n) => (/Size$/.test(name) && n >= MiB ? `${Math.ceil(n / MiB)} MiB` : String(n));
+
+/** The limits the site's kernels need (manifest.required_limits, measured at build time). */
+export function requiredLimitsOf(manifest) {
+  const need = { ...(manifest.required_limits ?? {}) };
+  if (manifest.max_buffer_bytes) {  // manifests written before required_limits
+    for (const name of ["maxStorageBufferBindingSize", "maxBufferSize"]) {
+      need[name] = Math.max(need[name] ?? 0, manifest.max_buffer_bytes);
+    }
+  }
+  return need;
+}
+
+const F16_ON_NVIDIA = "NVIDIA GPUs hide shader-f16 in Chrome and Dawn (a driver-bug blocklist): start Chrome with " +
+  "--enable-dawn-features=vulkan_enable_f16_on_nvidia (Linux, Vulkan) to turn it on, or use a float32 build";
 
 /**
  * What this adapter lacks for the model, as sentences (empty when it is good enough).
- * @param {{features: Set<string>, limits: object}} adapter a GPUAdapter (or the same shape)
- * @param {{requires_f16?: boolean, max_buffer_bytes?: number}} manifest
+ * @param {{features: Set<string>, limits: object, info?: object}} adapter a GPUAdapter (or the same shape)
+ * @param {{requires_f16?: boolean, required_limits?: object, max_buffer_bytes?: number}} manifest
  */
 export function adapterProblems(adapter, manifest) {
   const problems = [];
   if (manifest.requires_f16 && !adapter.features.has("shader-f16")) {
+    const nvidia = /nvidia/i.test(`${adapter.info?.vendor ?? ""} ${adapter.info?.description ?? ""}`);
     problems.push('this model uses float16 shaders, but the GPU adapter has no "shader-f16" feature ' +
-      "(use a float32 build of the model, or a browser/GPU that offers shader-f16)");
+      (nvidia ? `(${F16_ON_NVIDIA})` : "(use a float32 build of the model, or a browser/GPU that offers shader-f16)"));
   }
-  const need = manifest.max_buffer_bytes ?? 0;
-  for (const limit of ["maxStorageBufferBindingSize", "maxBufferSize"]) {
-    const have = adapter.limits[limit];
-    if (need > have) {
-      problems.push(`the model needs GPU buffers of ${mib(need)}, but the adapter's ${limit} is ${mib(have)}`);
+  for (const [name, need] of Object.entries(requiredLimitsOf(manifest))) {
+    const have = adapter.limits[name];
+    if (have !== undefined && need > have) {
+      problems.push(`the model needs ${name} ${show(name, need)}, but this GPU adapter offers ${show(name, have)}`);
     }
   }
   return problems;
 }
 
-/** The limits we ask for: the adapter's best for those TVM's kernels depend on. */
-function requiredLimits(adapter) {
-  const names = ["maxBufferSize", "maxStorageBufferBindingSize", "maxComputeWorkgroupStorageSize",
-    "maxStorageBuffersPerShaderStage", "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX",
-    "maxComputeWorkgroupSizeY", "maxComputeWorkgroupSizeZ", "maxComputeWorkgroupsPerDimension"];
-  return Object.fromEntries(names.filter((n) => adapter.limits[n] !== undefined).map((n) => [n, adapter.limits[n]]));
+/** The limits we request: exactly what the kernels need, where that is above WebGPU's defaults. */
+export function deviceLimits(adapter, manifest) {
+  return Object.fromEntries(Object.entries(requiredLimitsOf(manifest))
+    .filter(([name, need]) => adapter.limits[name] !== undefined && need > (WEBGPU_DEFAULT_LIMITS[name] ?? 0))
+    .map(([name, need]) => [name, need]));
 }
 
 /**
@@ -56,7 +77,7 @@ export async function requestDevice(manifest, gpu = globalThis.navigator?.gpu) {
   const requiredFeatures = manifest.requires_f16 ? ["shader-f16"] : [];
   let device;
   try {
-    device = await adapter.requestDevice({ requiredFeatures, requiredLimits: requiredLimits(adapter) });
+    device = await adapter.requestDevice({ requiredFeatures, requiredLimits: deviceLimits(adapter, manifest) });
   } catch (err) {
     throw new PageError(`The GPU refused to create a device: ${err.message ?? err}`);
   }

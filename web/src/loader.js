@@ -3,6 +3,7 @@
 // tvmjs Instance per submodel on the shared GPUDevice, and its weights put into that instance's tensor cache.
 
 import { PageError } from "./gpu.js";
+import { ClipTokenizer } from "./tokenizer.js";
 
 const REQUIRED_FIELDS = ["latent_size", "latent_channels", "max_length", "submodels", "scheduler", "tokenizer",
   "files"];
@@ -40,6 +41,15 @@ export function tokenizerPaths(manifest) {
   const tok = manifest.tokenizer;
   const dir = tok.vocab.slice(0, tok.vocab.lastIndexOf("/") + 1);
   return { json: tok.json ?? `${dir}tokenizer.json`, config: tok.config ?? `${dir}tokenizer_config.json` };
+}
+
+/** The page's CLIP tokenizer, from the verified tokenizer.json and tokenizer_config.json. */
+export async function loadTokenizer(manifest, baseUrl, progress, fetchFn = fetch) {
+  const paths = tokenizerPaths(manifest);
+  progress.setStage("tokenizer");
+  const read = async (path) => JSON.parse(new TextDecoder().decode(
+    await fetchVerified(baseUrl, path, manifest.files, progress.fileCallback(), fetchFn)));
+  return new ClipTokenizer(await read(paths.json), await read(paths.config));
 }
 
 /** Every file a page load fetches (tokenizer, each submodel's wasm and weights): the progress bar's total. */
@@ -183,7 +193,18 @@ export class TvmSubmodel {
    */
   static async load(tvmjs, gpuDevice, name, manifest, baseUrl, progress, fetchFn = fetch) {
     const sub = manifest.submodels[name];
-    const get = (path) => fetchVerified(baseUrl, path, manifest.files, progress.fileCallback(), fetchFn);
+    // where the load's time goes (ms): fetching + checking files, creating shader pipelines, uploading weights
+    const times = { download: 0, pipelines: 0, upload: 0 };
+    const timed = async (phase, action) => {
+      const start = performance.now();
+      try {
+        return await action();
+      } finally {
+        times[phase] += performance.now() - start;
+      }
+    };
+    const get = (path) => timed("download",
+      () => fetchVerified(baseUrl, path, manifest.files, progress.fileCallback(), fetchFn));
 
     progress.setStage(`${name}: downloading ${sub.wasm}`);
     const wasm = await get(sub.wasm);
@@ -194,7 +215,7 @@ export class TvmSubmodel {
     tvm.beginScope();
     try {
       progress.setStage(`${name}: compiling GPU shaders`);
-      await tvm.asyncLoadWebGPUPipelines(tvm.systemLib());
+      await timed("pipelines", () => tvm.asyncLoadWebGPUPipelines(tvm.systemLib()));
 
       const paramsDir = sub.params.endsWith("/") ? sub.params : `${sub.params}/`;
       const cacheJson = JSON.parse(new TextDecoder().decode(await get(`${paramsDir}tensor-cache.json`)));
@@ -203,16 +224,28 @@ export class TvmSubmodel {
         progress.setStage(`${name}: downloading weights ${shard.dataPath}`);
         const bytes = await get(`${paramsDir}${shard.dataPath}`);
         progress.setStage(`${name}: uploading weights ${shard.dataPath} to the GPU`);
-        for (const rec of shard.records) {
-          uploadRecord(tvm, rec, bytes, shard.dataPath);
-          names.push(rec.name);
-        }
-        await tvm.webgpu().sync();
+        await timed("upload", async () => {
+          for (const rec of shard.records) {
+            uploadRecord(tvm, rec, bytes, shard.dataPath);
+            names.push(rec.name);
+          }
+          await tvm.webgpu().sync();
+        });
+      }
+      // The function takes its weights in parameter order (metadata.param_names, written by the shard stage).
+      // Record order differs from it: TVM's writer puts each large tensor in a shard of its own.
+      const order = cacheJson.metadata?.param_names ?? names;
+      const unknown = order.filter((n) => !names.includes(n));
+      if (unknown.length || order.length !== names.length) {
+        throw new PageError(`${paramsDir}tensor-cache.json: metadata.param_names does not match its records ` +
+          `(${unknown[0] ?? `${order.length} names, ${names.length} records`}); rebuild the site.`);
       }
       const vm = tvm.detachFromCurrentScope(tvm.createVirtualMachine(tvm.webgpu()));
       const fn = tvm.detachFromCurrentScope(vm.getFunction(sub.function));
-      const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(names));
-      return new TvmSubmodel(name, tvm, vm, fn, params);
+      const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(order));
+      const model = new TvmSubmodel(name, tvm, vm, fn, params);
+      model.loadTimes = times;
+      return model;
     } finally {
       tvm.endScope();
     }

@@ -14,12 +14,9 @@
 // }
 
 import { PageError, requestDevice, withGpuErrorCheck } from "./gpu.js";
-import {
-  fetchVerified, filesToFetch, loadManifest, Progress, SUBMODELS, tokenizerPaths, TvmSubmodel,
-} from "./loader.js";
+import { filesToFetch, loadManifest, loadTokenizer, Progress, SUBMODELS, TvmSubmodel } from "./loader.js";
 import { DEFAULTS, StableDiffusion } from "./pipeline.js";
 import { DEFAULT_SCHEDULER, SCHEDULERS } from "./schedulers/index.js";
-import { ClipTokenizer } from "./tokenizer.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -44,14 +41,6 @@ function showProgress(fraction, text) {
 }
 
 const mb = (n) => (n / 1e6).toFixed(1);
-
-async function loadTokenizer(manifest, progress) {
-  const paths = tokenizerPaths(manifest);
-  progress.setStage("tokenizer");
-  const read = async (path) => JSON.parse(new TextDecoder().decode(
-    await fetchVerified(MANIFEST_URL, path, manifest.files, progress.fileCallback())));
-  return new ClipTokenizer(await read(paths.json), await read(paths.config));
-}
 
 async function loadLatentsFromUrl(url, expected) {
   const res = await fetch(url);
@@ -80,7 +69,7 @@ async function load() {
     showProgress(p.doneBytes / p.totalBytes, `${p.stage} — ${mb(p.doneBytes)} / ${mb(p.totalBytes)} MB`);
   });
 
-  const tokenizer = await loadTokenizer(manifest, progress);
+  const tokenizer = await loadTokenizer(manifest, MANIFEST_URL, progress);
   const models = {};
   for (const name of SUBMODELS) {
     models[name] = await withGpuErrorCheck(device, `loading ${name}`,

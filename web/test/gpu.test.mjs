@@ -1,7 +1,7 @@
 // The WebGPU checks: clear messages for a missing navigator.gpu, a missing shader-f16 and too small limits.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { adapterProblems, PageError, requestDevice, withGpuErrorCheck } from "../src/gpu.js";
+import { adapterProblems, deviceLimits, PageError, requestDevice, withGpuErrorCheck } from "../src/gpu.js";
 
 const MiB = 1 << 20;
 function fakeAdapter({ f16 = false, binding = 1024 * MiB, buffer = 1024 * MiB } = {}) {
@@ -31,18 +31,36 @@ test("f16 model on an adapter without shader-f16 is refused by name", async () =
 test("buffer limits below max_buffer_bytes are named with both sizes", () => {
   const problems = adapterProblems(fakeAdapter({ binding: 128 * MiB }), { max_buffer_bytes: 512 * MiB });
   assert.equal(problems.length, 1);
-  assert.match(problems[0], /maxStorageBufferBindingSize is 128 MiB/);
-  assert.match(problems[0], /512 MiB/);
+  assert.match(problems[0], /maxStorageBufferBindingSize 512 MiB, but this GPU adapter offers 128 MiB/);
   const both = adapterProblems(fakeAdapter({ binding: 64 * MiB, buffer: 256 * MiB }), { max_buffer_bytes: 300 * MiB });
   assert.equal(both.length, 2);
 });
 
-test("a fitting adapter gives a device with the f16 feature and the adapter's limits", async () => {
+test("every limit in required_limits is checked and named", () => {
+  const adapter = fakeAdapter();
+  adapter.limits.maxStorageBuffersPerShaderStage = 8;
+  const problems = adapterProblems(adapter, { required_limits: { maxStorageBuffersPerShaderStage: 10,
+    maxComputeWorkgroupStorageSize: 16384 } });
+  assert.deepEqual(problems, ["the model needs maxStorageBuffersPerShaderStage 10, but this GPU adapter offers 8"]);
+});
+
+test("a missing shader-f16 on NVIDIA says how to turn it on", () => {
+  const adapter = { ...fakeAdapter(), info: { vendor: "nvidia", description: "" } };
+  const [problem] = adapterProblems(adapter, { requires_f16: true });
+  assert.match(problem, /--enable-dawn-features=vulkan_enable_f16_on_nvidia/);
+  assert.doesNotMatch(adapterProblems(fakeAdapter(), { requires_f16: true })[0], /nvidia/i);
+});
+
+test("a fitting adapter gives a device with the f16 feature and exactly the limits the model needs", async () => {
   const adapter = fakeAdapter({ f16: true });
-  const { device } = await requestDevice({ requires_f16: true, max_buffer_bytes: 64 * MiB }, gpuWith(adapter));
+  const manifest = { requires_f16: true, required_limits: { maxStorageBufferBindingSize: 200 * MiB,
+    maxBufferSize: 200 * MiB, maxStorageBuffersPerShaderStage: 6 } };
+  const { device } = await requestDevice(manifest, gpuWith(adapter));
   assert.ok(device.fake);
   assert.deepEqual(adapter.requests[0].requiredFeatures, ["shader-f16"]);
-  assert.equal(adapter.requests[0].requiredLimits.maxStorageBufferBindingSize, 1024 * MiB);
+  // above WebGPU's defaults: requested as needed; within them (6 storage buffers <= 8): left at the default
+  assert.deepEqual(adapter.requests[0].requiredLimits, { maxStorageBufferBindingSize: 200 * MiB });
+  assert.deepEqual(deviceLimits(adapter, { required_limits: { maxBufferSize: 100 * MiB } }), {});
 });
 
 test("GPU errors reported in the error scopes fail the action", async () => {

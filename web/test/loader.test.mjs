@@ -102,11 +102,12 @@ function fakeTvmjs() {
   };
 }
 
-test("TvmSubmodel.load uploads verified weights in tensor-cache order and binds the function", async () => {
+test("TvmSubmodel.load uploads verified weights and binds them in the function's parameter order", async () => {
   const shard0 = Uint8Array.of(1, 0, 0, 0, 2, 0, 0, 0, 9, 9, 9, 9);
   const shard1 = Uint8Array.of(0, 0, 128, 63); // 1.0f
   const cache = {
-    metadata: {},
+    // the function's parameter order; the records are in another (a large tensor gets a shard of its own)
+    metadata: { param_names: ["w_a", "w_c", "w_b"] },
     records: [
       { dataPath: "params_shard_0.bin", format: "raw-shard", nbytes: 12, records: [
         { name: "w_b", shape: [2], dtype: "int32", format: "raw", nbytes: 8, byteOffset: 0 },
@@ -129,7 +130,7 @@ test("TvmSubmodel.load uploads verified weights in tensor-cache order and binds 
   const progress = new Progress(100, (p) => stages.push(p.stage));
   const model = await TvmSubmodel.load(tvmjs, {}, "clip", manifest, BASE, progress, fakeFetch(site));
   assert.deepEqual(log.cache.map((c) => c.name), ["w_b", "w_a", "w_c"]);
-  assert.deepEqual(log.params, ["w_b", "w_a", "w_c"]);
+  assert.deepEqual(log.params, ["w_a", "w_c", "w_b"]);
   assert.deepEqual(log.cache[1].bytes, [9, 9, 9, 9]);
   assert.equal(log.initWebGPU, 1);
   assert.equal(log.shaders, 1);
@@ -165,4 +166,18 @@ test("filesToFetch lists the tokenizer, the wasm files and every weight file", (
   assert.deepEqual(filesToFetch(manifest).sort(), ["clip.wasm", "params/clip/tensor-cache.json",
     "params/unet/params_shard_0.bin", "params/unet/tensor-cache.json", "tokenizer/tokenizer.json",
     "tokenizer/tokenizer_config.json", "unet.wasm", "vae.wasm"]);
+});
+
+test("param_names that do not match the records are refused", async () => {
+  const cache = { metadata: { param_names: ["w", "gone"] }, records: [{ dataPath: "params_shard_0.bin", nbytes: 4,
+    records: [{ name: "w", shape: [1], dtype: "float32", format: "raw", nbytes: 4, byteOffset: 0 }] }] };
+  const site = {
+    "vae.wasm": Uint8Array.of(0),
+    "params/vae/tensor-cache.json": new TextEncoder().encode(JSON.stringify(cache)),
+    "params/vae/params_shard_0.bin": new Uint8Array(4),
+  };
+  const manifest = { files: filesOf(site), submodels: { vae: { wasm: "vae.wasm", params: "params/vae", function: "vae" } } };
+  const { tvmjs } = fakeTvmjs();
+  await assert.rejects(TvmSubmodel.load(tvmjs, {}, "vae", manifest, BASE, new Progress(1), fakeFetch(site)),
+    /param_names does not match its records \(gone\)/);
 });

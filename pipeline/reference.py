@@ -1,5 +1,7 @@
 """The reference the page is compared with: diffusers' StableDiffusionPipeline on the same weights, and the metrics.
 
+Used by the Chromium end-to-end test (CPU) and by the GPU benchmark (benchmarks/bench_webgpu.py, CUDA).
+
 The page's VAE entry returns ``clamp((image / 2 + 0.5) * 255, 0, 255)`` as float32 (NHWC), not rounded; diffusers
 with ``output_type="np"`` returns ``clamp(image / 2 + 0.5, 0, 1)`` (NHWC float32). So the like-for-like comparison is
 page pixels vs reference * 255, both unrounded floats on the 0..255 scale. (The canvas holds those floats rounded
@@ -15,9 +17,10 @@ import numpy as np
 SCHEDULER_CLASSES = {"dpm++2m": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler"}
 
 
-def load_reference_pipeline(model_dir: Path, tokenizer_dir: Path):
-    """A float32 CPU StableDiffusionPipeline from a diffusers folder (text_encoder/, unet/, vae/, scheduler/) and the
-    CLIP tokenizer files the site serves (so both sides tokenize with the same vocabulary and merges)."""
+def load_reference_pipeline(model_dir: Path, tokenizer_dir: Path, device: str = "cpu", dtype: str = "float32"):
+    """A StableDiffusionPipeline (float32 on the CPU by default) from a diffusers folder (text_encoder/, unet/,
+    vae/, scheduler/) and the CLIP tokenizer files the site serves (so both sides tokenize with the same vocabulary
+    and merges). On CUDA, float32 means float32: TF32 matrix math is turned off."""
     import diffusers
     import torch
     import transformers
@@ -30,6 +33,9 @@ def load_reference_pipeline(model_dir: Path, tokenizer_dir: Path):
         library.utils.logging.set_verbosity_error()
         library.utils.logging.disable_progress_bar()
     model_dir = Path(model_dir)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     f32 = {"torch_dtype": torch.float32, "local_files_only": True}
     pipe = StableDiffusionPipeline(
         vae=AutoencoderKL.from_pretrained(model_dir / "vae", **f32),
@@ -41,7 +47,7 @@ def load_reference_pipeline(model_dir: Path, tokenizer_dir: Path):
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return pipe.to(device=device, dtype=getattr(torch, dtype))
 
 
 def reference_image(pipe, *, scheduler: str, prompt: str, negative_prompt: str, steps: int, guidance: float,
@@ -57,13 +63,14 @@ def reference_image(pipe, *, scheduler: str, prompt: str, negative_prompt: str, 
     pipe.scheduler = getattr(diffusers, SCHEDULER_CLASSES[scheduler]).from_config(pipe.scheduler.config)
     kwargs = {}
     if latents is not None:
-        kwargs["latents"] = torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32))
+        kwargs["latents"] = torch.from_numpy(np.ascontiguousarray(latents, dtype=np.float32)).to(
+            pipe.device, pipe.unet.dtype)
     else:
         kwargs["generator"] = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         out = pipe(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps,
                    guidance_scale=guidance, height=size, width=size, output_type="np", **kwargs)
-    return (out.images[0] * 255).astype(np.float32)
+    return (np.asarray(out.images[0], dtype=np.float32) * 255).astype(np.float32)
 
 
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:

@@ -1,0 +1,366 @@
+"""Benchmark: a built site in the headless GPU runner (web/runner/run.mjs, Dawn) against PyTorch on the same GPU.
+
+    .venv/bin/python benchmarks/bench_webgpu.py --site cache/site [--site another/site] [--steps 20]
+
+For each site it runs the page's own modules through the runner (load split into download+check, shader
+pipelines and weight upload; first and warm call per submodel; seconds per image), then checks the result
+against diffusers on the same weights, prompt, negative prompt, guidance, scheduler and initial latents:
+  * per submodel, the max abs error of the first call against the torch wrapper on the same inputs;
+  * the image's PSNR and max abs pixel difference (0..255, unrounded), and the same metrics for references made
+    with one input wrong (prompt, negative prompt, guidance, scheduler), which the bar must reject.
+Then it times PyTorch (diffusers; float16 and float32; CUDA when present) on the same shapes, in the same run,
+and writes ``webgpu-<model>-<device>.json`` and ``.md`` to --results (default benchmarks/results/).
+
+A site whose weight shards are absent (they are too large to carry to a GPU machine) is completed first: the
+embedded model is made again from its seed and sharded into the layout its tensor-cache.json records, and every
+shard must match the sha256 in manifest.json (reported as ``weights_identical``).
+
+Runs on the CPU too: lavapipe through Dawn and a CPU reference (the tiny model); see tests/web/test_gpu_runner.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline import models, shard  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from pipeline.errors import WebsdError  # noqa: E402
+from pipeline.fsutil import sha256_file, write_json  # noqa: E402
+from pipeline.layout import SUBMODELS  # noqa: E402
+from pipeline.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image  # noqa: E402
+
+RUNNER = ROOT / "web" / "runner" / "run.mjs"
+PROMPT = "a photo of an astronaut riding a horse"
+NEGATIVE = "blurry, low quality"
+GUIDANCE = 7.5
+LATENTS_SEED = 7
+PSNR_MIN_DB = 30.0
+# PSNR alone does not discriminate: on sd15-random a wrong negative prompt still scores 30.2 dB, a wrong guidance
+# 37.6 dB and the other scheduler 44.7 dB (H200, 2026-12-01), because the image is dominated by the initial latents.
+# The bar adds the largest pixel error: those wrong inputs are off by >= 9 of 255 somewhere, the right float32 image
+# by 0.001 and float16 by 0.52.
+MAX_ABS_DIFF = 2.0
+WRONG = {"prompt": {"prompt": "a red cube on a table"}, "negative_prompt": {"negative_prompt": ""},
+         "guidance": {"guidance": GUIDANCE - 1.5}, "scheduler": {"scheduler": "euler"}}
+
+
+def site_config(manifest: dict, cache: Path):
+    """The pipeline config that built a site, enough to make its embedded model's weights again."""
+    return load_config(cli={"model.name": manifest["model"], "model.dtype": manifest["dtype"],
+                            "model.seed": manifest.get("seed", 0), "paths.cache": str(cache)})
+
+
+def complete_site(site: Path, cache: Path) -> tuple[bool | None, Path]:
+    """Make the absent weight shards of ``site`` again from its model's seed; (identical to the build?, model dir).
+
+    ``None``: nothing was missing. Mismatching shards are kept (and the manifest updated) so the run can go on;
+    the report says the weights differ from the site that was built."""
+    manifest_path = site / "model" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    cfg = site_config(manifest, cache)
+    model_dir = models.weights_dir(cfg)
+    missing = [p for p in manifest["files"] if not (site / "model" / p).exists()]
+    if not missing and model_dir.exists():
+        return None, model_dir
+    if not (model_dir / models.STAMP).exists():
+        print(f"making {manifest['model']} (seed {manifest.get('seed', 0)}) in {model_dir}", flush=True)
+        models.materialize(cfg)
+    if not missing:
+        return None, model_dir
+    for sub in SUBMODELS:
+        print(f"sharding {sub} from the model", flush=True)
+        shard.rebuild_cache(site / "model" / "params" / sub, shard.model_params(cfg, sub))
+    identical = True
+    for p in missing:
+        digest = sha256_file(site / "model" / p)
+        if digest != manifest["files"][p]["sha256"]:
+            identical = False
+            print(f"WARNING: {p} differs from the built site's (sha256 {digest[:12]}); continuing with it",
+                  flush=True)
+            manifest["files"][p]["sha256"] = digest
+    write_json(manifest_path, manifest)
+    return identical, model_dir
+
+
+def run_runner(node: str, site: Path, out: Path, latents: Path, args) -> dict:
+    cmd = [node, str(RUNNER), "--site", str(site), "--out", str(out), "--latents", str(latents),
+           "--prompt", PROMPT, "--negative", NEGATIVE, "--guidance", str(GUIDANCE), "--steps", str(args.steps),
+           "--images", str(args.images), "--warm", str(args.warm)]
+    for feature in args.dawn_feature:
+        cmd += ["--dawn-feature", feature]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=args.runner_timeout)
+    log = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("["))
+    print(log, flush=True)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["runner failed"])[-1][:2000],
+                "wall_s": round(time.perf_counter() - start, 1)}
+    result = json.loads((out / "result.json").read_text())
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def _read(io_dir: Path, spec: dict) -> np.ndarray:
+    return np.fromfile(io_dir / spec["file"], dtype=spec["dtype"]).reshape(spec["shape"])
+
+
+def submodel_errors(cfg, io_dir: Path, device: str) -> dict:
+    """Max abs error of each submodel's first call on the GPU against its torch wrapper (float32) on the same
+    inputs."""
+    import torch
+
+    from pipeline import submodels
+
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
+    io = json.loads((io_dir / "io.json").read_text())
+    out = {}
+    for sub in SUBMODELS:
+        wrapper = submodels.get(sub).wrapper(cfg).to(device)
+        inputs = [torch.from_numpy(_read(io_dir, s).copy()).to(device) for s in io[sub]["inputs"]]
+        with torch.no_grad():
+            ref = wrapper(*inputs).float().cpu().numpy()
+        got = _read(io_dir, io[sub]["output"])
+        out[sub] = {"max_abs_err": float(np.max(np.abs(got.astype(np.float64) - ref))),
+                    "ref_max_abs": float(np.max(np.abs(ref))),
+                    "rel_l2_err": float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30))}
+        del wrapper
+    return out
+
+
+def image_check(pipe, pixels: np.ndarray, latents: np.ndarray, size: int, steps: int) -> dict:
+    args = {"scheduler": "dpm++2m", "prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": steps,
+            "guidance": GUIDANCE, "size": size, "latents": latents}
+    ref = reference_image(pipe, **args)
+    result = {"psnr_db": psnr(pixels, ref), "max_abs_diff": max_abs_diff(pixels, ref),
+              "rms_diff": float(np.sqrt(np.mean((pixels.astype(np.float64) - ref) ** 2))), "wrong_inputs": {}}
+    for name, change in WRONG.items():
+        wrong = reference_image(pipe, **{**args, **change})
+        result["wrong_inputs"][name] = {
+            "psnr_db": psnr(pixels, wrong), "max_abs_diff": max_abs_diff(pixels, wrong),
+            "rms_diff": float(np.sqrt(np.mean((pixels.astype(np.float64) - wrong) ** 2))),
+            # how far the wrong reference is from the right one: the bar must sit well inside this
+            "rms_from_right_reference": float(np.sqrt(np.mean((wrong.astype(np.float64) - ref) ** 2)))}
+    return judge(result)
+
+
+def passes(metrics: dict) -> bool:
+    """The correctness bar: PSNR >= 30 dB and no pixel off by more than MAX_ABS_DIFF of 255."""
+    return metrics["psnr_db"] >= PSNR_MIN_DB and metrics["max_abs_diff"] <= MAX_ABS_DIFF
+
+
+def judge(result: dict) -> dict:
+    """Add the verdicts: the image passes the bar, and every reference made with a wrong input fails it."""
+    result["passes_bar"] = passes(result)
+    result["wrong_inputs_fail_bar"] = not any(passes(w) for w in result["wrong_inputs"].values())
+    result["wrong_inputs_over_psnr_bar"] = sorted(k for k, w in result["wrong_inputs"].items()
+                                                  if w["psnr_db"] >= PSNR_MIN_DB)
+    # how much closer the page is to the right reference than to the nearest wrong one (RMS)
+    result["contrast"] = (min(w["rms_diff"] for w in result["wrong_inputs"].values())
+                          / max(result["rms_diff"], 1e-12))
+    for stale in ("passes_psnr_bar", "wrong_inputs_missing_bar"):
+        result.pop(stale, None)
+    return result
+
+
+def _median_ms(fn, repeats: int, sync) -> float:
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def torch_timings(model_dir: Path, tokenizer_dir: Path, device: str, dtype: str, size: int, steps: int,
+                  repeats: int) -> dict:
+    """diffusers on ``device`` in ``dtype`` (default attention: SDPA), per submodel and per image, medians."""
+    import torch
+
+    pipe = load_reference_pipeline(model_dir, tokenizer_dir, device=device, dtype=dtype)
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    tdtype = getattr(torch, dtype)
+    latent = size // 8
+    ids = torch.randint(0, 49408, (2, 77), device=device)
+    emb = torch.randn(2, 77, pipe.text_encoder.config.hidden_size, device=device, dtype=tdtype)
+    lat2 = torch.randn(2, 4, latent, latent, device=device, dtype=tdtype)
+    lat1 = lat2[:1].contiguous()
+    t = torch.tensor([500.0], device=device)
+    with torch.no_grad():
+        res = {"clip_ms": _median_ms(lambda: pipe.text_encoder(ids), repeats, sync),
+               "unet_step_ms": _median_ms(lambda: pipe.unet(lat2, t, encoder_hidden_states=emb), repeats, sync),
+               "vae_ms": _median_ms(lambda: pipe.vae.decode(lat1 / pipe.vae.config.scaling_factor), repeats, sync)}
+    latents = torch.randn(1, 4, latent, latent, generator=torch.Generator().manual_seed(LATENTS_SEED))
+    res["image_s"] = _median_ms(lambda: pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps,
+                                             guidance_scale=GUIDANCE, height=size, width=size,
+                                             latents=latents.to(device, tdtype), output_type="np"),
+                                max(2, repeats // 4), sync) / 1000
+    del pipe
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return {k: round(v, 4) for k, v in res.items()}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"### WebGPU (Dawn) vs PyTorch: {report['model']} on {report['device_name']}",
+             f"({report['date']}; {report['steps']} DPM-Solver++ steps, guidance {GUIDANCE}, "
+             f"{report['image_size']}x{report['image_size']}; medians)", ""]
+    torch_ref = report.get("torch", {})
+    lines += ["| site | load s (download / pipelines / upload) | clip ms | unet step ms | vae ms | s per image |"
+              " PyTorch fp16 s/img | ratio | PSNR dB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in report["sites"]:
+        r = s.get("runner", {})
+        if "error" in r:
+            lines.append(f"| {s['dtype']} ({s['limits_profile']}) | failed: {r['error'][:160]} | | | | | | | |")
+            continue
+        ld, c = r["load"], r["calls"]
+        ref = torch_ref.get("float16", {}).get("image_s")
+        spi = r["seconds_per_image_warm_median"] or r["seconds_per_image_median"]
+        img = s.get("image", {})
+        lines.append(
+            f"| {s['dtype']} ({s['limits_profile']}) | {ld['total_ms'] / 1000:.1f} ({ld['download_ms'] / 1000:.1f} / "
+            f"{ld['pipelines_ms'] / 1000:.1f} / {ld['upload_ms'] / 1000:.1f}) | {c['clip']['warm_median_ms']} | "
+            f"{c['unet']['warm_median_ms']} | {c['vae']['warm_median_ms']} | {spi} | {ref} | "
+            f"{(spi / ref) if ref else float('nan'):.1f}x | {img.get('psnr_db', float('nan')):.1f} |")
+    if torch_ref:
+        lines += ["", "| PyTorch (diffusers, SDPA) | clip ms | unet step ms (batch 2) | vae ms | s per image |",
+                  "|---|---:|---:|---:|---:|"]
+        for dt, t in torch_ref.items():
+            lines.append(f"| {dt} | {t['clip_ms']} | {t['unet_step_ms']} | {t['vae_ms']} | {t['image_s']} |")
+    lines += ["", "Ratios per submodel (websd warm median / PyTorch same dtype):", ""]
+    for s in report["sites"]:
+        r = s.get("runner", {})
+        t = torch_ref.get(s["dtype"])
+        if "error" in r or not t:
+            continue
+        c = r["calls"]
+        lines.append(f"- {s['dtype']}: clip {c['clip']['warm_median_ms'] / t['clip_ms']:.1f}x, unet "
+                     f"{c['unet']['warm_median_ms'] / t['unet_step_ms']:.1f}x, vae "
+                     f"{c['vae']['warm_median_ms'] / t['vae_ms']:.1f}x, image "
+                     f"{(r['seconds_per_image_warm_median'] or r['seconds_per_image_median']) / t['image_s']:.1f}x")
+    lines += ["", "Correctness (against diffusers float32 on the same weights, prompt and latents):", ""]
+    for s in report["sites"]:
+        img, errs = s.get("image"), s.get("submodel_errors")
+        if not img:
+            continue
+        wrong = ", ".join(f"{k} {v['psnr_db']:.1f} dB / {v['max_abs_diff']:.1f}"
+                          for k, v in img["wrong_inputs"].items())
+        lines.append(f"- {s['dtype']}: PSNR {img['psnr_db']:.2f} dB, max abs {img['max_abs_diff']:.3f}/255: "
+                     f"{'PASSES' if img['passes_bar'] else 'FAILS'} the bar (PSNR >= {PSNR_MIN_DB:.0f} dB and max abs "
+                     f"<= {MAX_ABS_DIFF}/255); references with a wrong input (PSNR / max abs): {wrong}: "
+                     f"{'all fail it' if img['wrong_inputs_fail_bar'] else 'SOME PASS IT'}; RMS contrast "
+                     f"{img['contrast']:.0f}x; weights identical to the build: {s.get('weights_identical')}")
+        if errs:
+            lines.append("  - max abs error per submodel: " + ", ".join(
+                f"{k} {v['max_abs_err']:.3g} (of max |ref| {v['ref_max_abs']:.3g})" for k, v in errs.items()))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--site", action="append", default=[], help="a site directory doit built (repeatable)")
+    ap.add_argument("--node", default=shutil.which("node") or "node")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--images", type=int, default=3)
+    ap.add_argument("--warm", type=int, default=5)
+    ap.add_argument("--torch-repeats", type=int, default=10)
+    ap.add_argument("--dawn-feature", action="append", default=[])
+    ap.add_argument("--work", type=Path, default=ROOT / "cache" / "bench-webgpu")
+    ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch timings")
+    ap.add_argument("--runner-timeout", type=int, default=1800)
+    ap.add_argument("--report-only", type=Path, help="re-judge a report JSON and rewrite it and its .md")
+    args = ap.parse_args(argv)
+    if args.report_only:
+        report = json.loads(args.report_only.read_text())
+        for entry in report["sites"]:
+            if entry.get("image"):
+                judge(entry["image"])
+        report.update(bar={"psnr_db_min": PSNR_MIN_DB, "max_abs_diff_max": MAX_ABS_DIFF})
+        write_json(args.report_only, report)
+        args.report_only.with_suffix(".md").write_text(markdown(report))
+        print(markdown(report))
+        return 0
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device_name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
+    args.work.mkdir(parents=True, exist_ok=True)
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "device_name": device_name,
+              "torch": {}, "sites": [], "steps": args.steps, "prompt": PROMPT, "negative_prompt": NEGATIVE,
+              "dawn_features": args.dawn_feature,
+              "bar": {"psnr_db_min": PSNR_MIN_DB, "max_abs_diff_max": MAX_ABS_DIFF},
+              "metric": "runner VAE output floats vs diffusers output_type='np' * 255, 0..255 scale"}
+    args.results.mkdir(parents=True, exist_ok=True)
+    partial = args.results / "partial-report.json"  # survives a run that is cut short
+    model_dir = tokenizer_dir = None
+    sites = []
+    for site_arg in args.site:  # first make every site complete (weights from the seed where shards are absent)
+        site = Path(site_arg).resolve()
+        manifest = json.loads((site / "model" / "manifest.json").read_text())
+        report.update(model=manifest["model"], image_size=manifest["image_size"])
+        entry = {"site": str(site), "dtype": manifest["dtype"],
+                 "limits_profile": manifest.get("limits_profile"), "required_limits": manifest.get("required_limits")}
+        report["sites"].append(entry)
+        try:
+            entry["weights_identical"], model_dir = complete_site(site, args.work / "cache")
+            tokenizer_dir = site / "model" / "tokenizer"
+            sites.append((site, manifest, entry))
+        except WebsdError as e:
+            entry["runner"] = {"error": f"could not complete the site: {e}"}
+    if not args.no_torch and model_dir is not None:  # the reference timings first: they take seconds
+        for dtype in (["float16", "float32"] if device == "cuda" else ["float32"]):
+            print(f"PyTorch {dtype} on {device_name}", flush=True)
+            report["torch"][dtype] = torch_timings(model_dir, tokenizer_dir, device, dtype, report["image_size"],
+                                                   args.steps, args.torch_repeats)
+            print(f"  {report['torch'][dtype]}", flush=True)
+        write_json(partial, report)
+    for site, manifest, entry in sites:
+        out = args.work / f"run-{manifest['model']}-{manifest['dtype']}"
+        latents = torch.randn((1, manifest["latent_channels"], manifest["latent_size"], manifest["latent_size"]),
+                              generator=torch.Generator().manual_seed(LATENTS_SEED)).numpy().astype("<f4")
+        out.mkdir(parents=True, exist_ok=True)
+        latents.tofile(out / "latents.f32")
+        entry["runner"] = run_runner(args.node, site, out, out / "latents.f32", args)
+        write_json(partial, report)
+        if "error" in entry["runner"]:
+            continue
+        shutil.copyfile(out / "image.png", args.results / f"image-{manifest['model']}-{manifest['dtype']}.png")
+        cfg = site_config(manifest, args.work / "cache")
+        entry["submodel_errors"] = submodel_errors(cfg, out / "io", device)
+        pixels = np.fromfile(out / "pixels.f32", dtype="<f4").reshape(manifest["image_size"], manifest["image_size"], 3)
+        pipe = load_reference_pipeline(model_dir, tokenizer_dir, device=device, dtype="float32")
+        entry["image"] = image_check(pipe, pixels, latents, manifest["image_size"], args.steps)
+        del pipe
+        write_json(partial, report)
+    partial.unlink(missing_ok=True)
+    stem = f"webgpu-{report.get('model', 'none')}-{'h200' if 'H200' in device_name else device}"
+    write_json(args.results / f"{stem}.json", report)
+    (args.results / f"{stem}.md").write_text(markdown(report))
+    print(markdown(report))
+    print(f"wrote {args.results / stem}.json and .md")
+    return 0 if all("error" not in s.get("runner", {}) for s in report["sites"]) else 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    raise SystemExit(main())

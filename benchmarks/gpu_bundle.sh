@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Run benchmarks/bench_webgpu.py on a GPU machine that has Python, torch and CUDA but no Node, no diffusers, no
+# Vulkan loader and no network (the H200 lent to this project). Two steps:
+#
+#   benchmarks/gpu_bundle.sh pack BUNDLE SITE...   here: Node, Dawn (npm webgpu), the tokenizer package, the Vulkan
+#                                                  loader, the Python wheels the machine lacks, and each SITE without
+#                                                  its weight shards (made again there from the model's seed)
+#   benchmarks/gpu_bundle.sh run BUNDLE OUT [bench_webgpu.py args...]
+#                                                  there, from the repo root: unpack and run; results in OUT
+#
+# Sizes: Node ~24 MB and dawn.node ~5 MB compressed; SD v1.5's .wasm files ~2-3 MB each compressed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=(diffusers==0.42.1 transformers==5.23.0 importlib_metadata==10.2.0 regex==2026.11.19)
+
+pack() {
+    local bundle=$1; shift
+    mkdir -p "$bundle/whl" "$bundle/deb" "$bundle/sites"
+    xz -T0 -6 -c "$(command -v node)" > "$bundle/node.xz"
+    tar -C web -cJf "$bundle/node_modules.tar.xz" node_modules/webgpu/package.json node_modules/webgpu/index.js \
+        node_modules/webgpu/dist/linux-x64 node_modules/@huggingface
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$bundle/whl" "${WHEELS[@]}"
+    (cd "$bundle/deb" && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2 2>/dev/null)
+    for site in "$@"; do
+        local name
+        name=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("%s-%s" % (m["model"], m["dtype"]))' \
+            "$site/model/manifest.json")
+        tar -C "$site" --exclude='params_shard_*' -cJf "$bundle/sites/$name.tar.xz" .
+    done
+    du -sh "$bundle"
+}
+
+run() {
+    local bundle=$1 out=$2; shift 2
+    for deb in "$bundle"/deb/*.deb; do dpkg -x "$deb" /; done
+    ldconfig
+    local nv=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+    [ -f "$nv" ] && export VK_ICD_FILENAMES=$nv
+    xz -dc "$bundle/node.xz" > /tmp/node && chmod +x /tmp/node
+    tar -C web -xJf "$bundle/node_modules.tar.xz"
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pysite \
+        "$bundle"/whl/*.whl
+    export PYTHONPATH=/tmp/pysite PYTHONUNBUFFERED=1
+    local sites=()
+    for archive in "$bundle"/sites/*.tar.xz; do
+        local dir=/tmp/sites/$(basename "$archive" .tar.xz)
+        mkdir -p "$dir" && tar -C "$dir" -xJf "$archive"
+        sites+=(--site "$dir")
+    done
+    mkdir -p "$out"
+    python3 benchmarks/bench_webgpu.py "${sites[@]}" --node /tmp/node --work /tmp/bench --results "$out" "$@"
+}
+
+case "${1:-}" in
+    pack) shift; pack "$@" ;;
+    run) shift; run "$@" ;;
+    *) echo "usage: $0 pack BUNDLE SITE... | run BUNDLE OUT [bench_webgpu.py args]" >&2; exit 2 ;;
+esac

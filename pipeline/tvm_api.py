@@ -1,0 +1,239 @@
+"""The one seam to TVM's Python API: everything version-specific that the stages use goes through here.
+
+TVM renames things between releases (``tvm.tir`` -> ``tvm.tirx`` in v0.24, ``name_hint`` -> ``name``,
+``struct_info`` -> ``ty``; shared/TVM-0.21.md lists more). Each helper detects the feature on the imported
+``tvm`` instead of comparing version strings (a source build of v0.26.0 reports ``0.26.dev0``).
+
+Also here: the WebGPU compile pipeline. It is TVM's generic GPU pipeline (``relax.backend.gpu_generic``) with
+passes of ours, because TVM's Relax FuseOps has no bound on kernel arguments (its ``max_function_args`` is wired
+to 0) and WebGPU has one:
+  * ``split_wide_concats`` first: a concat of more tensors than a kernel may bind becomes a tree of concats;
+  * ``split_wide_fusions`` after FuseOps: a fused group whose kernel would bind more storage buffers than the
+    limits profile allows is dissolved back into its separate kernels;
+  * ``align_storage`` after memory planning: every storage allocation is rounded up to 4 bytes, since WebGPU
+    binds storage buffers in multiples of 4 (a 3-element float16 tensor is 6 bytes).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def tir():
+    """TVM's TIR namespace: ``tvm.tirx`` (>= 0.24) or ``tvm.tir``."""
+    import tvm
+
+    return tvm.tirx if hasattr(tvm, "tirx") else tvm.tir
+
+
+def var_name(var) -> str:
+    return var.name if hasattr(var, "name") else var.name_hint  # TVM >= 0.26 renamed name_hint
+
+
+def expr_type(expr):
+    """A Relax expression's type/struct info (``.ty`` in TVM >= 0.26, ``.struct_info`` before)."""
+    return expr.ty if hasattr(expr, "ty") else expr.struct_info
+
+
+def webgpu_target():
+    import tvm
+
+    return tvm.target.Target({"kind": "webgpu"}, host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"})
+
+
+# --- the WebGPU pipeline ----------------------------------------------------------------------------------------
+
+
+def _tensor_count(ty) -> int:
+    fields = getattr(ty, "fields", None)
+    if fields is not None:
+        return sum(_tensor_count(f) for f in fields)
+    return 1 if hasattr(ty, "dtype") and hasattr(ty, "shape") else 0
+
+
+def fused_buffer_count(func) -> int:
+    """Storage buffers the kernel of a fused Relax group binds: its tensor parameters plus its outputs."""
+    return sum(_tensor_count(expr_type(p)) for p in func.params) + _tensor_count(func.ret_ty if hasattr(
+        func, "ret_ty") else func.ret_struct_info)
+
+
+def split_wide_fusions(max_buffers: int):
+    """A module pass: dissolve every fused group (``Primitive`` Relax function) whose kernel would bind more
+    than ``max_buffers`` storage buffers; its calls become the group's separate kernels again."""
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Unfuse(relax.PyExprMutator):
+        def __init__(self, mod, wide):
+            super().__init__(mod)
+            self.mod_, self.wide = mod, wide
+
+        def remap(self, old, new):
+            # TVM >= 0.26 keys the remap by the Var, older versions by its ``vid``
+            self.set_var_remap(old.vid if hasattr(old, "vid") else old, new)
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not (isinstance(call.op, tvm.ir.GlobalVar) and call.op in self.wide):
+                return call
+            func = self.mod_[call.op]
+            for param, arg in zip(func.params, call.args):
+                if not isinstance(arg, relax.Var):
+                    arg = self.builder_.emit(arg)
+                self.remap(param, arg)
+            for block in func.body.blocks:
+                for binding in block.bindings:
+                    self.remap(binding.var, self.builder_.emit(self.visit_expr(binding.value)))
+            return self.visit_expr(func.body.body)
+
+    @tvm.transform.module_pass(opt_level=0, name="SplitWideFusions")
+    def pass_(mod, _ctx):
+        wide = {gv for gv, f in mod.functions.items() if isinstance(f, relax.Function)
+                and f.attrs is not None and "Primitive" in f.attrs and fused_buffer_count(f) > max_buffers}
+        if not wide:
+            return mod
+        unfuse = Unfuse(mod, wide)
+        for gv, f in mod.functions.items():
+            if isinstance(f, relax.Function) and gv not in wide:
+                unfuse.builder_.update_func(gv, unfuse.visit_expr(f))
+        # the dissolved groups are now unreferenced private functions
+        return relax.transform.DeadCodeElimination()(relax.transform.CanonicalizeBindings()(unfuse.builder_.get()))
+
+    return pass_
+
+
+def split_wide_concats(max_buffers: int):
+    """A module pass: ``concat`` of more than ``max_buffers - 1`` tensors (one kernel binding every input and the
+    output) becomes a tree of concats that each fit. Sliced attention joins 16 head slices at SD v1.5 size."""
+    import tvm
+    from tvm import relax
+
+    concat_op = tvm.ir.Op.get("relax.concat")
+    width = max(2, max_buffers - 1)
+
+    @relax.expr_functor.mutator
+    class Split(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not call.op.same_as(concat_op):
+                return call
+            parts = call.args[0]
+            if isinstance(parts, relax.Var):
+                parts = self.lookup_binding(parts)
+            if not isinstance(parts, relax.Tuple) or len(parts.fields) <= width:
+                return call
+            fields, axis = list(parts.fields), call.attrs.axis
+            while len(fields) > width:
+                fields = [self.builder_.emit(relax.op.concat(fields[i:i + width], axis=axis))
+                          if len(fields[i:i + width]) > 1 else fields[i] for i in range(0, len(fields), width)]
+            return relax.op.concat(fields, axis=axis)
+
+    @tvm.transform.module_pass(opt_level=0, name="SplitWideConcats")
+    def pass_(mod, _ctx):
+        split = Split(mod)
+        for gv, f in mod.functions.items():
+            if isinstance(f, relax.Function):
+                split.builder_.update_func(gv, split.visit_expr(f))
+        return split.builder_.get()
+
+    return pass_
+
+
+def align_storage(multiple: int = 4):
+    """A module pass: round every static ``alloc_storage`` size up to ``multiple`` bytes."""
+    import tvm
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Align(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not (isinstance(call.op, tvm.ir.Op) and call.op.name.endswith("alloc_storage")):
+                return call
+            shape = call.args[0]
+            if not (isinstance(shape, relax.ShapeExpr) and len(shape.values) == 1
+                    and isinstance(shape.values[0], tir().IntImm)):
+                return call
+            n = int(shape.values[0])
+            if n % multiple == 0:
+                return call
+            padded = relax.ShapeExpr([-(-n // multiple) * multiple])
+            return relax.Call(call.op, [padded, *call.args[1:]], call.attrs, call.sinfo_args)
+
+    @tvm.transform.module_pass(opt_level=0, name="AlignStorage")
+    def pass_(mod, _ctx):
+        align = Align(mod)
+        for gv, f in mod.functions.items():
+            if isinstance(f, relax.Function):
+                align.builder_.update_func(gv, align.visit_expr(f))
+        return align.builder_.get()
+
+    return pass_
+
+
+def webgpu_pipeline(target, max_storage_buffers: int):
+    """TVM's generic GPU Relax pipeline with ``split_wide_fusions`` and ``align_storage`` (see module doc)."""
+    import tvm
+    from tvm.relax.backend.gpu_generic import pipeline as gpu
+
+    legalize = list(gpu.legalize_passes(target))
+    fuse_at = next(i for i, p in enumerate(legalize) if p.info.name == "FuseOps")
+    legalize.insert(fuse_at + 1, split_wide_fusions(max_storage_buffers))
+    finalize = list(gpu.finalize_passes(target))
+    plan_at = next(i for i, p in enumerate(finalize) if p.info.name == "StaticPlanBlockMemory")
+    finalize.insert(plan_at + 1, align_storage())
+    passes = [split_wide_concats(max_storage_buffers)] + gpu.library_dispatch_passes(target) + legalize + gpu.dataflow_lower_passes(target) + finalize
+
+    @tvm.transform.module_pass(opt_level=0, name="WebsdWebGPUPipeline")
+    def pipeline(mod, _ctx):
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
+
+
+# --- what a WebGPU build contains -------------------------------------------------------------------------------
+
+
+def webgpu_source(executable: Any) -> str:
+    """The WGSL of every kernel of a ``tvm.compile`` result (the device modules' ``inspect_source``)."""
+    seen, out, stack = set(), [], [executable.mod]
+    while stack:
+        m = stack.pop()
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
+        kind = m.kind if hasattr(m, "kind") else m.type_key
+        if kind == "webgpu":
+            out.append(m.inspect_source())
+        stack.extend(m.imports)
+    return "\n".join(out)
+
+
+def launch_grids(mod) -> dict[str, tuple[int, int, int]]:
+    """Per PrimFunc of a scheduled module: its static ``blockIdx`` extents (x, y, z); dynamic ones are left out."""
+    T = tir()
+    grids = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, T.PrimFunc):
+            continue
+        extents, dynamic = {"blockIdx.x": 1, "blockIdx.y": 1, "blockIdx.z": 1}, []
+
+        def visit(node):
+            tag = None
+            if isinstance(node, T.For) and node.thread_binding is not None:
+                tag, extent = node.thread_binding.thread_tag, node.extent
+            elif isinstance(node, T.AttrStmt) and node.attr_key == "thread_extent":
+                tag, extent = node.node.thread_tag, node.value
+            if tag in extents:
+                if isinstance(extent, T.IntImm):
+                    extents[tag] = max(extents[tag], int(extent))
+                else:
+                    dynamic.append(tag)
+
+        T.stmt_functor.post_order_visit(func.body, visit)
+        if not dynamic:
+            name = func.attrs["global_symbol"] if func.attrs is not None and "global_symbol" in func.attrs \
+                else gv.name_hint
+            grids[str(name)] = (extents["blockIdx.x"], extents["blockIdx.y"], extents["blockIdx.z"])
+    return grids

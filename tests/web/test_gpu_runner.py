@@ -1,0 +1,86 @@
+"""The headless GPU runner (web/runner/run.mjs) and its benchmark (benchmarks/bench_webgpu.py) on this CPU-only
+machine: Dawn on lavapipe (the software Vulkan driver ./setup.sh unpacks into .venv/lavapipe).
+
+* Dawn finds and describes the software adapter (runs wherever setup.sh ran, CI included).
+* With a real TVM source (a mirror), the tiny model's site goes through the whole benchmark: the page's modules
+  generate the image on lavapipe, and it must match diffusers (CPU, float32) on the same weights, prompt and
+  latents - PSNR >= 30 dB and max abs diff <= 1/255 - while the references made with one input wrong must miss
+  the benchmark's bar (PSNR >= 30 dB and max abs <= 2/255); each submodel's first call must match its torch
+  wrapper.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, real_env, run_doit  # tests/conftest.py
+from pipeline.layout import Layout
+
+RUNNER = ROOT / "web" / "runner" / "run.mjs"
+LAVAPIPE_ICD = ROOT / ".venv" / "lavapipe" / "lvp_icd.json"
+
+
+def runner_env() -> dict:
+    return {**os.environ, "VK_ICD_FILENAMES": str(LAVAPIPE_ICD), "XDG_RUNTIME_DIR": os.environ.get(
+        "XDG_RUNTIME_DIR", "/tmp")}
+
+
+@pytest.fixture(scope="module")
+def node():
+    path = shutil.which("node")
+    if path is None:
+        pytest.skip("node is not installed (the runner needs Node >= 20)")
+    if not (ROOT / "web" / "node_modules" / "webgpu").is_dir():
+        pytest.skip("web/node_modules/webgpu is missing: run ./setup.sh (npm install in web/)")
+    if not LAVAPIPE_ICD.is_file():
+        pytest.skip(f"{LAVAPIPE_ICD} is missing: ./setup.sh unpacks lavapipe there (needs the backports suite)")
+    return path
+
+
+def test_dawn_describes_the_software_adapter(node):
+    proc = subprocess.run([node, str(RUNNER), "--list-adapter"], cwd=ROOT, env=runner_env(), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "adapter: mesa software llvmpipe" in proc.stdout
+    limits = dict(kv.split("=") for kv in proc.stdout.split("limits: ")[1].splitlines()[0].split())
+    assert int(limits["maxStorageBuffersPerShaderStage"]) >= 8
+    assert "shader-f16: true" in proc.stdout  # lavapipe has it, so float16 builds can be run here too
+
+
+def test_a_missing_site_is_one_line(node, tmp_path):
+    proc = subprocess.run([node, str(RUNNER), "--site", str(tmp_path / "nothing")], cwd=ROOT, env=runner_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("runner: ") and "manifest.json" in last and "doit site" in last
+
+
+@pytest.mark.tvm_source
+@pytest.mark.slow
+def test_benchmark_on_lavapipe_matches_diffusers(node, real_cache, tmp_path):
+    res = run_doit("site", env=real_env(real_cache, WEBSD_MODEL_NAME="tiny", WEBSD_MODEL_DTYPE="float32",
+                                        WEBSD_MODEL_IMAGE_SIZE="0"), timeout=3 * 3600)
+    assert res.returncode == 0, res.output[-20000:]
+    site = Layout(real_cache, "tiny", "float32", "default").site_dir
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_webgpu.py"), "--site", str(site),
+                           "--node", node, "--images", "1", "--warm", "1", "--no-torch", "--work", str(tmp_path),
+                           "--results", str(tmp_path / "results")], cwd=ROOT, env=runner_env(),
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-10000:] + proc.stderr[-5000:]
+    report = json.loads((tmp_path / "results" / "webgpu-tiny-cpu.json").read_text())
+    (entry,) = report["sites"]
+    run = entry["runner"]
+    assert run["adapter"]["architecture"] == "software"
+    assert run["load"]["pipelines_ms"] > 0 and run["calls"]["unet"]["warm_calls"] >= 19
+    image = entry["image"]
+    print(json.dumps({k: v for k, v in image.items()}, indent=1))
+    assert image["psnr_db"] >= 30 and image["max_abs_diff"] <= 1.0, image
+    assert image["passes_bar"] and image["wrong_inputs_fail_bar"], image
+    for sub, err in entry["submodel_errors"].items():
+        assert err["max_abs_err"] <= 1e-3 * max(1.0, err["ref_max_abs"]), (sub, err)
+    assert (tmp_path / "run-tiny-float32" / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
