@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.layout import SUBMODELS, Layout  # noqa: E402
+from pipeline.layout import Layout  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # verification runs the unscheduled llvm build on the CPU: not part of what a browser build needs
@@ -64,11 +64,17 @@ def main(argv: list[str]) -> int:
     per_stage = stats(layout.cache)
 
     noop = [doit(*MODEL_TASKS, *cli)[0] for _ in range(5)]
+    noop_plain = [doit(*cli)[0] for _ in range(5)]  # every default task, the toolchain's checks included
 
-    unet_tasks = [f"{s}_unet" for s in ("trace", "compile", "link", "shard")]
-    subprocess.run([sys.executable, "-m", "doit", "forget", *unet_tasks, *cli], cwd=ROOT, check=True,
-                   capture_output=True)
-    unet_seconds, unet_out = doit(*MODEL_TASKS, *cli)
+    # a UNet-only rebuild, as a user makes one: a behaviour change in the UNet wrapper's module
+    wrapper = ROOT / "pipeline" / "submodels" / "unet.py"
+    original = wrapper.read_text()
+    wrapper.write_text(original + "\n_BENCHMARK_EDIT = 1  # bench_model_stages.py: a UNet-only change\n")
+    try:
+        unet_seconds, unet_out = doit(*MODEL_TASKS, *cli)
+    finally:
+        wrapper.write_text(original)
+    doit(*MODEL_TASKS, *cli)  # back to the original wrapper (not timed)
     link = {t: s["seconds"] for t, s in stats(layout.cache).items() if t.startswith("link_")}
 
     peak_rss_mb = max((s["peak_rss_mb"] for s in per_stage.values()), default=0)
@@ -78,12 +84,16 @@ def main(argv: list[str]) -> int:
         "full_model_stages_seconds": round(full_seconds, 1), "tasks_ran": ran,
         "per_stage": per_stage, "peak_rss_mb": peak_rss_mb,
         "noop_seconds_median": round(statistics.median(noop), 3), "noop_seconds_runs": [round(n, 3) for n in noop],
+        "noop_plain_doit_seconds": round(statistics.median(noop_plain), 3),
+        "noop_plain_doit_seconds_runs": [round(n, 3) for n in noop_plain],
         "unet_rebuild_seconds": round(unet_seconds, 1), "unet_rebuild_tasks": executed(unet_out),
         "unet_rebuild_ratio": round(unet_seconds / full_seconds, 3),
         "link_seconds": link,
     }
     targets = {
         "no-op doit <= 0.5 s": result["noop_seconds_median"] <= 0.5,
+        "plain no-op doit <= 0.3 s": result["noop_plain_doit_seconds"] <= 0.3,
+        "UNet wrapper edit does not re-shard": not any(t.startswith("shard_") for t in result["unet_rebuild_tasks"]),
         "dev link <= 2 s (link task incl. Python start)": max(link.values(), default=99) <= 2,
         "all model stages <= 10 min": full_seconds <= 600,
         "peak RSS <= 6 GB": peak_rss_mb <= 6144,
@@ -97,9 +107,11 @@ def main(argv: list[str]) -> int:
              "| task | wall s | peak RSS MB |", "|---|---:|---:|"]
     lines += [f"| {t} | {s['seconds']} | {s['peak_rss_mb']} |" for t, s in per_stage.items()]
     lines += ["", f"- all model stages: {result['full_model_stages_seconds']} s; peak RSS {peak_rss_mb} MB",
-              f"- no-op `doit`: median {result['noop_seconds_median']} s of {len(noop)} runs",
-              f"- UNet-only rebuild: {result['unet_rebuild_seconds']} s = {result['unet_rebuild_ratio']:.0%} of full "
-              f"({', '.join(result['unet_rebuild_tasks'])})",
+              f"- no-op `doit` (model tasks): median {result['noop_seconds_median']} s of {len(noop)} runs",
+              f"- no-op plain `doit` (noop_plain_doit_seconds): median {result['noop_plain_doit_seconds']} s of "
+              f"{len(noop_plain)} runs",
+              f"- UNet-only rebuild (an edit of pipeline/submodels/unet.py): {result['unet_rebuild_seconds']} s = "
+              f"{result['unet_rebuild_ratio']:.0%} of full ({', '.join(result['unet_rebuild_tasks'])})",
               f"- link tasks: {', '.join(f'{k} {v} s' for k, v in link.items())}", ""]
     lines += [f"- {'met' if ok else 'NOT met'}: {t}" for t, ok in targets.items()]
     (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")

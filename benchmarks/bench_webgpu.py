@@ -34,11 +34,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import models, shard  # noqa: E402
+from pipeline import hf, models, shard, submodels  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.errors import WebsdError  # noqa: E402
 from pipeline.fsutil import sha256_file, write_json  # noqa: E402
-from pipeline.layout import SUBMODELS  # noqa: E402
 from pipeline.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image  # noqa: E402
 
 RUNNER = ROOT / "web" / "runner" / "run.mjs"
@@ -74,14 +73,15 @@ def complete_site(site: Path, cache: Path) -> tuple[bool | None, Path]:
     missing = [p for p in manifest["files"] if not (site / "model" / p).exists()]
     if not missing and model_dir.exists():
         return None, model_dir
-    if not (model_dir / models.STAMP).exists():
+    if not (model_dir / hf.STAMP).exists():
         print(f"making {manifest['model']} (seed {manifest.get('seed', 0)}) in {model_dir}", flush=True)
-        models.materialize(cfg)
+        hf.materialize(cfg)
     if not missing:
         return None, model_dir
-    for sub in SUBMODELS:
+    for sub in submodels.names():
         print(f"sharding {sub} from the model", flush=True)
-        shard.rebuild_cache(site / "model" / "params" / sub, shard.model_params(cfg, sub))
+        wrapper = submodels.get(sub).wrapper(cfg)  # its parameter names are the trace's (torch.export keeps them)
+        shard.rebuild_cache(site / "model" / "params" / sub, dict(wrapper.named_parameters()))
     identical = True
     for p in missing:
         digest = sha256_file(site / "model" / p)
@@ -121,12 +121,10 @@ def submodel_errors(cfg, io_dir: Path, device: str) -> dict:
     inputs."""
     import torch
 
-    from pipeline import submodels
-
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # float32 means float32
     io = json.loads((io_dir / "io.json").read_text())
     out = {}
-    for sub in SUBMODELS:
+    for sub in submodels.names():
         wrapper = submodels.get(sub).wrapper(cfg).to(device)
         inputs = [torch.from_numpy(_read(io_dir, s).copy()).to(device) for s in io[sub]["inputs"]]
         with torch.no_grad():

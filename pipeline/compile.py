@@ -19,21 +19,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import trace, tvm_api, webgpu_limits
+from . import params, trace, tvm_api, verify_policy, webgpu_limits
 from .config import Config
 from .errors import WebsdError
 from .fsutil import atomic_path, write_json
 from .layout import Layout
 
-CONFIG_KEYS = ("model.dtype", "webgpu.limits")
+CONFIG_KEYS = ("webgpu.limits",)  # model.dtype is in the output path
 TARGETS = ("webgpu", "llvm")
 
 
 def paths(cfg: Config, sub: str) -> dict[str, Path]:
     """``{"webgpu": <sub>.webgpu.tar, "llvm": <sub>.llvm.so, "json": <sub>.json}``."""
-    compile_dir = Layout.from_config(cfg).compile_dir()
-    return {"webgpu": compile_dir / f"{sub}.webgpu.tar", "llvm": compile_dir / f"{sub}.llvm.so",
-            "json": compile_dir / f"{sub}.json"}
+    layout = Layout.from_config(cfg)
+    compile_dir = layout.compile_dir()
+    return {"webgpu": layout.webgpu_objects(sub), "llvm": compile_dir / f"{sub}.llvm.so",
+            "json": layout.compile_json(sub)}
 
 
 def file_deps(cfg: Config, sub: str) -> list[Path]:
@@ -44,9 +45,7 @@ def file_deps(cfg: Config, sub: str) -> list[Path]:
 
 def default_targets(cfg: Config) -> tuple[str, ...]:
     """WebGPU always; llvm only when the model is verified on the CPU (it costs ~30 s for SD v1.5's UNet)."""
-    from . import models
-
-    return TARGETS if models.cpu_verification(cfg) else ("webgpu",)
+    return TARGETS if verify_policy.cpu_verification(cfg) else ("webgpu",)
 
 
 def targets(cfg: Config, sub: str, which: tuple[str, ...] | None = None) -> list[Path]:
@@ -84,9 +83,7 @@ def import_relax(cfg: Config, sub: str):
         raise WebsdError(f"TVM's importer orders {sub}'s parameters differently from its trace description; "
                          f"re-run trace_{sub} with this torch/TVM pair")
     if cfg.model.dtype == "float16":
-        from .shard import stored_dtype
-
-        floats = [p["arg"] for p in info["params"] if stored_dtype(p, "float16") == "float16"]
+        floats = [p["arg"] for p in info["params"] if params.stored_dtype(p, "float16") == "float16"]
         # out_dtype is the matmul/conv accumulator: float32 accumulation (results stored as float16) cut the
         # tiny UNet's error against PyTorch from 0.078 to 0.016 (guidance 7.5 amplifies it) at little cost
         mod = relax.transform.ToMixedPrecision(out_dtype="float32", fp16_input_names=floats)(mod)
@@ -111,7 +108,8 @@ def gather_before_cast(mod):
     pattern = is_op("relax.take")(cast, ids)
 
     def rewrite(expr, matches):
-        rows = relax.op.take(matches[table], matches[ids], axis=expr.attrs.axis, mode=expr.attrs.mode)
+        rows = tvm_api.take(matches[table], matches[ids], axis=expr.attrs.axis,
+                            mode=getattr(expr.attrs, "mode", "fast"))
         return relax.op.astype(rows, matches[cast].attrs.dtype)
 
     out = tvm.IRModule({gv: rewrite_call(pattern, rewrite, f) if isinstance(f, relax.Function) else f

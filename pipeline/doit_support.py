@@ -28,13 +28,13 @@ def fingerprint_uptodate(key: str, compute: Callable[[], object]) -> Callable:
     """A doit ``uptodate`` check: up to date while ``compute()`` equals its value at the last success.
 
     doit calls it when the task is about to run (after the tasks it depends on), so a fingerprint of a TVM checkout
-    sees the checkout that ``tvm_checkout`` has just produced. The value is saved only if the task succeeds.
+    sees the checkout that ``tvm_checkout`` has just produced. The value saved is computed again after the task
+    succeeds, so it may describe the task's own result too (e.g. "the selected build is on disk").
     """
 
     def check(task, values):
-        current = compute()
-        task.value_savers.append(lambda: {key: current})
-        return values.get(key) == current
+        task.value_savers.append(lambda: {key: compute()})
+        return values.get(key) == compute()
 
     check.__name__ = f"fingerprint_{key}"
     return check

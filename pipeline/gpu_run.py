@@ -30,3 +30,11 @@ def run_site(site_dir: Path, out_dir: Path, steps: int = 20, images: int = 2, da
     if subprocess.run(cmd, cwd=PROJECT_ROOT).returncode != 0:
         raise WebsdError("the GPU runner failed (its last line above says why)")
     return out_dir
+
+
+def run_stage(cfg) -> Path:
+    """``doit gpu_run``: results in ``<cache>/gpu-run/<model>-<dtype>/``."""
+    from .layout import Layout
+
+    layout = Layout.from_config(cfg)
+    return run_site(layout.site_dir, layout.cache / "gpu-run" / f"{Path(cfg.model.name).name}-{cfg.model.dtype}")

@@ -6,10 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
-from .submodels import REGISTRY as _SUBMODEL_REGISTRY
-
-# one task per stage and submodel: adding a submodel is a module in pipeline/submodels/ plus its registry line
-SUBMODELS = tuple(_SUBMODEL_REGISTRY)
 
 
 def model_key(model_name: str) -> str:
@@ -75,8 +71,20 @@ class Layout:
         # tracing depends on the image size (input shapes) but not on the dtype
         return self.model_dir / f"trace-{self.size}"
 
+    def trace_params(self, submodel: str) -> Path:
+        """The traced entry function's weights (names, shapes, dtypes, component keys): what shard and verify read."""
+        return self.trace_dir() / f"{submodel}.params.json"
+
     def compile_dir(self) -> Path:
         return self.variant_dir / "compile"
+
+    def webgpu_objects(self, submodel: str) -> Path:
+        """compile's WebGPU build: wasm object files in a tar (pipeline.wasm_link links them)."""
+        return self.compile_dir() / f"{submodel}.webgpu.tar"
+
+    def compile_json(self, submodel: str) -> Path:
+        """compile's description of the submodel's builds (written last)."""
+        return self.compile_dir() / f"{submodel}.json"
 
     def wasm_path(self, submodel: str) -> Path:
         return self.variant_dir / "wasm" / f"{submodel}.wasm"

@@ -45,3 +45,11 @@ def serve(site_dir: Path, host: str = "127.0.0.1", port: int = 8000) -> None:
         pass
     finally:
         server.server_close()
+
+
+def serve_stage(cfg) -> None:
+    """``doit serve``: serves ``cache/site`` by path, so a build beside it (serve takes no tree lock) swaps in its
+    new site atomically and the next request gets it; until then the last complete site is served."""
+    from .layout import Layout
+
+    serve(Layout.from_config(cfg).site_dir, cfg.web.host, cfg.web.port)

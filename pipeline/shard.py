@@ -1,31 +1,27 @@
-"""Stage ``shard_<sub>``: the traced weights as a tvmjs tensor cache the page downloads.
+"""Stage ``shard_<sub>``: the submodel's weights as a tvmjs tensor cache the page downloads.
 
 Output: ``Layout.params_dir(sub)`` (one directory, written atomically) with ``tensor-cache.json`` and
-``params_shard_<n>.bin`` (32 MB shards, TVM's ``dump_tensor_cache``). Records are in the entry function's
-parameter order; ``metadata.param_names`` repeats that order for ``getParamsFromCacheByName``.
-``model.dtype=float16`` stores floating-point weights as float16 ("raw": tvmjs has no f16 encoding), which is
-what the float16 build's ``ToMixedPrecision`` expects.
+``params_shard_<n>.bin`` (32 MB shards, TVM's writer through pipeline.tvm_api). Records carry the trace's
+parameter names; ``metadata.param_names`` lists them in the entry function's parameter order (the record order
+differs: a large tensor gets a shard of its own), which the page passes to ``getParamsFromCacheByName``.
+``model.dtype=float16`` stores floating-point weights as float16 ("raw": tvmjs has no f16 encoding), except those
+pipeline.params keeps float32.
 
-This needs only the trace and ``model.dtype``, not the compiled module, so it can run beside compile.
+The weights come from the model (pipeline.hf), named by the trace's parameter list (``<sub>.params.json``), not
+from the traced program: an edit of a submodel wrapper that keeps its weights does not re-shard.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
-from . import trace
+from . import hf, params, tvm_api
 from .config import Config
 from .fsutil import atomic_path
 from .layout import Layout
 
-CONFIG_KEYS = ("model.dtype",)
+CONFIG_KEYS = ()  # model.dtype is in the output path
 SHARD_CAP_MB = 32
 CACHE_JSON = "tensor-cache.json"
-
-
-def file_deps(cfg: Config, sub: str) -> list[Path]:
-    return trace.targets(cfg, sub)
 
 
 def targets(cfg: Config, sub: str) -> list[Path]:
@@ -33,44 +29,32 @@ def targets(cfg: Config, sub: str) -> list[Path]:
     return [Layout.from_config(cfg).params_dir(sub) / CACHE_JSON]
 
 
-def stored_dtype(param: dict, model_dtype: str) -> str:
-    """dtype a parameter (a trace description record: ``dtype``, ``shape``) is stored and passed in.
-
-    Floating-point weights take ``model.dtype``, except a float16 tensor whose byte size is not a multiple of 4
-    (e.g. the VAE's 3-element conv_out bias): WebGPU cannot bind it as a storage buffer, so it stays float32 and
-    the float16 build casts it on the GPU (compile keeps it out of ToMixedPrecision's float16 inputs)."""
-    if not param["dtype"].startswith("float"):
-        return param["dtype"]
-    count = 1
-    for d in param["shape"]:
-        count *= int(d)
-    return "float32" if model_dtype == "float16" and (2 * count) % 4 else model_dtype
-
-
 def shard(cfg: Config, sub: str) -> dict:
     """Write the tensor cache; returns its metadata."""
     import numpy as np
 
-    ep, info = trace.load(cfg, sub)
-    state = ep.state_dict
-    names = [p["name"] for p in info["params"]]
+    traced = params.traced_params(cfg, sub)
+    state = hf.load_component(cfg, traced["component"]).state_dict()
+    records = traced["params"]
+    dtypes = [params.stored_dtype(p, cfg.model.dtype) for p in records]
+    names = [p["name"] for p in records]
+
+    missing = [p["key"] for p in records if p["key"] not in state]
+    if missing:
+        from .errors import WebsdError
+
+        raise WebsdError(f"{traced['component']} has no weight {missing[0]!r} that trace_{sub} recorded; re-run "
+                         f"trace_{sub} (the model folder changed)")
 
     def arrays():
-        for p in info["params"]:
-            arr = state[p["name"]].detach().contiguous().numpy()
-            yield p["name"], arr.astype(np.dtype(stored_dtype(p, cfg.model.dtype)), copy=False)
+        for p, dtype in zip(records, dtypes):
+            yield p["name"], state[p["key"]].detach().contiguous().numpy().astype(np.dtype(dtype), copy=False)
 
-    dtypes = [stored_dtype(p, cfg.model.dtype) for p in info["params"]]
-    nbytes = sum(int(np.prod(p["shape"], dtype=np.int64)) * np.dtype(d).itemsize
-                 for p, d in zip(info["params"], dtypes))
+    nbytes = sum(int(np.prod(p["shape"], dtype=np.int64)) * np.dtype(d).itemsize for p, d in zip(records, dtypes))
     metadata = {"model": cfg.model.name, "submodel": sub, "function": sub, "dtype": cfg.model.dtype,
                 "ParamSize": len(names), "ParamBytes": nbytes, "param_names": names}
-    from tvm.contrib.tvmjs import dump_tensor_cache
-
-    out = Layout.from_config(cfg).params_dir(sub)
-    with atomic_path(out) as work, contextlib.redirect_stdout(io.StringIO()):
-        dump_tensor_cache(arrays(), str(work), encode_format="raw", meta_data=metadata,
-                          shard_cap_mb=SHARD_CAP_MB, show_progress=False)
+    with atomic_path(Layout.from_config(cfg).params_dir(sub)) as work:
+        tvm_api.dump_tensor_cache(arrays(), work, metadata, SHARD_CAP_MB)
     return metadata
 
 
@@ -90,16 +74,8 @@ def read_cache(params_dir: Path) -> dict:
     return out
 
 
-def model_params(cfg: Config, sub: str) -> dict:
-    """The submodel wrapper's parameters by name: the same tensors, under the same names, as the trace's
-    ``params`` (torch.export keeps the module's parameter names)."""
-    from . import submodels
-
-    return dict(submodels.get(sub).wrapper(cfg).named_parameters())
-
-
-def rebuild_cache(params_dir: Path, params: dict) -> None:
-    """Write the shards that ``tensor-cache.json`` in ``params_dir`` lists, from ``params`` (name -> tensor), with
+def rebuild_cache(params_dir: Path, tensors: dict) -> None:
+    """Write the shards that ``tensor-cache.json`` in ``params_dir`` lists, from ``tensors`` (name -> tensor), with
     each record's dtype and byte offset. Used where the shards are too large to carry (the GPU benchmark makes
     them again from the model's seed); the caller checks them against the manifest's sha256."""
     import json
@@ -110,7 +86,7 @@ def rebuild_cache(params_dir: Path, params: dict) -> None:
     for shard_rec in index["records"]:
         data = bytearray(shard_rec["nbytes"])
         for rec in shard_rec["records"]:
-            arr = params[rec["name"]].detach().cpu().contiguous().numpy().astype(np.dtype(rec["dtype"]))
+            arr = tensors[rec["name"]].detach().cpu().contiguous().numpy().astype(np.dtype(rec["dtype"]))
             raw = arr.tobytes()
             if len(raw) != rec["nbytes"]:
                 from .errors import WebsdError

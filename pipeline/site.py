@@ -10,16 +10,19 @@ import os
 import shutil
 from pathlib import Path
 
+from . import manifest, submodels
 from .config import PROJECT_ROOT, Config
+from .errors import WebsdError
 from .fsutil import atomic_path, sha256_file, write_json
-from .layout import SUBMODELS, Layout
+from .layout import Layout
+from .tokenizer import TOKENIZER_FILES
+from .tvmjs_runtime import bundle_path
 
 WEB_DIR = PROJECT_ROOT / "web"
 # what of web/ is the page (the rest is its tests and npm tooling)
 PAGE_GLOBS = ("index.html", "style.css", "src/**/*.js")
 # npm packages the page imports in the browser: site path -> file under web/node_modules
 VENDOR = {"vendor/tokenizers.mjs": "@huggingface/tokenizers/dist/tokenizers.min.mjs"}
-TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json")
 
 
 def page_files(web_dir: Path = WEB_DIR) -> dict[str, Path]:
@@ -39,12 +42,10 @@ def _place(src: Path, dst: Path) -> None:
 
 def site_inputs(cfg: Config) -> dict[str, Path]:
     """Every file the site is made of, keyed by its path inside the site."""
-    from .tvmjs_runtime import bundle_path
-
     layout = Layout.from_config(cfg)
     inputs = page_files()
     inputs["tvmjs.bundle.js"] = bundle_path(layout.tvmjs_dir)
-    for sub in SUBMODELS:
+    for sub in submodels.names():
         inputs[f"model/{sub}.wasm"] = layout.wasm_path(sub)
         params = layout.params_dir(sub)
         cache_json = params / "tensor-cache.json"
@@ -60,20 +61,18 @@ def assemble_site(cfg: Config, model_manifest: dict) -> Path:
 
     layout = Layout.from_config(cfg)
     files = site_inputs(cfg)
-    for sub in SUBMODELS:  # the shards named by each tensor cache
+    for sub in submodels.names():  # the shards named by each tensor cache
         params = layout.params_dir(sub)
         for record in json.loads((params / "tensor-cache.json").read_text())["records"]:
             files[f"model/params/{sub}/{record['dataPath']}"] = params / record["dataPath"]
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
-        from .errors import WebsdError
-
         hint = "run ./setup.sh (npm install in web/)" if "node_modules" in missing[0] else "run `doit` to build them"
         raise WebsdError(f"site input missing: {missing[0]}{f' (+{len(missing) - 1} more)' if len(missing) > 1 else ''}; "
                          f"{hint}")
     manifest = dict(model_manifest)
     manifest["submodels"] = {sub: {"wasm": f"{sub}.wasm", "params": f"params/{sub}/", "function": sub}
-                             for sub in SUBMODELS}
+                             for sub in submodels.names()}
     manifest["tokenizer"] = {name.split(".")[0]: f"tokenizer/{name}" for name in TOKENIZER_FILES}
     manifest["files"] = {name[len("model/"):]: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
                          for name, path in sorted(files.items()) if name.startswith("model/")}
@@ -84,12 +83,10 @@ def assemble_site(cfg: Config, model_manifest: dict) -> Path:
     return layout.site_dir
 
 
-def write_tokenizer(cfg: Config) -> Path:
-    """The CLIP tokenizer files the page loads: a local model's own, else built offline from open-clip's vocab."""
-    from . import models
-    from .tokenizer import write_clip_tokenizer
+def manifest_path(cfg: Config) -> Path:
+    return Layout.from_config(cfg).site_dir / "model" / "manifest.json"
 
-    out = Layout.from_config(cfg).model_dir / "tokenizer"
-    source = None if models.materialized(cfg) else models.source(cfg).folder / "tokenizer"
-    write_clip_tokenizer(out, source=source)
-    return out
+
+def build_site(cfg: Config) -> Path:
+    """Stage ``site``."""
+    return assemble_site(cfg, manifest.model_manifest(cfg))

@@ -64,26 +64,47 @@ def clip_vocab_and_merges(bpe_gz: Path | None = None) -> tuple[dict[str, int], l
 
 
 def read_vocab_and_merges(folder: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Vocab and merges of a Hugging Face CLIP tokenizer folder (e.g. a diffusers model's ``tokenizer/``)."""
+    """Vocab and merges of a Hugging Face CLIP tokenizer folder (e.g. a diffusers model's ``tokenizer/``).
+
+    Two layouts exist: vocab.json + merges.txt (what older transformers saved; preferred when present, as before),
+    or only tokenizer.json (what current transformers saves; vocab and merges are inside its BPE ``model``).
+    """
     folder = Path(folder)
-    try:
-        vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
-        lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as e:
-        raise WebsdError(f"{e.filename} is missing: a CLIP tokenizer folder needs vocab.json and merges.txt") from None
-    merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
-    if any(len(m) != 2 for m in merges) or BOS not in vocab or EOS not in vocab:
-        raise WebsdError(f"{folder} is not a CLIP BPE tokenizer (merges.txt lines must be pairs; vocab.json needs "
+    old_layout = [folder / "vocab.json", folder / "merges.txt"]
+    if all(p.is_file() for p in old_layout):
+        vocab = json.loads(old_layout[0].read_text(encoding="utf-8"))
+        lines = old_layout[1].read_text(encoding="utf-8").splitlines()
+        merges = [tuple(line.split()) for line in lines if line and not line.startswith("#version")]
+    elif (folder / "tokenizer.json").is_file():
+        model = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("model", {})
+        if model.get("type") != "BPE":
+            raise WebsdError(f"{folder / 'tokenizer.json'} is not a BPE tokenizer (model.type is "
+                             f"{model.get('type')!r}); use the CLIP tokenizer/ folder of a Stable Diffusion v1.x model")
+        vocab = model.get("vocab", {})
+        # tokenizers < 0.20 saves merges as "a b" strings, newer versions as [a, b] pairs.
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model.get("merges", [])]
+    else:
+        missing = [p.name for p in old_layout if not p.is_file()]
+        raise WebsdError(f"{folder} holds no CLIP tokenizer: it has no tokenizer.json, and {' and '.join(missing)} "
+                         f"{'is' if len(missing) == 1 else 'are'} missing; point model.name at a "
+                         "diffusers folder whose tokenizer/ has tokenizer.json or vocab.json + merges.txt (as "
+                         "CLIPTokenizer.save_pretrained writes it)")
+    if not merges or any(len(m) != 2 for m in merges) or BOS not in vocab or EOS not in vocab:
+        raise WebsdError(f"{folder} is not a CLIP BPE tokenizer (merges must be pairs; the vocab needs "
                          f"{BOS} and {EOS})")
     return vocab, merges
 
 
 def clip_tokenizer(bpe_gz: Path | None = None, source: Path | None = None):
     """A ``transformers.CLIPTokenizer`` (SD v1.5 settings: pad with eos, 77 tokens) built offline, from
-    ``source`` (a folder with vocab.json + merges.txt) or else from open-clip's BPE merge list."""
+    ``source`` (a tokenizer folder, see ``read_vocab_and_merges``) or else from open-clip's BPE merge list."""
+    vocab, merges = read_vocab_and_merges(source) if source else clip_vocab_and_merges(bpe_gz)
+    return _clip_tokenizer(vocab, merges)
+
+
+def _clip_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]):
     from transformers import CLIPTokenizer
 
-    vocab, merges = read_vocab_and_merges(source) if source else clip_vocab_and_merges(bpe_gz)
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=MAX_LENGTH, pad_token=EOS)
 
 
@@ -96,13 +117,13 @@ def encode_prompts(tokenizer, prompts: list[str]) -> list[list[int]]:
 def write_clip_tokenizer(out_dir: Path, source: Path | None = None) -> None:
     """Write ``vocab.json``, ``merges.txt``, ``tokenizer.json`` and ``tokenizer_config.json`` into ``out_dir``.
 
-    From ``source`` (a folder with vocab.json + merges.txt, e.g. a diffusers model's ``tokenizer/``), else from
+    From ``source`` (a diffusers model's ``tokenizer/``: vocab.json + merges.txt or only tokenizer.json), else from
     open-clip's BPE merge list. The page reads tokenizer.json + tokenizer_config.json. The directory is replaced as
     a whole, so a reader never sees a half-written set.
     """
     out_dir = Path(out_dir)
-    tok = clip_tokenizer(source=source)
     vocab, merges = read_vocab_and_merges(source) if source else clip_vocab_and_merges()
+    tok = _clip_tokenizer(vocab, merges)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
@@ -116,3 +137,32 @@ def write_clip_tokenizer(out_dir: Path, source: Path | None = None) -> None:
             "do_lower_case": True,
         }
         (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+# what the tokenizer stage writes into the model's tokenizer/ folder (the page reads the last two)
+TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json")
+SOURCE_FILES = ("vocab.json", "merges.txt", "tokenizer.json")
+
+
+def _source_folder(cfg) -> Path | None:
+    """A local diffusers folder's own tokenizer/, or None for the embedded models (open-clip's vocabulary)."""
+    from . import models
+
+    return None if models.materialized(cfg) else models.source(cfg).folder / "tokenizer"
+
+
+def source_files(cfg) -> list[Path]:
+    """The files the tokenizer stage reads: a local model's tokenizer files, else open-clip's BPE list."""
+    folder = _source_folder(cfg)
+    if folder is None:
+        return [bpe_vocab_gz()]
+    return [folder / name for name in SOURCE_FILES if (folder / name).is_file()]
+
+
+def tokenizer_stage(cfg) -> Path:
+    """Stage ``tokenizer``: the CLIP tokenizer files the page loads, in the model's ``tokenizer/`` folder."""
+    from .layout import Layout
+
+    out = Layout.from_config(cfg).model_dir / "tokenizer"
+    write_clip_tokenizer(out, source=_source_folder(cfg))
+    return out

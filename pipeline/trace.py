@@ -1,9 +1,14 @@
 """Stage ``trace_<sub>``: ``torch.export`` of a submodel's entry wrapper (see pipeline.submodels).
 
 Outputs, in ``Layout.trace_dir()`` (per model and image size):
-  <sub>.pt2     the ExportedProgram (``torch.export.save``; weights inside)
-  <sub>.json    inputs/outputs (name, shape, dtype), parameters in the order TVM's importer passes them
-                (``name``: state-dict key, also the tensor-cache record name; ``arg``: the graph placeholder)
+  <sub>.pt2          the ExportedProgram (``torch.export.save``) without weight values: every parameter is a
+                     one-element stand-in of its shape (stride 0), so the file is KBs, not GBs. Compile needs only
+                     the graph; shard and verify read the weights from the model (pipeline.hf).
+  <sub>.json         inputs/outputs (name, shape, dtype), parameters in the order TVM's importer passes them
+                     (``name``: state-dict key, also the tensor-cache record name; ``arg``: the graph placeholder),
+                     and the graph's hash
+  <sub>.params.json  the parameters alone, with their key in the model component (``Layout.trace_params``):
+                     what shard reads, unchanged by an edit of the wrapper that keeps the weights
 
 Tracing never imports TVM: it runs before (and independently of) the TVM build.
 """
@@ -14,12 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-from . import models, submodels
+from . import hf, models, submodels
 from .config import Config
 from .fsutil import atomic_write, read_json, write_json
 from .layout import Layout
 
-CONFIG_KEYS = ("model.name", "model.image_size")
+CONFIG_KEYS = ()  # model.name and model.image_size are in the output paths
 
 
 def paths(cfg: Config, sub: str) -> tuple[Path, Path]:
@@ -30,11 +35,21 @@ def paths(cfg: Config, sub: str) -> tuple[Path, Path]:
 
 
 def file_deps(cfg: Config, sub: str) -> list[Path]:
-    return models.weight_files(cfg, sub)
+    return hf.weight_files(cfg, submodels.get(sub).COMPONENT)
 
 
 def targets(cfg: Config, sub: str) -> list[Path]:
-    return list(paths(cfg, sub))
+    return [*paths(cfg, sub), Layout.from_config(cfg).trace_params(sub)]
+
+
+def _without_weights(ep) -> None:
+    """Replace every parameter value by a one-element stand-in of the same shape and dtype (stride 0)."""
+    import torch
+
+    for name, value in list(ep.state_dict.items()):
+        if isinstance(value, torch.nn.Parameter):
+            ep.state_dict[name] = torch.nn.Parameter(torch.zeros((), dtype=value.dtype).expand(value.shape),
+                                                     requires_grad=False)
 
 
 def _torch_dtype_name(dtype) -> str:
@@ -91,13 +106,29 @@ def trace(cfg: Config, sub: str) -> dict:
     # re-trace and re-shard but do not recompile (params are inputs of the compiled module).
     info["graph_sha256"] = hashlib.sha256(
         (ep.graph_module.code + str(ep.graph_signature)).encode()).hexdigest()
+    params = _component_keys(wrapper, sub_module.COMPONENT, info["params"])
+    _without_weights(ep)
     with atomic_write(pt2, "wb") as f:
         torch.export.save(ep, f)
     # timings go to the log, not the description: it must be byte-identical for an identical graph
     print(f"trace {sub}: load {loaded - start:.1f}s, export {exported - loaded:.1f}s, "
           f"save {time.perf_counter() - exported:.1f}s", file=sys.stderr)
+    write_json(Layout.from_config(cfg).trace_params(sub), params)
     write_json(info_path, info)
     return info
+
+
+def _component_keys(wrapper, component: str, params: list[dict]) -> dict:
+    """The trace's parameters with their key in the component's own state dict. A wrapper holds either the
+    component itself as an attribute (``unet.conv_in.weight`` is the UNet's ``conv_in.weight``) or parts of it
+    under their own names (the VAE's ``decoder``: the same key)."""
+    whole = {attr for attr, child in wrapper.named_children() if hasattr(child, "from_pretrained")}
+
+    def key(name: str) -> str:
+        attr, _, rest = name.partition(".")
+        return rest if attr in whole else name
+
+    return {"component": component, "params": [{**p, "key": key(p["name"])} for p in params]}
 
 
 def _attention_decisions(wrapper) -> list[dict]:

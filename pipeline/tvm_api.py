@@ -34,6 +34,46 @@ def expr_type(expr):
     return expr.ty if hasattr(expr, "ty") else expr.struct_info
 
 
+def dump_tensor_cache(arrays, out_dir, metadata: dict, shard_cap_mb: int) -> None:
+    """TVM's tensor-cache writer (``dump_tensor_cache``; ``dump_ndarray_cache`` before v0.22), raw encoding."""
+    import contextlib
+    import io
+
+    from tvm.contrib import tvmjs
+
+    dump = getattr(tvmjs, "dump_tensor_cache", None) or tvmjs.dump_ndarray_cache
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints per-shard progress
+        dump(arrays, str(out_dir), encode_format="raw", meta_data=metadata, shard_cap_mb=shard_cap_mb,
+             show_progress=False)
+
+
+def cpu_tensor(array):
+    """A TVM tensor on the CPU from a numpy array (``tvm.runtime.tensor``; ``tvm.nd.array`` before v0.22)."""
+    import tvm
+
+    make = getattr(tvm.runtime, "tensor", None) or tvm.nd.array
+    return make(array, tvm.cpu())
+
+
+def cpu_vm(library_path):
+    """A Relax virtual machine on the CPU for an exported llvm library."""
+    import tvm
+    from tvm import relax
+
+    return relax.VirtualMachine(tvm.runtime.load_module(str(library_path)), tvm.cpu())
+
+
+def take(table, ids, axis: int, mode: str = "fast"):
+    """``relax.op.take``; its ``mode`` argument exists from v0.22 (before, it behaves as the default)."""
+    import inspect
+
+    from tvm import relax
+
+    if "mode" in inspect.signature(relax.op.take).parameters:
+        return relax.op.take(table, ids, axis=axis, mode=mode)
+    return relax.op.take(table, ids, axis=axis)
+
+
 def webgpu_target():
     import tvm
 

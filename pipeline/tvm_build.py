@@ -24,6 +24,7 @@ from typing import Callable
 from . import tvm_checkout, versions
 from .config import Config
 from .errors import WebsdError
+from .procs import require_tool, run_logged
 from .fsutil import atomic_path, atomic_write, read_json, write_json
 from .layout import Layout
 
@@ -59,16 +60,8 @@ def choose_mode(cfg: Config, src: Path) -> tuple[str, str]:
     return "wheel", f"checkout is the unmodified v{cfg.tvm.version} release: apache-tvm {have} wheel substitutes"
 
 
-def _find_tool(name: str, hint: str) -> str:
-    # the venv's bin dir first: cmake and ninja come from PyPI there
-    for candidate in (Path(sys.executable).parent / name, shutil.which(name)):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    raise WebsdError(f"{name} not found: {hint}")
-
-
 def find_cmake() -> str:
-    cmake = _find_tool("cmake", "run ./setup.sh (installs cmake >= 3.26 from PyPI into .venv)")
+    cmake = require_tool("cmake")
     out = subprocess.run([cmake, "--version"], capture_output=True, text=True).stdout
     m = re.search(r"(\d+)\.(\d+)", out)
     if not m or (int(m[1]), int(m[2])) < MIN_CMAKE:
@@ -113,18 +106,13 @@ _NINJA_STEP = re.compile(r"^\[(\d+)/(\d+)\]\s*(.*)")
 
 def _run_logged(cmd: list[str], cwd: Path, log_path: Path, progress: Progress | None = None,
                 env: dict | None = None) -> None:
-    with open(log_path, "a") as log:
-        log.write(f"$ {' '.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            m = _NINJA_STEP.match(line)
-            if m and progress:
-                progress(int(m[1]), int(m[2]), m[3][-80:])
-        if proc.wait() != 0:
-            raise WebsdError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}); see {log_path}")
+    """Run a build step with its output in ``log_path``; ninja's ``[n/N]`` lines become progress."""
+    def on_line(line: str) -> None:
+        m = _NINJA_STEP.match(line)
+        if m and progress:
+            progress(int(m[1]), int(m[2]), m[3][-80:])
+
+    run_logged(cmd, log_path, what=Path(cmd[0]).name, cwd=cwd, env=env, on_line=on_line)
 
 
 def build_from_source(cfg: Config, progress: Progress | None = None) -> dict:
@@ -132,7 +120,7 @@ def build_from_source(cfg: Config, progress: Progress | None = None) -> dict:
     layout = Layout.from_config(cfg)
     src, build_dir = layout.tvm_src, layout.tvm_build_dir
     cmake = find_cmake()
-    ninja = _find_tool("ninja", "run ./setup.sh (installs ninja from PyPI into .venv)")
+    ninja = require_tool("ninja")
     build_dir.mkdir(parents=True, exist_ok=True)
     log_path = build_dir / "websd-build.log"
     log_path.write_text("")
@@ -234,3 +222,19 @@ def tvm_env(layout: Layout, base: dict | None = None) -> dict:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (selection["python_path"], env.get("PYTHONPATH")) if p)
         env["TVM_LIBRARY_PATH"] = selection["library_path"]
     return env
+
+
+def build_inputs(cfg: Config) -> list:
+    """What makes the selection stale beyond config: the checkout's build sources, the installed wheel, and
+    whether the selected build is still on disk."""
+    layout = Layout.from_config(cfg)
+    return [tvm_checkout.source_fingerprint(layout.tvm_src, tvm_checkout.BUILD_PATHS), installed_wheel_version(),
+            selection_present(layout)]
+
+
+def run_stage(cfg: Config) -> dict:
+    """Stage ``tvm_build`` with live progress."""
+    from .progress import StageProgress
+
+    with StageProgress("tvm_build") as progress:
+        return build_tvm(cfg, progress.update)

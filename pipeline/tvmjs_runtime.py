@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from .config import Config
 from .errors import WebsdError
+from .layout import Layout
+from .procs import niced, require_tool, run_logged
 from .fsutil import atomic_path, read_json, sha256_file, sha256_json, write_json
 from .tvm_checkout import source_fingerprint
 
@@ -66,13 +69,6 @@ WASI_JS_NAME = "tvmjs_runtime.wasi.js"
 RUNTIME_WASM_NAME = "tvmjs_runtime.wasm"
 EMCC_JS_NAME = "tvmjs_runtime.emcc.js"  # emcc's JS before decorate_as_wasi.py; kept so a re-bundle can reuse it
 OBJECTS_DIR = "objects"
-
-TOOL_HINTS = {
-    "emcc": "run ./setup.sh (installs Debian's emscripten)",
-    "node": "run ./setup.sh (installs Debian's nodejs)",
-    "npm": "run ./setup.sh (installs Debian's npm)",
-}
-
 
 @dataclass(frozen=True)
 class RuntimeArtifacts:
@@ -135,15 +131,6 @@ def bundle_path(out_dir: Path) -> Path:
 
 # --- tools ------------------------------------------------------------------------------------------
 
-def require_tool(name: str, env: Mapping[str, str] | None = None) -> str:
-    """Absolute path of ``name`` on PATH, or a one-line WebsdError naming how to install it."""
-    path = shutil.which(name, path=(env if env is not None else os.environ).get("PATH", ""))
-    if not path:
-        hint = TOOL_HINTS.get(name, "install it and put it on PATH")
-        raise WebsdError(f"{name} not found: {hint}")
-    return path
-
-
 def tool_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     """Environment for emcc/npm: NODE_PATH gains Debian's JS module dir (emcc's JS optimizer needs acorn)."""
     env = dict(os.environ if base is None else base)
@@ -163,44 +150,7 @@ def emcc_version(emcc: str, env: Mapping[str, str] | None = None) -> str:
     return m.group(1)
 
 
-def niced(cmd: Sequence[str], nice: int) -> list[str]:
-    """Prefix ``cmd`` with ``nice -n`` (the machine's cores are shared) when nice exists and ``nice`` > 0."""
-    nice_bin = shutil.which("nice")
-    return [nice_bin, "-n", str(nice), *cmd] if nice > 0 and nice_bin else list(cmd)
-
-
-def run_logged(cmd: Sequence[str], log: Path, *, cwd: Path | None = None, env: Mapping[str, str] | None = None,
-               what: str) -> None:
-    """Run ``cmd`` with its output appended to ``log``; a failure is a WebsdError naming the log."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        f.write(f"$ {' '.join(map(str, cmd))}\n")
-        f.flush()
-        start = time.monotonic()
-        try:
-            rc = subprocess.run(list(map(str, cmd)), cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, check=False).returncode
-        except OSError as e:
-            raise WebsdError(f"{what} could not start {cmd[0]} ({e}); see {log}") from None
-        f.write(f"# exit {rc} after {time.monotonic() - start:.1f} s\n")
-    if rc != 0:
-        raise WebsdError(f"{what} failed (exit {rc}); see {log}")
-
-
 # --- inputs -----------------------------------------------------------------------------------------
-
-def runtime_inputs(tvm_src: Path) -> list[Path]:
-    """The checkout files this stage reads (sorted), for the caller's staleness hash."""
-    tvm_src = Path(tvm_src)
-    found: set[Path] = set()
-    for tree in INPUT_TREES:
-        root = tvm_src / tree
-        if root.is_dir():
-            found.update(p for p in root.rglob("*") if p.is_file())
-    found.update(tvm_src / f for f in INPUT_FILES if (tvm_src / f).is_file())
-    found.discard(tvm_src / "web" / "src" / GENERATED_IN_WEB_SRC)
-    return sorted(found)
-
 
 def check_checkout(tvm_src: Path) -> None:
     tvm_src = Path(tvm_src)
@@ -379,3 +329,12 @@ def build_tvmjs_runtime(tvm_src: Path, out_dir: Path, progress: Progress = None,
             "timings_s": timings,
         })
     return RuntimeArtifacts.load(out_dir)
+
+
+def run_stage(cfg: Config) -> RuntimeArtifacts:
+    """Stage ``tvmjs_runtime`` with live progress."""
+    from .progress import StageProgress
+
+    layout = Layout.from_config(cfg)
+    with StageProgress("tvmjs_runtime") as progress:
+        return build_tvmjs_runtime(layout.tvm_src, layout.tvmjs_dir, progress=progress.step)

@@ -1,7 +1,7 @@
 """Stage ``verify_<sub>``: the CPU (llvm) build, fed the shipped tensor cache, against PyTorch.
 
 Both run the same random inputs (seeded by ``model.seed``, drawn apart from the trace's example inputs); PyTorch
-runs the traced program in float32. The report (``Layout.verify_report(sub)``) holds the max abs error, also
+runs the submodel's wrapper (the module that was traced) in float32. The report (``Layout.verify_report(sub)``) holds the max abs error, also
 normalized by the output's range (255 for the VAE's 0..255 pixels, 1 otherwise), which must stay within
 ``TOLERANCE[dtype]``. A failed check writes ``<sub>.failed.json`` instead (removing an earlier report) and raises.
 
@@ -14,21 +14,17 @@ import time
 from pathlib import Path
 
 from . import compile as compile_stage
-from . import models, shard, submodels, trace
+from . import models, params, shard, submodels, tvm_api
 from .config import Config
 from .errors import WebsdError
 from .fsutil import write_json
 from .layout import Layout
 
-CONFIG_KEYS = ("model.dtype", "model.seed")
+CONFIG_KEYS = ("model.seed",)  # model.dtype is in the output path
 # normalized max abs error allowed per model.dtype (float16 keeps ~3 digits; guidance 7.5 amplifies the UNet's)
 TOLERANCE = {"float32": 1e-4, "float16": 5e-2}
 # output value range per submodel (error is reported relative to it)
 OUTPUT_RANGE = {"vae": 255.0}
-
-
-def file_deps(cfg: Config, sub: str) -> list[Path]:
-    return [trace.paths(cfg, sub)[0], compile_stage.paths(cfg, sub)["llvm"], *shard.targets(cfg, sub)]
 
 
 def targets(cfg: Config, sub: str) -> list[Path]:
@@ -38,8 +34,6 @@ def targets(cfg: Config, sub: str) -> list[Path]:
 def verify(cfg: Config, sub: str) -> dict:
     import numpy as np
     import torch
-    import tvm
-    from tvm import relax
 
     layout = Layout.from_config(cfg)
     so = compile_stage.paths(cfg, sub)["llvm"]
@@ -48,24 +42,23 @@ def verify(cfg: Config, sub: str) -> dict:
         raise WebsdError(f"no CPU build of {sub} at {so}; run compile_{sub} first")
     if not (params_dir / shard.CACHE_JSON).is_file():
         raise WebsdError(f"no tensor cache for {sub} at {params_dir}; run shard_{sub} first")
-    ep, info = trace.load(cfg, sub)
-    inputs = submodels.get(sub).inputs(models.dims(cfg), torch.Generator().manual_seed(cfg.model.seed + 1))
+    sub_module = submodels.get(sub)
+    inputs = sub_module.inputs(models.dims(cfg), torch.Generator().manual_seed(cfg.model.seed + 1))
 
     start = time.perf_counter()
     with torch.no_grad():
-        expected = ep.module()(*inputs.values()).numpy()
+        expected = sub_module.wrapper(cfg)(*inputs.values()).numpy()
     torch_s = time.perf_counter() - start
 
     cache = shard.read_cache(params_dir)
-    names = [p["name"] for p in info["params"]]
+    names = [p["name"] for p in params.traced_params(cfg, sub)["params"]]
     if list(cache) != names:
         raise WebsdError(f"tensor cache {params_dir} does not list {sub}'s parameters in call order; "
                          f"re-run shard_{sub}")
-    dev = tvm.cpu()
-    params = [tvm.runtime.tensor(np.ascontiguousarray(cache[n]), dev) for n in names]
-    vm = relax.VirtualMachine(tvm.runtime.load_module(str(so)), dev)
+    weights = [tvm_api.cpu_tensor(np.ascontiguousarray(cache[n])) for n in names]
+    vm = tvm_api.cpu_vm(so)
     start = time.perf_counter()
-    actual = vm[sub](*[tvm.runtime.tensor(v.numpy(), dev) for v in inputs.values()], params).numpy()
+    actual = vm[sub](*[tvm_api.cpu_tensor(v.numpy()) for v in inputs.values()], weights).numpy()
     tvm_s = time.perf_counter() - start
 
     if actual.shape != expected.shape:

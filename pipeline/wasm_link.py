@@ -20,7 +20,8 @@ from typing import Any, Sequence
 
 from .errors import WebsdError
 from .fsutil import atomic_path
-from .tvmjs_runtime import RuntimeArtifacts, niced, require_tool, run_logged, tool_env
+from .procs import niced, require_tool, run_logged
+from .tvmjs_runtime import RuntimeArtifacts, tool_env
 
 PROFILES = ("dev", "ship")
 PROFILE_OPT = {"dev": "-O1", "ship": "-O3"}
@@ -195,3 +196,20 @@ def link_wasm(model_objects: Path | Sequence[Path], runtime: RuntimeArtifacts | 
                 raise WebsdError(f"{out_wasm.name} imports {names}, which the tvmjs runtime does not provide: "
                                  "a kernel calls a function missing from the wasm runtime (check the model's ops)")
     return out_wasm
+
+
+def stage_inputs(cfg, sub: str) -> list[Path]:
+    """Stage ``link_<sub>`` reads compile's WebGPU objects and the tvmjs runtime."""
+    from .layout import Layout
+    from .tvmjs_runtime import runtime_stamp
+
+    layout = Layout.from_config(cfg)
+    return [layout.webgpu_objects(sub), runtime_stamp(layout.tvmjs_dir)]
+
+
+def link_stage(cfg, sub: str) -> str:
+    """Stage ``link_<sub>``: the compiled wasm objects + the tvmjs runtime objects -> ``Layout.wasm_path(sub)``."""
+    from .layout import Layout
+
+    layout = Layout.from_config(cfg)
+    return str(link_wasm(layout.webgpu_objects(sub), layout.tvmjs_dir, layout.wasm_path(sub), cfg.link.profile))

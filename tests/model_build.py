@@ -40,11 +40,11 @@ def build_tiny(dtype: str = "float32", subs: tuple[str, ...] = SUBS) -> Config:
     key = (dtype, subs)
     if key not in _BUILDS:
         from pipeline import compile as compile_stage
-        from pipeline import models, shard, trace, verify
+        from pipeline import hf, shard, trace, verify
 
         cfg = tiny_config(_cache_root() / "cache", **{"model.dtype": dtype})
-        if not models.weight_files(cfg, "clip")[0].exists():
-            models.materialize(cfg)
+        if not hf.weight_files(cfg, "text_encoder")[0].exists():
+            hf.materialize(cfg)
         for sub in subs:
             if not trace.paths(cfg, sub)[0].exists():
                 trace.trace(cfg, sub)
@@ -68,11 +68,11 @@ def tiny_f16_clip() -> Config:
 @pytest.fixture(scope="session")
 def tiny_weights() -> Config:
     """Only the materialized tiny diffusers folder (no TVM)."""
-    from pipeline import models
+    from pipeline import hf
 
     cfg = tiny_config(_cache_root() / "cache")
-    if not models.weight_files(cfg, "clip")[0].exists():
-        models.materialize(cfg)
+    if not hf.weight_files(cfg, "text_encoder")[0].exists():
+        hf.materialize(cfg)
     return cfg
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+
+import numpy as np
 import tarfile
 
 import pytest
@@ -97,5 +99,9 @@ def test_compile_outputs_follow_the_page_contract(tiny_f32):  # noqa: F811
 def test_float16_build_takes_float16_params_and_keeps_float32_io(tiny_f16_clip):  # noqa: F811
     desc = json.loads(compile_stage.paths(tiny_f16_clip, "clip")["json"].read_text())
     assert desc["dtype"] == "float16"
-    assert {p["dtype"] for p in desc["webgpu"]["params"]} == {"float16"}
+    # float16, except tensors whose float16 size is not a multiple of 4 bytes (WebGPU could not bind them)
+    for p in desc["webgpu"]["params"]:
+        odd = (2 * int(np.prod(p["shape"]))) % 4 != 0
+        assert p["dtype"] == ("float32" if odd else "float16"), p
+    assert "float16" in {p["dtype"] for p in desc["webgpu"]["params"]}
     assert desc["inputs"][0]["dtype"] == "int32" and desc["output"]["dtype"] == "float32"

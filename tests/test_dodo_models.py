@@ -151,9 +151,13 @@ def test_only_stale_model_stages_run(tmp_path, fake_tvm_env):
     first = doit("verify", "shard")  # everything but link (which needs a real TVM's tvmjs runtime)
     assert first.executed == everything, first.output
     built = artifacts(cache)
-    # doit's own process imported the copy's pipeline (the stages' file deps are the copy's files)
-    info = run_doit("info", "weights", cwd=project, env=env).output
-    assert str(project / "pipeline" / "models" / "__init__.py") in info, info
+    # doit's own process imported the copy's pipeline: the stages' code dependencies are the copy's files
+    (project / "pipeline" / "models" / "tiny.py").write_text((project / "pipeline" / "models" / "tiny.py")
+                                                             .read_text() + "\n_PROBE = 1\n")
+    status = run_doit("list", "--status", "weights", cwd=project, env=env).output
+    assert status.split()[0] == "R", status
+    (project / "pipeline" / "models" / "tiny.py").write_text((project / "pipeline" / "models" / "tiny.py")
+                                                             .read_text().replace("\n_PROBE = 1\n", ""))
 
     # nothing changed: nothing runs
     again = doit("verify", "shard")
@@ -175,18 +179,19 @@ def test_only_stale_model_stages_run(tmp_path, fake_tvm_env):
     assert back.executed == set(), back.output
     assert artifacts(cache) == built
 
-    # the UNet wrapper's code, a real graph change: the UNet's stages only
+    # the UNet wrapper's code, a real graph change: the UNet's stages only, and not shard (the weights are the same)
     unet_py = project / "pipeline" / "submodels" / "unet.py"
     original_unet_py = unet_py.read_text()
     edit(unet_py, *UNET_EDIT)
     code_edit = doit("verify", "shard")
-    assert code_edit.executed == tasks("trace compile shard verify", ["unet"]), code_edit.output
+    assert code_edit.executed == tasks("trace compile verify", ["unet"]), code_edit.output
     edited = artifacts(cache)
     # the copy's stage code ran: the traced graph changed
     assert edited["trace-default/unet.json"] != built["trace-default/unet.json"]
+    assert edited["float32-default/params/unet/params_shard_0.bin"] == built["float32-default/params/unet/params_shard_0.bin"]
     assert {k: v for k, v in edited.items() if "unet" not in k} == {k: v for k, v in built.items() if "unet" not in k}
 
-    # new weight values: re-trace, re-shard and re-verify the UNet, but no recompile (the graph is the same)
+    # new weight values: re-trace (it loads the model), re-shard and re-verify the UNet, no recompile (same graph)
     weights = next((cache / "models" / "tiny" / "diffusers" / "unet").glob("*.safetensors"))
     original_weights = weights.read_bytes()
     perturb_weights(weights)
@@ -233,7 +238,7 @@ def test_link_follows_compile(tmp_path, real_cache):
 
     edit(project / "pipeline" / "submodels" / "unet.py", *UNET_EDIT)
     code_edit = doit("link", "verify")
-    assert code_edit.executed == tasks("trace compile link shard verify", ["unet"]), code_edit.output
+    assert code_edit.executed == tasks("trace compile link verify", ["unet"]), code_edit.output
 
     half = doit("link", "verify", "model.dtype=float16")
     assert half.executed == tasks("compile link shard verify"), half.output

@@ -1,15 +1,13 @@
-"""python -m pipeline.run_stage: one-line errors, exit 2, nothing earlier destroyed; stage_io; the manifest."""
+"""python -m pipeline.run_stage: one-line errors, exit 2, nothing earlier destroyed; light imports for dodo."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
 import pytest
 
-from pipeline import models, run_stage, trace
+from pipeline import models, trace
 from pipeline.fsutil import sha256_file
-from pipeline.layout import Layout
 from tests.model_build import run_stage as run_cli
 from tests.model_build import tiny_config, tiny_f32, tiny_weights  # noqa: F401 - fixtures
 
@@ -48,44 +46,13 @@ def test_corrupt_local_weights_fail_without_destroying_the_last_trace(tmp_path, 
     assert sha256_file(pt2) == before
 
 
-def test_stage_io_names_the_artifacts_dodo_wires(tmp_path):
-    cfg = tiny_config(tmp_path / "cache")
-    layout = Layout.from_config(cfg)
-    io = run_stage.stage_io(cfg, "trace", "unet")
-    assert io["targets"] == [str(layout.trace_dir() / "unet.pt2"), str(layout.trace_dir() / "unet.json")]
-    assert io["file_dep"] == [str(p) for p in models.weight_files(cfg, "unet")]
-    compile_io = run_stage.stage_io(cfg, "compile", "vae")
-    assert {os.path.basename(p) for p in compile_io["targets"]} == {"vae.webgpu.tar", "vae.llvm.so", "vae.json"}
-    assert run_stage.stage_io(cfg, "shard", "clip")["file_dep"] == io["file_dep"][:0] + \
-        [str(p) for p in trace.targets(cfg, "clip")]
-    assert str(layout.params_dir("clip") / "tensor-cache.json") in run_stage.stage_io(cfg, "verify", "clip")["file_dep"]
-    weights = run_stage.stage_io(cfg, "weights")
-    assert len(weights["targets"]) == 6 and weights["config_keys"] == ["model.name", "model.seed"]
-
-
-@pytest.mark.slow
-def test_model_manifest_matches_the_contract(tiny_f32):  # noqa: F811
-    manifest = models.model_manifest(tiny_f32)
-    text = json.dumps(manifest, allow_nan=False)  # strict JSON for the browser
-    assert json.loads(text)["submodels"]["unet"] == {"wasm": "unet.wasm", "params": "params/unet/",
-                                                      "function": "unet"}
-    assert {k: manifest[k] for k in ("model", "dtype", "image_size", "latent_size", "latent_channels",
-                                     "text_hidden", "max_length", "requires_f16")} == \
-        {"model": "tiny", "dtype": "float32", "image_size": 64, "latent_size": 8, "latent_channels": 4,
-         "text_hidden": 32, "max_length": 77, "requires_f16": False}
-    compiled = [json.loads((Layout.from_config(tiny_f32).compile_dir() / f"{s}.json").read_text())
-                for s in ("clip", "unet", "vae")]
-    assert manifest["max_buffer_bytes"] == max(c["webgpu"]["max_buffer_bytes"] for c in compiled)
-    assert manifest["scheduler"]["beta_schedule"] == "scaled_linear"
-
-
 def test_modules_dodo_imports_stay_light():
     import subprocess
     import sys
 
     from tests.model_build import ROOT
 
-    code = ("import sys, pipeline.run_stage, pipeline.models, pipeline.submodels; "
+    code = ("import sys, pipeline.run_stage, pipeline.stages, pipeline.models, pipeline.submodels; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'tvm', 'tvm_ffi', 'diffusers', 'transformers', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -1,7 +1,9 @@
 """pipeline.tokenizer: the CLIP tokenizer files are rebuilt offline and give Stable Diffusion's ids."""
 from __future__ import annotations
 
+import functools
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +88,72 @@ def test_a_folder_without_merges_is_refused(tmp_path):
     (tmp_path / "vocab.json").write_text("{}")
     with pytest.raises(WebsdError, match="merges.txt is missing"):
         tk.write_clip_tokenizer(tmp_path / "out", source=tmp_path)
+
+
+# --- a model's own tokenizer/ folder, in either layout transformers has saved ---------------------------------------
+
+PROMPTS = [ASTRONAUT, "Hello, World! 3.14 naïve café 🚀", "  A  PAINTING of the Eiffel-Tower,\t4k, trending on ArtStation "]
+
+
+def _old_layout(clip: Path, folder: Path) -> None:
+    """vocab.json + merges.txt, as transformers < 5 (and many diffusers models on the hub) saved it."""
+    import shutil
+
+    folder.mkdir()
+    for name in ("vocab.json", "merges.txt", "tokenizer_config.json"):
+        shutil.copy(clip / name, folder / name)
+
+
+def _tokenizer_json_layout(clip: Path, folder: Path, string_merges: bool = False) -> None:
+    """Only tokenizer.json + tokenizer_config.json, as current transformers saves it; merges as [a, b] pairs
+    (tokenizers >= 0.20) or, with ``string_merges``, as "a b" strings (older tokenizers)."""
+    from transformers import CLIPTokenizer
+
+    CLIPTokenizer.from_pretrained(str(clip)).save_pretrained(str(folder), legacy_format=False)
+    for name in ("vocab.json", "merges.txt"):  # transformers 4.x writes them too; this layout must not have them
+        (folder / name).unlink(missing_ok=True)
+    path = folder / "tokenizer.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in doc["model"]["merges"]]
+    doc["model"]["merges"] = [" ".join(m) for m in pairs] if string_merges else pairs
+    path.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+
+
+@pytest.mark.parametrize("make", [
+    _old_layout,
+    _tokenizer_json_layout,
+    functools.partial(_tokenizer_json_layout, string_merges=True),
+], ids=["vocab+merges", "tokenizer.json", "tokenizer.json-string-merges"])
+def test_write_from_either_folder_layout_tokenizes_like_clip(tmp_path, make):
+    from tokenizers import Tokenizer
+    from transformers import CLIPTokenizer
+
+    clip = tmp_path / "clip"
+    tk.write_clip_tokenizer(clip)  # OpenAI CLIP's files, from open-clip's merge list
+    source = tmp_path / "model" / "tokenizer"
+    source.parent.mkdir()
+    make(clip, source)
+    out = tmp_path / "out"
+    tk.write_clip_tokenizer(out, source=source)
+
+    assert sorted(p.name for p in out.iterdir()) == [
+        "merges.txt", "tokenizer.json", "tokenizer_config.json", "vocab.json"]
+    reference = tk.clip_tokenizer()
+    expected = tk.encode_prompts(reference, PROMPTS)
+    assert expected[0][:10] == ASTRONAUT_IDS
+    written = CLIPTokenizer(str(out / "vocab.json"), str(out / "merges.txt"), model_max_length=77, pad_token=tk.EOS)
+    assert tk.encode_prompts(written, PROMPTS) == expected
+    page = Tokenizer.from_file(str(out / "tokenizer.json"))  # what the browser loads
+    assert [e.ids for e in page.encode_batch(PROMPTS)] == reference(PROMPTS)["input_ids"]
+
+
+def test_a_folder_without_either_layout_is_refused_in_one_line(tmp_path):
+    empty = tmp_path / "tokenizer"
+    empty.mkdir()
+    with pytest.raises(WebsdError) as err:
+        tk.write_clip_tokenizer(tmp_path / "out", source=empty)
+    message = str(err.value)
+    assert "\n" not in message and str(empty) in message
+    assert "no tokenizer.json, and vocab.json and merges.txt are missing" in message
+    assert "point model.name at" in message  # the fix
+    assert not (tmp_path / "out").exists()

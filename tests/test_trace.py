@@ -16,10 +16,10 @@ from tests.model_build import ROOT, tiny_config, tiny_f32  # noqa: F401 - fixtur
 def test_trace_never_imports_tvm(tmp_path):
     script = textwrap.dedent(f"""
         import sys
-        from pipeline import models, trace
+        from pipeline import hf, models, trace
         from pipeline.config import load_config
         cfg = load_config(cli={{"paths.cache": {str(tmp_path / "cache")!r}}})
-        models.materialize(cfg)
+        hf.materialize(cfg)
         info = trace.trace(cfg, "clip")
         loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tvm", "tvm_ffi"))
         print("TVM_MODULES", loaded)

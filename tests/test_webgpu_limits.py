@@ -183,7 +183,7 @@ def test_storage_is_allocated_in_multiples_of_4_bytes():
 
 
 def test_odd_sized_float16_weights_stay_float32():
-    from pipeline.shard import stored_dtype
+    from pipeline.params import stored_dtype
 
     assert stored_dtype({"dtype": "float32", "shape": [3]}, "float16") == "float32"  # 6 bytes in float16
     assert stored_dtype({"dtype": "float32", "shape": [4, 3]}, "float16") == "float16"

@@ -6,7 +6,6 @@ buffer limits of a 512x512 build without needing the real weights.
 
 from .schedules import SD1_SCHEDULER
 
-DESCRIPTION = "Stable Diffusion v1.5 shapes with random weights (512x512)"
 
 SCHEDULER = SD1_SCHEDULER
 

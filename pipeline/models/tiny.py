@@ -6,7 +6,6 @@ tokenizer's ids index it.
 """
 from .schedules import SD1_SCHEDULER
 
-DESCRIPTION = "tiny random Stable Diffusion for fast builds and tests (64x64)"
 SCHEDULER = SD1_SCHEDULER
 # small enough for the unscheduled llvm (CPU) build: a plain `doit` verifies it against PyTorch
 CPU_VERIFY = True

@@ -22,6 +22,11 @@ REGISTRY: dict[str, ModuleType] = {
 }
 
 
+def names() -> tuple[str, ...]:
+    """The submodels, in the page's order: one task per stage and submodel."""
+    return tuple(REGISTRY)
+
+
 def get(name: str) -> ModuleType:
     try:
         return REGISTRY[name]

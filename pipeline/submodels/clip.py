@@ -14,9 +14,9 @@ OUTPUT = "text_emb"
 def wrapper(cfg: Config):
     import torch
 
-    from .. import models
+    from .. import hf
 
-    text_encoder = models.load_component(cfg, COMPONENT)
+    text_encoder = hf.load_component(cfg, COMPONENT)
     for module in text_encoder.modules():  # the embeddings' position-id buffer (transformers moves it around)
         if isinstance(module._buffers.get("position_ids"), torch.Tensor):
             module.position_ids = module.position_ids.to(torch.int32)

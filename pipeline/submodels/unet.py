@@ -15,9 +15,9 @@ OUTPUT = "noise_pred"
 def wrapper(cfg: Config):
     import torch
 
-    from .. import models
+    from .. import hf
 
-    unet = models.load_component(cfg, COMPONENT)
+    unet = hf.load_component(cfg, COMPONENT)
     unet.set_attn_processor(BoundedAttnProcessor())
 
     class UNetEntry(torch.nn.Module):

@@ -15,9 +15,9 @@ OUTPUT = "image"
 def wrapper(cfg: Config):
     import torch
 
-    from .. import models
+    from .. import hf
 
-    vae = models.load_component(cfg, COMPONENT)
+    vae = hf.load_component(cfg, COMPONENT)
     vae.set_attn_processor(BoundedAttnProcessor())
     scaling = float(vae.config.scaling_factor)
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)

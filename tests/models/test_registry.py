@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pipeline import models
+from pipeline import hf, manifest, models, submodels
 from pipeline.config import load_config
 from pipeline.errors import WebsdError
 from pipeline.fsutil import sha256_file
@@ -47,16 +47,16 @@ def test_local_folder_without_a_component_is_refused(tmp_path):
 
 def test_materialized_weights_are_deterministic_and_named_in_advance(tmp_path, tiny_weights):  # noqa: F811
     for sub in ("clip", "unet", "vae"):
-        assert all(p.is_file() for p in models.weight_files(tiny_weights, sub))
+        assert all(p.is_file() for p in hf.weight_files(tiny_weights, submodels.get(sub).COMPONENT))
     again = tiny_config(tmp_path / "again")
-    models.materialize(again)
+    hf.materialize(again)
     for sub in ("clip", "unet", "vae"):
-        assert [sha256_file(p) for p in models.weight_files(again, sub)] == \
-            [sha256_file(p) for p in models.weight_files(tiny_weights, sub)]
+        assert [sha256_file(p) for p in hf.weight_files(again, submodels.get(sub).COMPONENT)] == \
+            [sha256_file(p) for p in hf.weight_files(tiny_weights, submodels.get(sub).COMPONENT)]
     other_seed = tiny_config(tmp_path / "seed", **{"model.seed": "7"})
-    models.materialize(other_seed)
-    unet_weights = models.weight_files(other_seed, "unet")[1]
-    assert sha256_file(unet_weights) != sha256_file(models.weight_files(tiny_weights, "unet")[1])
+    hf.materialize(other_seed)
+    unet_weights = hf.weight_files(other_seed, "unet")[1]
+    assert sha256_file(unet_weights) != sha256_file(hf.weight_files(tiny_weights, "unet")[1])
 
 
 def test_local_folder_loads_and_corrupt_weights_are_a_one_line_error(tmp_path, tiny_weights):  # noqa: F811
@@ -64,12 +64,12 @@ def test_local_folder_loads_and_corrupt_weights_are_a_one_line_error(tmp_path, t
     shutil.copytree(models.source(tiny_weights).folder, folder)
     cfg = cfg_for(tmp_path, **{"model.name": str(folder)})
     assert not models.materialized(cfg)
-    assert models.materialize(cfg) == folder.resolve()  # nothing written for a local folder
-    assert models.load_component(cfg, "vae").config.latent_channels == 4
+    assert hf.materialize(cfg) == folder.resolve()  # nothing written for a local folder
+    assert hf.load_component(cfg, "vae").config.latent_channels == 4
     weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(WebsdError) as e:
-        models.load_component(cfg, "vae")
+        hf.load_component(cfg, "vae")
     assert str(folder / "vae") in str(e.value) and "\n" not in str(e.value)
 
 
@@ -79,9 +79,6 @@ def test_scheduler_config_is_sd15s_schedule(tmp_path, tiny_weights):  # noqa: F8
     assert (sched["beta_start"], sched["beta_end"], sched["beta_schedule"], sched["num_train_timesteps"],
             sched["prediction_type"]) == (0.00085, 0.012, "scaled_linear", 1000, "epsilon")
     # what the manifest carries must be strict JSON (DPMSolver's lambda_min_clipped is -inf)
-    json.dumps(models._json_safe(sched), allow_nan=False)
+    json.dumps(manifest._json_safe(sched), allow_nan=False)
 
 
-def test_model_code_files_cover_the_family(tmp_path):
-    names = {p.name for p in models.model_code_files(cfg_for(tmp_path))}
-    assert {"__init__.py", "tiny.py", "schedules.py"} <= names

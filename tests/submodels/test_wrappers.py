@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import models, submodels
+from pipeline import hf, models, submodels
 from pipeline.errors import WebsdError
 from tests.model_build import tiny_weights  # noqa: F401 - fixture
 
@@ -20,7 +20,7 @@ def test_clip_takes_int32_ids_and_returns_the_last_hidden_state(tiny_weights):  
     inputs = submodels.clip.inputs(dims, torch.Generator().manual_seed(0))
     assert inputs["input_ids"].dtype == torch.int32 and inputs["input_ids"].shape == (2, 77)
     wrapper = submodels.clip.wrapper(tiny_weights)
-    reference = models.load_component(tiny_weights, "text_encoder")
+    reference = hf.load_component(tiny_weights, "text_encoder")
     with torch.no_grad():
         out = wrapper(inputs["input_ids"])
         expected = reference(input_ids=inputs["input_ids"].long()).last_hidden_state
@@ -36,7 +36,7 @@ def test_unet_applies_classifier_free_guidance(tiny_weights):  # noqa: F811
     dims = models.dims(tiny_weights)
     x = submodels.unet.inputs(dims, torch.Generator().manual_seed(0))
     wrapper = submodels.unet.wrapper(tiny_weights)
-    unet = models.load_component(tiny_weights, "unet")
+    unet = hf.load_component(tiny_weights, "unet")
     with torch.no_grad():
         uncond = unet(x["latents"], x["timestep"], encoder_hidden_states=x["text_emb"][:1]).sample
         cond = unet(x["latents"], x["timestep"], encoder_hidden_states=x["text_emb"][1:]).sample
@@ -53,7 +53,7 @@ def test_vae_decodes_scaled_latents_to_nhwc_pixels(tiny_weights):  # noqa: F811
     dims = models.dims(tiny_weights)
     latents = submodels.vae.inputs(dims, torch.Generator().manual_seed(0))["latents"]
     wrapper = submodels.vae.wrapper(tiny_weights)
-    vae = models.load_component(tiny_weights, "vae")
+    vae = hf.load_component(tiny_weights, "vae")
     with torch.no_grad():
         pixels = wrapper(latents)
         decoded = vae.decode(latents / vae.config.scaling_factor).sample

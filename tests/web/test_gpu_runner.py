@@ -52,6 +52,68 @@ def test_dawn_describes_the_software_adapter(node):
     assert "shader-f16: true" in proc.stdout  # lavapipe has it, so float16 builds can be run here too
 
 
+def _fake_site(root):
+    """A site with the real page modules' inputs (manifest, tokenizer, verified files) and a stand-in tvmjs."""
+    import hashlib
+
+    from pipeline.fsutil import write_json
+    from pipeline.models.schedules import SD1_SCHEDULER
+    from pipeline.tokenizer import write_clip_tokenizer
+
+    model = root / "model"
+    write_clip_tokenizer(model / "tokenizer")
+    files = {}
+    for sub in ("clip", "unet", "vae"):
+        (model / f"{sub}.wasm").write_bytes(b"\0asm" + sub.encode())
+        params = model / "params" / sub
+        params.mkdir(parents=True)
+        (params / "params_shard_0.bin").write_bytes(bytes(range(8)))
+        write_json(params / "tensor-cache.json", {"metadata": {"param_names": ["w"]}, "records": [
+            {"dataPath": "params_shard_0.bin", "format": "raw-shard", "nbytes": 8, "records": [
+                {"name": "w", "shape": [2], "dtype": "float32", "format": "raw", "nbytes": 8, "byteOffset": 0}]}]})
+    for path in sorted(model.rglob("*")):
+        if path.is_file():
+            data = path.read_bytes()
+            files[str(path.relative_to(model))] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    write_json(model / "manifest.json", {
+        "model": "fake", "seed": 0, "dtype": "float32", "image_size": 16, "latent_size": 2, "latent_channels": 4,
+        "max_length": 77, "scheduler": {"_class_name": "DPMSolverMultistepScheduler", **SD1_SCHEDULER[1]},
+        "submodels": {s: {"wasm": f"{s}.wasm", "params": f"params/{s}/", "function": s} for s in ("clip", "unet", "vae")},
+        "tokenizer": {n.split(".")[0]: f"tokenizer/{n}" for n in ("vocab.json", "merges.txt", "tokenizer.json",
+                                                                  "tokenizer_config.json")},
+        "requires_f16": False, "required_limits": {"maxStorageBuffersPerShaderStage": 4}, "files": files})
+    (root / "tvmjs.bundle.js").write_text((ROOT / "tests" / "web" / "fake_tvmjs.cjs").read_text())
+    return root
+
+
+def test_runner_code_path_on_a_stand_in_runtime(node, tmp_path):
+    """Everything but TVM's wasm: Dawn's device on lavapipe with the manifest's limits, the verified load, the
+    tokenizer, the scheduler loop, the timings, the PNG and the per-submodel dumps."""
+    import numpy as np
+    from PIL import Image
+
+    site = _fake_site(tmp_path / "site")
+    out = tmp_path / "out"
+    proc = subprocess.run([node, str(RUNNER), "--site", str(site), "--out", str(out), "--steps", "5", "--images",
+                           "2", "--warm", "2"], cwd=ROOT, env=runner_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    assert result["calls"]["unet"]["warm_calls"] == 2 * 5 - 1 and result["calls"]["vae"]["warm_calls"] == 1 + 2
+    assert len(result["image_seconds"]) == 2 and result["load"]["download_ms"] >= 0
+    assert set(result["load"]["per_submodel_ms"]) == {"clip", "unet", "vae"}
+    pixels = np.asarray(Image.open(out / "image.png"))
+    assert pixels.shape == (16, 16, 4) and (pixels[..., :3] == 128).all() and (pixels[..., 3] == 255).all()
+    io = json.loads((out / "io" / "io.json").read_text())
+    ids = np.fromfile(out / "io" / io["clip"]["inputs"][0]["file"], dtype="int32").reshape(2, 77)
+    assert ids[1, 0] == 49406 and 49407 in ids[1]  # the prompt row: <|startoftext|> ... <|endoftext|>
+    # a tampered file is refused by the page's own integrity check
+    (site / "model" / "params" / "unet" / "params_shard_0.bin").write_bytes(bytes(8))
+    proc = subprocess.run([node, str(RUNNER), "--site", str(site)], cwd=ROOT, env=runner_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and "params_shard_0.bin is corrupt" in proc.stderr
+
+
 def test_a_missing_site_is_one_line(node, tmp_path):
     proc = subprocess.run([node, str(RUNNER), "--site", str(tmp_path / "nothing")], cwd=ROOT, env=runner_env(),
                           capture_output=True, text=True, timeout=120)
