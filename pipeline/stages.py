@@ -13,6 +13,8 @@ make ``trace_unet`` stale; an edit of ``sd15_random.py`` does not make a tiny bu
 from __future__ import annotations
 
 import ast
+import atexit
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Callable
 from . import (compile, gpu_run, hf, models, serve, shard, site, submodels, tokenizer, trace, tvm_build,
                tvm_checkout, tvmjs_runtime, verify, verify_policy, wasm_link)
 from .config import Config
+from .fsutil import atomic_write
 from .layout import Layout
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -152,10 +155,46 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+# Parsing every module costs ~0.15 s, most of a no-op `doit`: the result per file is kept beside Python's own
+# bytecode cache, keyed like it by the file's mtime and size.
+_IMPORTS_CACHE = PACKAGE_DIR / "__pycache__" / "websd-imports.json"
+_imports_cache: dict | None = None
+
+
+def _cached_imports() -> dict:
+    global _imports_cache
+    if _imports_cache is None:
+        try:
+            _imports_cache = json.loads(_IMPORTS_CACHE.read_text())
+        except (OSError, ValueError):
+            _imports_cache = {}
+        atexit.register(_save_imports_cache, dict(_imports_cache))
+    return _imports_cache
+
+
+def _save_imports_cache(loaded: dict) -> None:
+    if _imports_cache and _imports_cache != loaded:
+        try:
+            with atomic_write(_IMPORTS_CACHE) as f:
+                json.dump(_imports_cache, f)
+        except OSError:
+            pass  # a read-only tree: parse again next time
+
+
 @lru_cache(maxsize=None)
 def imports_of(name: str) -> tuple[str, ...]:
     """The ``pipeline`` modules a module imports anywhere in its body (parents of a submodule included)."""
     path = _module_file(name)
+    st = path.stat()
+    key, cache = f"{st.st_mtime_ns}:{st.st_size}", _cached_imports()
+    if cache.get(name, [None])[0] == key:
+        return tuple(cache[name][1])
+    found = _parse_imports(name, path)
+    cache[name] = [key, list(found)]
+    return found
+
+
+def _parse_imports(name: str, path: Path) -> tuple[str, ...]:
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
