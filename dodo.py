@@ -23,6 +23,7 @@ try:
 except WebsdError as _e:
     raise SystemExit(f"error: {_e}")
 LAYOUT = Layout.from_config(CFG)
+ds.use_md5_memo(LAYOUT.cache / ".file-md5.json")
 # keys that are part of the output paths (Layout): switching them writes elsewhere, so switching back is free
 PATH_KEYS = {"model.name", "model.dtype", "model.image_size"}
 TASKS = [(s, sub) for s in stages.STAGES for sub in s.subs()]
