@@ -55,7 +55,7 @@ def _task(stage: stages.Stage, sub):
     else:
         action = ds.subprocess_stage(stage.task_name(sub), stage.name, sub or "all", ds.doit_cli_vars(),
                                      lambda: tvm_build.tvm_env(LAYOUT), LAYOUT.cache)
-    keys = [k for k in stage.config_keys if k not in PATH_KEYS]
+    keys = [k for k in stage.config_keys if stage.shared_outputs or k not in PATH_KEYS]
     # file_states, not file_dep: it remembers every configuration's files, so switching a config back is free
     uptodate = [False] if stage.always else [ds.file_states(tracked)]
     uptodate += [config_changed(CFG.subset(*keys))] if keys and not stage.always else []

@@ -48,6 +48,7 @@ class Stage:
     after: tuple[str, ...] = ()  # stages to run first although nothing they write is read
     fingerprint: Callable | None = None  # cfg -> a value; stale when it changes (e.g. TVM source trees)
     in_process: bool = False  # run inside doit's process (light stages); else a child process
+    shared_outputs: bool = False  # outputs at one path for every config (the site): path keys count as config
     default: Callable = lambda cfg: True  # part of a plain `doit`
     always: bool = False  # never up to date (serve, gpu_run)
     expensive: bool = False  # `doit clean` keeps its outputs unless the task is named
@@ -122,7 +123,8 @@ STAGES: tuple[Stage, ...] = (
           outputs=lambda cfg, sub=None: [_tokenizer_dir(cfg) / n for n in tokenizer.TOKENIZER_FILES]),
     Stage("site", "Assemble the site: page, tvmjs.bundle.js, each .wasm and tensor cache, manifest.json",
           site.build_site, in_process=True, inputs=lambda cfg, sub=None: list(site.site_inputs(cfg).values()),
-          outputs=lambda cfg, sub=None: [site.manifest_path(cfg)], cleans=lambda cfg: [_layout(cfg).site_dir]),
+          outputs=lambda cfg, sub=None: [site.manifest_path(cfg)], cleans=lambda cfg: [_layout(cfg).site_dir],
+          shared_outputs=True, config_keys=("model.name", "model.dtype", "model.image_size")),
     Stage("serve", "Serve the last complete site on web.host:web.port (127.0.0.1:8000)", serve.serve_stage,
           in_process=True, always=True, default=lambda cfg: False),
     Stage("gpu_run", "Run the site headless on this machine's GPU (Dawn): timings and image", gpu_run.run_stage,
