@@ -168,15 +168,7 @@ def split_wide_concats(max_buffers: int):
                           if len(fields[i:i + width]) > 1 else fields[i] for i in range(0, len(fields), width)]
             return relax.op.concat(fields, axis=axis)
 
-    @tvm.transform.module_pass(opt_level=0, name="SplitWideConcats")
-    def pass_(mod, _ctx):
-        split = Split(mod)
-        for gv, f in mod.functions.items():
-            if isinstance(f, relax.Function):
-                split.builder_.update_func(gv, split.visit_expr(f))
-        return split.builder_.get()
-
-    return pass_
+    return _per_function_pass(Split, "SplitWideConcats")
 
 
 def align_storage(multiple: int = 4):
@@ -200,13 +192,21 @@ def align_storage(multiple: int = 4):
             padded = relax.ShapeExpr([-(-n // multiple) * multiple])
             return relax.Call(call.op, [padded, *call.args[1:]], call.attrs, call.sinfo_args)
 
-    @tvm.transform.module_pass(opt_level=0, name="AlignStorage")
+    return _per_function_pass(Align, "AlignStorage")
+
+
+def _per_function_pass(mutator, name: str):
+    """A module pass that rewrites every Relax function of the module with ``mutator(mod)``."""
+    import tvm
+    from tvm import relax
+
+    @tvm.transform.module_pass(opt_level=0, name=name)
     def pass_(mod, _ctx):
-        align = Align(mod)
+        rewrite = mutator(mod)
         for gv, f in mod.functions.items():
             if isinstance(f, relax.Function):
-                align.builder_.update_func(gv, align.visit_expr(f))
-        return align.builder_.get()
+                rewrite.builder_.update_func(gv, rewrite.visit_expr(f))
+        return rewrite.builder_.get()
 
     return pass_
 
