@@ -100,6 +100,8 @@ def run_runner(node: str, site: Path, out: Path, latents: Path, args) -> dict:
            "--images", str(args.images), "--warm", str(args.warm)]
     for feature in args.dawn_feature:
         cmd += ["--dawn-feature", feature]
+    if args.profile:
+        cmd.append("--profile")
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=args.runner_timeout)
     log = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("["))
@@ -254,6 +256,17 @@ def markdown(report: dict) -> str:
                      f"{c['unet']['warm_median_ms'] / t['unet_step_ms']:.1f}x, vae "
                      f"{c['vae']['warm_median_ms'] / t['vae_ms']:.1f}x, image "
                      f"{(r['seconds_per_image_warm_median'] or r['seconds_per_image_median']) / t['image_s']:.1f}x")
+    for s in report["sites"]:
+        prof = s.get("runner", {}).get("profile")
+        if not prof:
+            continue
+        lines += ["", f"Where the GPU time goes, {s['dtype']} (one image, every kernel launch timed with WebGPU "
+                      "timestamp queries; top 5 per submodel):", ""]
+        for sub, p in prof.items():
+            top = "; ".join(f"{k['kernel']} {k['ms']:.1f} ms ({100 * k['share']:.0f}%, {k['calls']}x)"
+                            for k in p["kernels"][:5])
+            lines.append(f"- {sub}: {p['total_ms']:.0f} ms of GPU time per image, {len(p['kernels'])} distinct "
+                         f"kernels; {top}")
     lines += ["", "Correctness (against diffusers float32 on the same weights, prompt and latents):", ""]
     for s in report["sites"]:
         img, errs = s.get("image"), s.get("submodel_errors")
@@ -284,6 +297,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=ROOT / "cache" / "bench-webgpu")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch timings")
+    ap.add_argument("--profile", action="store_true",
+                    help="one more image per site with every kernel timed (WebGPU timestamp queries)")
     ap.add_argument("--runner-timeout", type=int, default=1800)
     ap.add_argument("--report-only", type=Path, help="re-judge a report JSON and rewrite it and its .md")
     args = ap.parse_args(argv)

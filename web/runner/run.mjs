@@ -24,6 +24,7 @@ import { PageError, requestDevice, withGpuErrorCheck } from "../src/gpu.js";
 import { loadManifest, loadTokenizer, Progress, SUBMODELS, TvmSubmodel } from "../src/loader.js";
 import { StableDiffusion } from "../src/pipeline.js";
 import { encodePng } from "./png.js";
+import { installKernelProfiler } from "./profile.js";
 
 const LIMITS = ["maxStorageBuffersPerShaderStage", "maxStorageBufferBindingSize", "maxBufferSize",
   "maxComputeWorkgroupStorageSize", "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX",
@@ -76,6 +77,7 @@ function options() {
       "dawn-feature": { type: "string", multiple: true, default: [] },
       "list-adapter": { type: "boolean", default: false },
       verbose: { type: "boolean", default: false },
+      profile: { type: "boolean", default: false },
     },
   });
   if (!values.site && !values["list-adapter"]) throw new PageError("--site <directory doit built> is required");
@@ -118,7 +120,12 @@ async function main() {
     throw new PageError(`${site}/tvmjs.bundle.js does not load (${err.code ?? err.message}): rebuild the site ` +
       "with `doit site`");
   }
-  const { device } = await requestDevice(manifest, gpu);
+  const { device } = await requestDevice(manifest, gpu, o.profile ? ["timestamp-query"] : []);
+  let profiler = null;
+  if (o.profile) {
+    if (device.features.has("timestamp-query")) profiler = installKernelProfiler(device, globals);
+    else console.log("profile: this adapter has no timestamp-query feature; no per-kernel times");
+  }
   let lastStage = "";
   const progress = new Progress(0, (p) => {
     if (o.verbose && p.stage !== lastStage) console.log(`  ${(lastStage = p.stage)}`);
@@ -178,6 +185,22 @@ async function main() {
     seconds_per_image_warm_median: round(median(imageSeconds.slice(1)), 4),
   };
   console.log(`seconds per image: median ${result.seconds_per_image_median} (warm ${result.seconds_per_image_warm_median})`);
+  if (profiler) {
+    // one more image, its every kernel launch timed on the GPU (apart from the timed images: the queries cost)
+    const profiled = Object.fromEntries(SUBMODELS.map((n) => [n, { async call(inputs) {
+      const out = await loaded[n].call(inputs);
+      await profiler.collect(n);
+      return out;
+    } }]));
+    profiler.enabled = true;
+    await new StableDiffusion(manifest, tokenizer, profiled).generate(settings);
+    profiler.enabled = false;
+    result.profile = profiler.report();
+    for (const [n, p] of Object.entries(result.profile)) {
+      const top = p.kernels.slice(0, 5).map((k) => `${k.kernel} ${k.ms} ms (${(100 * k.share).toFixed(1)}%, ${k.calls}x)`);
+      console.log(`profile ${n}: GPU ${p.total_ms} ms per image; top: ${top.join("; ")}`);
+    }
+  }
   if (o.out) {
     const out = path.resolve(o.out);
     await mkdir(path.join(out, "io"), { recursive: true });

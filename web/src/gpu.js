@@ -60,9 +60,10 @@ export function deviceLimits(adapter, manifest) {
  * Request a GPUDevice fit for the model, or throw a PageError that says why not.
  * @param {object} manifest
  * @param {GPU|undefined} gpu navigator.gpu
+ * @param {string[]} optionalFeatures also requested where the adapter has them (e.g. "timestamp-query")
  * @returns {Promise<{adapter: GPUAdapter, device: GPUDevice}>}
  */
-export async function requestDevice(manifest, gpu = globalThis.navigator?.gpu) {
+export async function requestDevice(manifest, gpu = globalThis.navigator?.gpu, optionalFeatures = []) {
   if (!gpu) {
     throw new PageError("This browser does not offer WebGPU (navigator.gpu is missing). Use a recent Chrome, " +
       "Edge or another WebGPU browser, on a page served over http://localhost or https.");
@@ -74,7 +75,8 @@ export async function requestDevice(manifest, gpu = globalThis.navigator?.gpu) {
   }
   const problems = adapterProblems(adapter, manifest);
   if (problems.length) throw new PageError(`This GPU cannot run the model: ${problems.join("; ")}.`);
-  const requiredFeatures = manifest.requires_f16 ? ["shader-f16"] : [];
+  const requiredFeatures = [...(manifest.requires_f16 ? ["shader-f16"] : []),
+    ...optionalFeatures.filter((f) => adapter.features.has(f))];
   let device;
   try {
     device = await adapter.requestDevice({ requiredFeatures, requiredLimits: deviceLimits(adapter, manifest) });
