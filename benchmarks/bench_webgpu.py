@@ -357,7 +357,7 @@ def main(argv=None) -> int:
         write_json(partial, report)
         if "error" in entry["runner"]:
             continue
-        shutil.copyfile(out / "image.png", args.results / f"image-{manifest['model']}-{manifest['dtype']}.png")
+        entry["image_file"] = str(out / "image.png")  # under --work: a picture, not a result to commit
         cfg = site_config(manifest, args.work / "cache")
         entry["submodel_errors"] = submodel_errors(cfg, out / "io", device)
         pixels = np.fromfile(out / "pixels.f32", dtype="<f4").reshape(manifest["image_size"], manifest["image_size"], 3)

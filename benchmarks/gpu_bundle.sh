@@ -52,6 +52,9 @@ run() {
     done
     mkdir -p "$out"
     python3 benchmarks/bench_webgpu.py "${sites[@]}" --node /tmp/node --work /tmp/bench --results "$out" "$@"
+    for image in /tmp/bench/run-*/image.png; do  # bring the pictures back with the results, to look at
+        [ -f "$image" ] && cp "$image" "$out/image-$(basename "$(dirname "$image")").png"
+    done
 }
 
 case "${1:-}" in
