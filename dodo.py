@@ -25,7 +25,7 @@ except WebsdError as _e:
 LAYOUT = Layout.from_config(CFG)
 ds.use_md5_memo(LAYOUT.cache / ".file-md5.json")
 # keys that are part of the output paths (Layout): switching them writes elsewhere, so switching back is free
-PATH_KEYS = {"model.name", "model.dtype", "model.image_size"}
+PATH_KEYS = {"model.name", "model.dtype", "model.image_size", "tvm.version", "tvm.ref"}
 TASKS = [(s, sub) for s in stages.STAGES for sub in s.subs()]
 PRODUCERS = {str(p): s.task_name(sub) for s, sub in TASKS for p in s.outputs(CFG, sub)}
 
@@ -60,7 +60,8 @@ def _task(stage: stages.Stage, sub):
     uptodate = [False] if stage.always else [ds.file_states(tracked)]
     uptodate += [config_changed(CFG.subset(*keys))] if keys and not stage.always else []
     if stage.fingerprint and not stage.always:
-        uptodate.append(ds.fingerprint_uptodate(stage.name, lambda: stage.fingerprint(CFG)))
+        uptodate.append(ds.fingerprint_uptodate(stage.name, lambda: stage.fingerprint(CFG),
+                                                scope=repr(sorted(CFG.subset(*PATH_KEYS).items()))))
     cleans_args = (CFG, sub) if stage.per_submodel else (CFG,)
     removes = (lambda: stage.cleans(*cleans_args)) if stage.cleans else (lambda: stage.outputs(CFG, sub))
     return {

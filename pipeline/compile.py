@@ -69,10 +69,9 @@ def import_relax(cfg: Config, sub: str):
     """The submodel's Relax module (entry ``<sub>``, weights as one tuple argument) and its description."""
     import tvm
     from tvm import relax
-    from tvm.relax.frontend.torch import from_exported_program
 
     ep, info = trace.load(cfg, sub)
-    mod = from_exported_program(ep, keep_params_as_input=True, unwrap_unit_return_tuple=True)
+    mod = tvm_api.import_exported_program(ep)
     del ep
     mod, _weights = relax.frontend.detach_params(mod)  # weights come from the tensor cache, not from here
     del _weights
@@ -178,12 +177,7 @@ def bound_buffers(mod, entry: str | None = None, param_names: list[str] | None =
             relax.analysis.post_order_visit(func.body, visit_relax)
         elif isinstance(func, T.PrimFunc):
             def visit_tir(node, kernel=gv.name_hint):
-                bufs = []
-                if isinstance(node, getattr(T, "SBlock", getattr(T, "Block", ()))):
-                    bufs = list(node.alloc_buffers)
-                elif isinstance(node, getattr(T, "AllocBuffer", ())):
-                    bufs = [node.buffer]
-                for b in bufs:
+                for b in tvm_api.allocated_buffers(node):
                     if _scope(b) == "global":
                         found[f"{kernel}/{b.name}"] = _tensor_bytes(b)
             T.stmt_functor.post_order_visit(func.body, visit_tir)
@@ -314,7 +308,7 @@ def compile_submodel(cfg: Config, sub: str, which: tuple[str, ...] | None = None
     desc = {"submodel": sub, "function": sub, "dtype": cfg.model.dtype,
             # the entry function as the page calls it: inputs..., then the params tuple
             "inputs": [{"name": _var_name(p), **_type_desc(tvm_api.expr_type(p))} for p in entry.params[:-1]],
-            "output": _type_desc(entry.ret_ty if hasattr(entry, "ret_ty") else entry.ret_struct_info),
+            "output": _type_desc(tvm_api.ret_type(entry)),
             "tvm_version": tvm.__version__,
             "import_seconds": round(time.perf_counter() - start, 2)}
     if set(which) != set(TARGETS):  # a partial rebuild (by hand) keeps the other target's description

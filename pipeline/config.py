@@ -43,6 +43,10 @@ class TvmConfig:
     # Likewise for the 3rdparty/tvm-ffi submodule (a mirror of apache/tvm-ffi). Without it, an unreachable
     # submodule remote falls back to the apache-tvm-ffi sdist (enough for the web runtime; see README).
     ffi_mirror: str = ""
+    # Mirrors of the other submodules a TVM release needs (v0.21: dmlc-core, rang, dlpack), as comma-separated
+    # ``name=path-or-URL`` pairs, name = the repository name in .gitmodules' URL (e.g.
+    # ``dmlc-core=/srv/dmlc-core.git,rang=/srv/rang.git,dlpack=/srv/dlpack.git``); ``tvm-ffi=`` works as ffi_mirror.
+    submodule_mirrors: str = ""
     build: str = field(default="auto", metadata=_choice("auto", "source", "wheel"))
     llvm_config: str = "llvm-config-19"
     build_jobs: int = 0  # 0: ninja's default
@@ -54,6 +58,22 @@ class TvmConfig:
     @property
     def remote(self) -> str:
         return self.mirror or self.git
+
+    def __post_init__(self):
+        self.submodule_mirror("")  # a malformed tvm.submodule_mirrors is an error at load time
+
+    def submodule_mirror(self, repo_name: str) -> str:
+        """The configured mirror of a submodule by its repository name ('' when none)."""
+        mirrors = {}
+        for item in filter(None, (i.strip() for i in self.submodule_mirrors.split(","))):
+            name, sep, url = item.partition("=")
+            if not sep or not name.strip() or not url.strip():
+                raise WebsdError(f"config tvm.submodule_mirrors: expected name=path pairs separated by commas, "
+                                 f"got {item!r}")
+            mirrors[name.strip()] = url.strip()
+        if repo_name == "tvm-ffi" and self.ffi_mirror:
+            return self.ffi_mirror
+        return mirrors.get(repo_name, "")
 
 
 @dataclass(frozen=True)

@@ -24,17 +24,22 @@ from .fsutil import write_json
 # what is stale
 
 
-def fingerprint_uptodate(key: str, compute: Callable[[], object]) -> Callable:
+def fingerprint_uptodate(key: str, compute: Callable[[], object], scope: str = "") -> Callable:
     """A doit ``uptodate`` check: up to date while ``compute()`` equals its value at the last success.
 
     doit calls it when the task is about to run (after the tasks it depends on), so a fingerprint of a TVM checkout
     sees the checkout that ``tvm_checkout`` has just produced. The value saved is computed again after the task
     succeeds, so it may describe the task's own result too (e.g. "the selected build is on disk").
+
+    Values are remembered per ``scope`` (the config keys that name the output paths, e.g. the TVM version): a
+    fingerprint of TVM v0.21's tree does not overwrite v0.26's, so switching back finds its value still there.
     """
 
     def check(task, values):
-        task.value_savers.append(lambda: {key: compute()})
-        return values.get(key) == compute()
+        known = values.get(key)
+        known = dict(known) if isinstance(known, dict) and known.get("__scoped__") else {"__scoped__": True}
+        task.value_savers.append(lambda: {key: {**known, scope: compute()}})
+        return scope in known and known[scope] == compute()
 
     check.__name__ = f"fingerprint_{key}"
     return check

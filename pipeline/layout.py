@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,26 +17,35 @@ def model_key(model_name: str) -> str:
     return f"local-{path.name}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
 
 
+def tvm_key(ref: str) -> str:
+    """A directory name for a TVM ref (``v0.21.0``, a branch, a commit): each TVM gets its own checkout, build,
+    runtime and model outputs, so switching ``tvm.version`` back finds everything still there."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", ref) or "unknown"
+
+
 @dataclass(frozen=True)
 class Layout:
     cache: Path
     model_name: str
     dtype: str
     size: str  # the image size, or "default" for the model's own
+    tvm: str = "v0.26.0"  # tvm_key of the TVM ref
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Layout":
-        return cls(cfg.paths.cache_dir, cfg.model.name, cfg.model.dtype, str(cfg.model.image_size or "default"))
+        ref = f"{cfg.tvm.version}-{cfg.tvm.ref}" if cfg.tvm.ref else cfg.tvm.resolved_ref
+        return cls(cfg.paths.cache_dir, cfg.model.name, cfg.model.dtype, str(cfg.model.image_size or "default"),
+                   tvm_key(ref))
 
     @property
     def variant(self) -> str:
-        """Everything downstream of tracing depends on dtype and size."""
-        return f"{self.dtype}-{self.size}"
+        """Everything downstream of tracing depends on dtype and size, and on the TVM that compiles it."""
+        return f"{self.dtype}-{self.size}-tvm-{self.tvm}"
 
-    # --- TVM toolchain -------------------------------------------------------------------------
+    # --- TVM toolchain (one tree per TVM ref: cache/tvm/<ref>/) ----------------------------------
     @property
     def tvm_dir(self) -> Path:
-        return self.cache / "tvm"
+        return self.cache / "tvm" / self.tvm
 
     @property
     def tvm_src(self) -> Path:
@@ -56,7 +66,7 @@ class Layout:
 
     @property
     def tvmjs_dir(self) -> Path:
-        return self.cache / "tvmjs"
+        return self.cache / "tvmjs" / self.tvm
 
     # --- model stages --------------------------------------------------------------------------
     @property

@@ -30,9 +30,10 @@ def model_manifest(cfg: Config) -> dict:
     """
     d = models.dims(cfg)
     layout = Layout.from_config(cfg)
-    max_buffer, required = 0, {}
+    max_buffer, required, built_with = 0, {}, set()
     for sub in submodels.REGISTRY:
         desc_path = layout.compile_json(sub)
+        built_with.add(read_json(desc_path, {}).get("tvm_version"))
         desc = read_json(desc_path, {}).get("webgpu")
         if desc is None or "required_limits" not in desc:
             raise WebsdError(f"{desc_path} is missing or predates the WebGPU limit checks; run compile_{sub} "
@@ -43,6 +44,8 @@ def model_manifest(cfg: Config) -> dict:
     src = models.source(cfg)
     return {
         "model": src.name if src.builtin else src.folder.name,
+        # which TVM compiled it: the ref (tvm.version's tag by default) and what that TVM calls itself
+        "tvm": {"ref": cfg.tvm.resolved_ref, "reports": sorted(v for v in built_with if v)},
         "seed": cfg.model.seed if src.builtin else None,  # the embedded models' weights are made from it
         "dtype": cfg.model.dtype,
         "image_size": d.image_size,

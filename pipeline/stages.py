@@ -8,7 +8,8 @@ A stage's code is derived, not listed: it is the import closure, inside ``pipeli
 its run function (``code_files``), every import counted, those inside functions too. One refinement keeps it
 exact: a registry package (``pipeline.submodels``, ``pipeline.models``) maps names to entry modules and a stage
 calls only the entry its config selects, so the other entries are left out (an edit of the VAE wrapper does not
-make ``trace_unet`` stale; an edit of ``sd15_random.py`` does not make a tiny build stale).
+make ``trace_unet`` stale; an edit of ``sd15_random.py`` does not make a tiny build stale; an edit of the TVM v0.21
+API adapter does not make a v0.26 build stale).
 """
 from __future__ import annotations
 
@@ -21,14 +22,15 @@ from pathlib import Path
 from typing import Callable
 
 from . import (compile, gpu_run, hf, models, serve, shard, site, submodels, tokenizer, trace, tvm_build,
-               tvm_checkout, tvmjs_runtime, verify, verify_policy, wasm_link)
+               tvm_checkout, tvm_versions, tvmjs_runtime, verify, verify_policy, wasm_link)
 from .config import Config
 from .fsutil import atomic_write
 from .layout import Layout
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ROOT = PACKAGE_DIR.parent
-REGISTRIES = {"pipeline.submodels": submodels.REGISTRY, "pipeline.models": models.REGISTRY}
+REGISTRIES = {"pipeline.submodels": submodels.REGISTRY, "pipeline.models": models.REGISTRY,
+              "pipeline.tvm_versions": tvm_versions.REGISTRY}
 
 
 def _none(cfg: Config, sub: str | None = None) -> list[Path]:
@@ -81,10 +83,11 @@ def _tokenizer_dir(cfg: Config) -> Path:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("tvm_checkout", "Check out Apache TVM at tvm.ref (from tvm.git or tvm.mirror) with the tvm-ffi submodule",
+    Stage("tvm_checkout", "Check out Apache TVM at tvm.ref (tvm.git or tvm.mirror) with its submodules and backports",
           tvm_checkout.checkout_tvm, in_process=True, expensive=True,
           outputs=lambda cfg, sub=None: [_layout(cfg).tvm_checkout_stamp],
-          config_keys=("tvm.version", "tvm.ref", "tvm.git", "tvm.mirror", "tvm.ffi_mirror"),
+          config_keys=("tvm.version", "tvm.ref", "tvm.git", "tvm.mirror", "tvm.ffi_mirror",
+                       "tvm.submodule_mirrors"),
           fingerprint=lambda cfg: (_layout(cfg).tvm_src / ".git").exists(),
           cleans=lambda cfg: [_layout(cfg).tvm_src, _layout(cfg).tvm_checkout_stamp]),
     Stage("tvm_build", "Select the TVM later stages use: the apache-tvm wheel, or a cmake/ninja build (tvm.build)",
@@ -124,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("site", "Assemble the site: page, tvmjs.bundle.js, each .wasm and tensor cache, manifest.json",
           site.build_site, in_process=True, inputs=lambda cfg, sub=None: list(site.site_inputs(cfg).values()),
           outputs=lambda cfg, sub=None: [site.manifest_path(cfg)], cleans=lambda cfg: [_layout(cfg).site_dir],
-          shared_outputs=True, config_keys=("model.name", "model.dtype", "model.image_size")),
+          shared_outputs=True, config_keys=("model.name", "model.dtype", "model.image_size", "tvm.version", "tvm.ref")),
     Stage("serve", "Serve the last complete site on web.host:web.port (127.0.0.1:8000)", serve.serve_stage,
           in_process=True, always=True, default=lambda cfg: False),
     Stage("gpu_run", "Run the site headless on this machine's GPU (Dawn): timings and image", gpu_run.run_stage,
@@ -227,6 +230,9 @@ def _selected_entries(cfg: Config, sub: str | None) -> set[str]:
     family = models.REGISTRY.get(cfg.model.name)
     if family is not None:
         chosen.add(family.__name__)
+    adapter = tvm_versions.REGISTRY.get(cfg.tvm.version)  # the TVM API adapter pipeline.tvm_api will call
+    if adapter is not None:
+        chosen.add(adapter.__name__)
     return chosen
 
 

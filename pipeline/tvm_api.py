@@ -1,8 +1,8 @@
 """The one seam to TVM's Python API: everything version-specific that the stages use goes through here.
 
 TVM renames things between releases (``tvm.tir`` -> ``tvm.tirx`` in v0.24, ``name_hint`` -> ``name``,
-``struct_info`` -> ``ty``; shared/TVM-0.21.md lists more). Each helper detects the feature on the imported
-``tvm`` instead of comparing version strings (a source build of v0.26.0 reports ``0.26.dev0``).
+``struct_info`` -> ``ty``; shared/TVM-0.21.md lists more). The version-specific calls are made by an adapter, one
+module per TVM API generation in ``pipeline/tvm_versions/`` (v0_21, v0_26), chosen by the imported TVM's version.
 
 Also here: the WebGPU compile pipeline. It is TVM's generic GPU pipeline (``relax.backend.gpu_generic``) with
 passes of ours, because TVM's Relax FuseOps has no bound on kernel arguments (its ``max_function_args`` is wired
@@ -17,42 +17,49 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import tvm_versions
+
+
+def adapter():
+    """The version adapter (pipeline/tvm_versions) for the TVM this process imports (tvm_build's selection)."""
+    import tvm
+
+    return tvm_versions.for_version_string(tvm.__version__)
+
 
 def tir():
     """TVM's TIR namespace: ``tvm.tirx`` (>= 0.24) or ``tvm.tir``."""
-    import tvm
-
-    return tvm.tirx if hasattr(tvm, "tirx") else tvm.tir
+    return adapter().tir()
 
 
 def var_name(var) -> str:
-    return var.name if hasattr(var, "name") else var.name_hint  # TVM >= 0.26 renamed name_hint
+    return adapter().var_name(var)  # TVM >= 0.26 renamed name_hint to name
 
 
 def expr_type(expr):
     """A Relax expression's type/struct info (``.ty`` in TVM >= 0.26, ``.struct_info`` before)."""
-    return expr.ty if hasattr(expr, "ty") else expr.struct_info
+    return adapter().expr_type(expr)
+
+
+def tensor_type(shape, dtype: str):
+    """A Relax tensor type (``relax.TensorType``; ``relax.TensorStructInfo`` before v0.26)."""
+    return adapter().tensor_type(shape, dtype)
+
+
+def ret_type(func):
+    """A Relax function's return type (``ret_ty``; ``ret_struct_info`` before v0.26)."""
+    return adapter().ret_type(func)
 
 
 def dump_tensor_cache(arrays, out_dir, metadata: dict, shard_cap_mb: int) -> None:
-    """TVM's tensor-cache writer (``dump_tensor_cache``; ``dump_ndarray_cache`` before v0.22), raw encoding."""
-    import contextlib
-    import io
-
-    from tvm.contrib import tvmjs
-
-    dump = getattr(tvmjs, "dump_tensor_cache", None) or tvmjs.dump_ndarray_cache
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints per-shard progress
-        dump(arrays, str(out_dir), encode_format="raw", meta_data=metadata, shard_cap_mb=shard_cap_mb,
-             show_progress=False)
+    """TVM's tensor-cache writer (``dump_tensor_cache``; ``dump_ndarray_cache`` before v0.22), raw encoding; the
+    index is ``tensor-cache.json`` whatever the version."""
+    adapter().dump_tensor_cache(arrays, out_dir, metadata, shard_cap_mb)
 
 
 def cpu_tensor(array):
     """A TVM tensor on the CPU from a numpy array (``tvm.runtime.tensor``; ``tvm.nd.array`` before v0.22)."""
-    import tvm
-
-    make = getattr(tvm.runtime, "tensor", None) or tvm.nd.array
-    return make(array, tvm.cpu())
+    return adapter().cpu_tensor(array)
 
 
 def cpu_vm(library_path):
@@ -65,13 +72,18 @@ def cpu_vm(library_path):
 
 def take(table, ids, axis: int, mode: str = "fast"):
     """``relax.op.take``; its ``mode`` argument exists from v0.22 (before, it behaves as the default)."""
-    import inspect
+    return adapter().take(table, ids, axis, mode)
 
-    from tvm import relax
 
-    if "mode" in inspect.signature(relax.op.take).parameters:
-        return relax.op.take(table, ids, axis=axis, mode=mode)
-    return relax.op.take(table, ids, axis=axis)
+def allocated_buffers(node) -> list:
+    """The buffers a TIR statement allocates (block ``alloc_buffers``; ``AllocBuffer``, or ``DeclBuffer`` over an
+    ``Allocate`` before v0.24)."""
+    return adapter().allocated_buffers(node)
+
+
+def import_exported_program(ep):
+    """A torch ``ExportedProgram`` as a Relax module (``main``: user inputs, then the weights; ``num_input``)."""
+    return adapter().import_exported_program(ep)
 
 
 def webgpu_target():
@@ -92,8 +104,7 @@ def _tensor_count(ty) -> int:
 
 def fused_buffer_count(func) -> int:
     """Storage buffers the kernel of a fused Relax group binds: its tensor parameters plus its outputs."""
-    return sum(_tensor_count(expr_type(p)) for p in func.params) + _tensor_count(func.ret_ty if hasattr(
-        func, "ret_ty") else func.ret_struct_info)
+    return sum(_tensor_count(expr_type(p)) for p in func.params) + _tensor_count(ret_type(func))
 
 
 def split_wide_fusions(max_buffers: int):
@@ -110,7 +121,7 @@ def split_wide_fusions(max_buffers: int):
 
         def remap(self, old, new):
             # TVM >= 0.26 keys the remap by the Var, older versions by its ``vid``
-            self.set_var_remap(old.vid if hasattr(old, "vid") else old, new)
+            self.set_var_remap(adapter().var_remap_key(old), new)
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
@@ -243,8 +254,7 @@ def webgpu_source(executable: Any) -> str:
         if id(m) in seen:
             continue
         seen.add(id(m))
-        kind = m.kind if hasattr(m, "kind") else m.type_key
-        if kind == "webgpu":
+        if adapter().module_kind(m) == "webgpu":
             out.append(m.inspect_source())
         stack.extend(m.imports)
     return "\n".join(out)

@@ -85,6 +85,8 @@ def cmake_settings(cfg: Config) -> dict[str, str]:
         "USE_LIBBACKTRACE": "OFF",
         "USE_GTEST": "OFF",
         "CMAKE_BUILD_TYPE": "Release",
+        # TVM < 0.22 builds its Cython FFI (python/tvm/ffi/cython) as part of `ninja` with this interpreter
+        "Python_EXECUTABLE": sys.executable,
     }
 
 
@@ -121,6 +123,12 @@ def build_from_source(cfg: Config, progress: Progress | None = None) -> dict:
     src, build_dir = layout.tvm_src, layout.tvm_build_dir
     cmake = find_cmake()
     ninja = require_tool("ninja")
+    if (src / "python" / "tvm" / "ffi" / "cython").is_dir():
+        try:
+            import Cython  # noqa: F401  - TVM < 0.22's tvm_cython build step runs setup.py with this Python
+        except ImportError:
+            raise WebsdError(f"TVM {cfg.tvm.version} builds its FFI with Cython, which {sys.executable} lacks: "
+                             f"run ./setup.sh (or pip install cython)") from None
     build_dir.mkdir(parents=True, exist_ok=True)
     log_path = build_dir / "websd-build.log"
     log_path.write_text("")

@@ -87,8 +87,12 @@ def resolve_ref(remote: str, ref: str) -> tuple[str, str]:
 
 
 def _has_local_edits(src: Path) -> bool:
+    """Edits a user made: the files our own backports changed (pipeline/versions.py) do not count."""
+    ours = set()
+    for commit in read_json(src / BACKPORT_STAMP, {}).get("commits", []):
+        ours |= set(_git("diff", "--name-only", f"{commit}^", commit, cwd=src, check=False).stdout.split())
     out = _git("status", "--porcelain", "--untracked-files=no", cwd=src).stdout
-    return bool(out.strip())
+    return any(line[3:] not in ours for line in out.splitlines() if line.strip())
 
 
 def fetch_commit(src: Path, remote: str, refspec: str, commit: str) -> str:
@@ -143,18 +147,95 @@ def _fill_from_sdist(dest: Path, version: str) -> None:
             shutil.copytree(root, work)
 
 
+def submodule_name(repo: Path, path: str) -> str:
+    """The .gitmodules name of the submodule at ``path`` (v0.21 names ``3rdparty/dmlc-core`` "dmlc-core")."""
+    proc = _git("config", "-f", ".gitmodules", "--get-regexp", r"^submodule\..*\.path$", cwd=repo, check=False)
+    for line in proc.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip() == path:
+            return key[len("submodule."):-len(".path")]
+    return path
+
+
+def submodule_url(repo: Path, path: str) -> str:
+    """The URL .gitmodules gives the submodule at ``path``."""
+    name = submodule_name(repo, path)
+    return _git("config", "-f", ".gitmodules", "--get", f"submodule.{name}.url", cwd=repo, check=False).stdout.strip()
+
+
+def repo_name(url: str) -> str:
+    """``https://github.com/dmlc/dmlc-core.git`` -> ``dmlc-core``: the key of tvm.submodule_mirrors."""
+    return url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+
+
 def _update_submodule(repo: Path, path: str, url: str | None) -> bool:
     """``git submodule update --init`` of one submodule, from ``url`` instead of .gitmodules' when given."""
+    name = submodule_name(repo, path)
+    _git("submodule", "init", "-q", path, cwd=repo, check=False)
     if url:
-        _git("submodule", "init", "-q", path, cwd=repo, check=False)
-        _git("config", f"submodule.{path}.url", url, cwd=repo, check=False)
+        _git("config", f"submodule.{name}.url", url, cwd=repo, check=False)
     # local mirrors are plain paths: allow the file transport git refuses for submodules by default
     proc = _git("-c", "protocol.file.allow=always", "submodule", "update", "--init", path, cwd=repo,
                 check=False, timeout=1800)
     return proc.returncode == 0
 
 
-def init_tvm_ffi(src: Path, tvm_version: str, ffi_mirror: str = "") -> str:
+def init_submodules(src: Path, tvm_version: str, mirror_of: Callable[[str], str]) -> dict[str, str]:
+    """Fill the submodules ``versions.py`` lists for this release (besides tvm-ffi), each from its mirror
+    (``tvm.submodule_mirrors``, keyed by repository name) or its own remote. Returns ``{path: commit}``."""
+    filled = {}
+    for path in versions.release(tvm_version).submodules:
+        want = _submodule_commit(src, path)
+        if want is None:
+            raise WebsdError(f"pipeline/versions.py lists submodule {path} for TVM {tvm_version}, but the checkout "
+                             f"has no such submodule; fix the entry")
+        dest = src / path
+        have = _git("rev-parse", "HEAD", cwd=dest, check=False).stdout.strip() if (dest / ".git").exists() else ""
+        if have != want:
+            url = submodule_url(src, path)
+            mirror = mirror_of(repo_name(url))
+            if not _update_submodule(src, path, mirror or None):
+                raise WebsdError(f"cannot fetch TVM submodule {path} from {mirror or url!r}; set "
+                                 f"tvm.submodule_mirrors (e.g. WEBSD_TVM_SUBMODULE_MIRRORS="
+                                 f"{repo_name(url)}=/path/to/{repo_name(url)}.git) to a mirror that has {want[:12]}")
+        filled[path] = want
+    return filled
+
+
+BACKPORT_STAMP = ".git/websd-backports.json"
+
+
+def apply_backports(src: Path, remote: str, commits: Iterable[str]) -> list[str]:
+    """The patch step: apply each upstream commit's diff to the work tree (``git apply``) unless it is applied.
+
+    The commits come from the TVM remote (or mirror), so nothing of TVM is stored in this project. The result is
+    local edits that ``source_fingerprint`` hashes like any other; the list is recorded in
+    ``.git/websd-backports.json`` (so ``_has_local_edits`` knows these edits are ours) and in the checkout stamp.
+    Whether a commit is applied is checked on the files themselves (a ``git checkout --force`` undoes it)."""
+    commits = list(commits)
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    for commit in commits:
+        parent = _git("rev-parse", "--verify", "-q", f"{commit}^^{{commit}}", cwd=src, check=False)
+        if parent.returncode != 0:
+            proc = _git("fetch", "-q", "--depth", "2", remote, commit, cwd=src, check=False, timeout=1800)
+            if proc.returncode != 0:
+                raise WebsdError(f"cannot fetch backport commit {commit[:12]} from {remote!r} "
+                                 f"({_last_line(proc.stderr)}); set tvm.mirror to a TVM mirror that has it")
+        diff = _git("diff", "--binary", f"{commit}^", commit, cwd=src).stdout
+        if subprocess.run(["git", "apply", "--reverse", "--check", "-"], cwd=src, input=diff, text=True,
+                          capture_output=True, env=env).returncode == 0:
+            continue  # applied already
+        proc = subprocess.run(["git", "apply", "-"], cwd=src, input=diff, text=True, capture_output=True, env=env)
+        if proc.returncode != 0:
+            raise WebsdError(f"backport {commit[:12]} does not apply to TVM {head_commit(src)[:12]} "
+                             f"({_last_line(proc.stderr)}); fix backports in pipeline/versions.py")
+    record = {"head": head_commit(src), "commits": commits}
+    if read_json(src / BACKPORT_STAMP, {}) != record:
+        write_json(src / BACKPORT_STAMP, record)
+    return commits
+
+
+def init_tvm_ffi(src: Path, tvm_version: str, ffi_mirror: str = "", dlpack_mirror: str = "") -> str:
     """Fill ``3rdparty/tvm-ffi`` and its dlpack: from git (``tvm.ffi_mirror`` or the submodule's own remote) when
     reachable, else from the ``apache-tvm-ffi`` sdist. Returns where they came from."""
     dest = src / TVM_FFI_SUBMODULE
@@ -171,7 +252,7 @@ def init_tvm_ffi(src: Path, tvm_version: str, ffi_mirror: str = "") -> str:
     if _update_submodule(src, TVM_FFI_SUBMODULE, ffi_mirror or None):
         source = "git"
         dlpack = dest / "3rdparty" / "dlpack"
-        if not _update_submodule(dest, "3rdparty/dlpack", None) or not (dlpack / "include").exists():
+        if not _update_submodule(dest, "3rdparty/dlpack", dlpack_mirror or None) or not (dlpack / "include").exists():
             # dlpack is one header; the sdist of the matching tvm-ffi release ships it
             if not rel.tvm_ffi:
                 raise WebsdError(f"{dest}/3rdparty/dlpack is unreachable and pipeline/versions.py names no "
@@ -197,6 +278,8 @@ def checkout_tvm(cfg: Config, log: Callable[[str], None] = print) -> CheckoutRes
     """Bring ``cache/tvm/src`` to ``tvm.ref``; refuse to throw away local edits in it."""
     layout = Layout.from_config(cfg)
     src, remote, ref = layout.tvm_src, cfg.tvm.remote, cfg.tvm.resolved_ref
+    rel = versions.release(cfg.tvm.version)
+    ffi_mirror, dlpack_mirror = cfg.tvm.submodule_mirror("tvm-ffi"), cfg.tvm.submodule_mirror("dlpack")
     stamp = read_json(layout.tvm_checkout_stamp, {})
     if stamp.get("ref") == ref and stamp.get("remote") == remote and (src / ".git").exists() \
             and (_SHA.match(ref) or ref == f"v{cfg.tvm.version}" or stamp.get("refspec", "").startswith("refs/tags/")):
@@ -214,12 +297,17 @@ def checkout_tvm(cfg: Config, log: Callable[[str], None] = print) -> CheckoutRes
             # a fresh checkout is built aside and renamed in, so an interrupted clone leaves no half tree
             with atomic_path(src) as work:
                 commit = fetch_commit(work, remote, refspec, commit)
-                init_tvm_ffi(work, cfg.tvm.version, cfg.tvm.ffi_mirror)
+                init_tvm_ffi(work, cfg.tvm.version, ffi_mirror, dlpack_mirror)
+                init_submodules(work, cfg.tvm.version, cfg.tvm.submodule_mirror)
+                apply_backports(work, remote, rel.backports)
         executed = True
-    ffi_source = init_tvm_ffi(src, cfg.tvm.version, cfg.tvm.ffi_mirror)
-    if executed or stamp.get("ffi_source") != ffi_source or stamp.get("ffi_mirror") != cfg.tvm.ffi_mirror:
-        write_json(layout.tvm_checkout_stamp, {"remote": remote, "ref": ref, "refspec": refspec, "commit": commit,
-                                               "ffi_mirror": cfg.tvm.ffi_mirror, "ffi_source": ffi_source})
+    ffi_source = init_tvm_ffi(src, cfg.tvm.version, ffi_mirror, dlpack_mirror)
+    submodules = init_submodules(src, cfg.tvm.version, cfg.tvm.submodule_mirror)
+    backports = apply_backports(src, remote, rel.backports)
+    record = {"remote": remote, "ref": ref, "refspec": refspec, "commit": commit, "ffi_mirror": ffi_mirror,
+              "ffi_source": ffi_source, "submodules": submodules, "backports": backports}
+    if executed or any(stamp.get(k) != v for k, v in record.items()):
+        write_json(layout.tvm_checkout_stamp, record)
         executed = True
     return CheckoutResult(src=src, commit=commit, ref=ref, ffi_source=ffi_source, executed=executed)
 

@@ -41,7 +41,8 @@ DEBIAN_NODE_MODULES = Path("/usr/share/nodejs")
 
 # web/emcc/<name>.cc -> objects/<name>.o (same list as TVM's web/Makefile)
 RUNTIME_SOURCES = ("wasm_runtime", "tvmjs_support", "webgpu_runtime")
-# relative to the TVM checkout (web/Makefile INCLUDE_FLAGS)
+# relative to the TVM checkout: web/Makefile's INCLUDE_FLAGS, read from the checkout (include_dirs); these are
+# v0.26's, used when the Makefile has none. v0.21 has its FFI in ffi/ and adds dmlc-core and picojson.
 INCLUDE_DIRS = (".", "include", "3rdparty/tvm-ffi/include", "3rdparty/tvm-ffi/3rdparty/dlpack/include",
                 "3rdparty/compiler-rt")
 # web/Makefile EMCC_CFLAGS (without includes). -c without -emit-llvm gives wasm objects, not bitcode.
@@ -51,13 +52,17 @@ GLUE_LINK_FLAGS = ("--no-entry", "-s", "WASM_BIGINT=1", "-s", "ALLOW_MEMORY_GROW
                    "-s", "ERROR_ON_UNDEFINED_SYMBOLS=0", "-s", "ASYNCIFY=1")
 # Checkout trees whose content the build reads (headers and the .cc files wasm_runtime.cc #includes).
 INPUT_TREES = ("web/emcc", "web/src", "include", "src/runtime", "src/support", "3rdparty/tvm-ffi/include",
-               "3rdparty/tvm-ffi/src/ffi", "3rdparty/tvm-ffi/3rdparty/dlpack/include", "3rdparty/compiler-rt")
+               "3rdparty/tvm-ffi/src/ffi", "3rdparty/tvm-ffi/3rdparty/dlpack/include", "3rdparty/compiler-rt",
+               # TVM < 0.22: the FFI in-tree, dmlc-core and picojson headers
+               "ffi/include", "ffi/src/ffi", "ffi/3rdparty/dlpack/include", "3rdparty/dmlc-core/include",
+               "3rdparty/picojson")
 INPUT_FILES = ("web/package.json", "web/package-lock.json", "web/rollup.config.mjs", "web/tsconfig.json")
 # produced by the build inside web/src; never an input
 GENERATED_IN_WEB_SRC = "tvmjs_runtime_wasi.js"
 # The part of RUNTIME_PATHS the C++ objects and the emcc glue depend on: when only web/src or the npm files change,
 # a rebuild reuses the previous objects and glue and only re-bundles (seconds instead of minutes).
-NATIVE_PATHS = ("web/emcc", "include", "src/runtime", "src/support", "3rdparty/tvm-ffi", "3rdparty/compiler-rt")
+NATIVE_PATHS = ("web/emcc", "include", "src/runtime", "src/support", "3rdparty/tvm-ffi", "3rdparty/compiler-rt",
+                "ffi", "3rdparty/dmlc-core/include", "3rdparty/picojson")
 # The same inputs as checkout-relative paths for pipeline.tvm_checkout.source_fingerprint (tvm-ffi as a whole: the
 # fingerprint adds where it came from, git or an sdist, only when this prefix is listed).
 RUNTIME_PATHS = (*(t for t in INPUT_TREES if not t.startswith("3rdparty/tvm-ffi/")), "3rdparty/tvm-ffi",
@@ -152,15 +157,27 @@ def emcc_version(emcc: str, env: Mapping[str, str] | None = None) -> str:
 
 # --- inputs -----------------------------------------------------------------------------------------
 
+def include_dirs(tvm_src: Path) -> tuple[str, ...]:
+    """web/Makefile's include directories (``-I$(TVM_ROOT)/<dir>``), relative to the checkout."""
+    makefile = Path(tvm_src) / "web" / "Makefile"
+    text = makefile.read_text().replace("\\\n", " ") if makefile.is_file() else ""
+    m = re.search(r"^INCLUDE_FLAGS\s*=(.*)$", text, re.M)
+    if not m:
+        return INCLUDE_DIRS
+    dirs = re.findall(r"-I\$\(TVM_ROOT\)(/\S*)?", m.group(1))
+    return tuple(d.strip("/") or "." for d in dirs) or INCLUDE_DIRS
+
+
 def check_checkout(tvm_src: Path) -> None:
     tvm_src = Path(tvm_src)
     missing = [f"web/emcc/{n}.cc" for n in RUNTIME_SOURCES if not (tvm_src / "web" / "emcc" / f"{n}.cc").is_file()]
-    missing += [d for d in INCLUDE_DIRS if not (tvm_src / d).is_dir()]
-    if not (tvm_src / "3rdparty/tvm-ffi/3rdparty/dlpack/include/dlpack/dlpack.h").is_file():
-        missing.append("3rdparty/tvm-ffi/3rdparty/dlpack/include/dlpack/dlpack.h")
+    dirs = include_dirs(tvm_src)
+    missing += [d for d in dirs if not (tvm_src / d).is_dir()]
+    if not any((tvm_src / d / "dlpack" / "dlpack.h").is_file() for d in dirs):
+        missing.append("dlpack/dlpack.h in an include directory")
     if missing:
         raise WebsdError(f"{tvm_src} is not a complete TVM checkout (missing {missing[0]}): "
-                         "run `doit tvm_checkout` (3rdparty/tvm-ffi must be filled)")
+                         "run `doit tvm_checkout` (its submodules must be filled)")
 
 
 def tvm_commit(tvm_src: Path) -> str:
@@ -175,7 +192,7 @@ def tvm_commit(tvm_src: Path) -> str:
 # --- argument lists ---------------------------------------------------------------------------------
 
 def include_flags(tvm_src: Path) -> list[str]:
-    return [f"-I{(Path(tvm_src) / d).resolve()}" for d in INCLUDE_DIRS]
+    return [f"-I{(Path(tvm_src) / d).resolve()}" for d in include_dirs(tvm_src)]
 
 
 def compile_command(emcc: str, tvm_src: Path, name: str, out_obj: Path) -> list[str]:
@@ -206,7 +223,7 @@ def native_key(tvm_src: Path, emcc_ver: str) -> str | None:
     sources = source_fingerprint(Path(tvm_src), NATIVE_PATHS)
     if sources == "missing":
         return None
-    return sha256_json({"sources": sources, "emcc": emcc_ver, "include": INCLUDE_DIRS, "compile": COMPILE_FLAGS,
+    return sha256_json({"sources": sources, "emcc": emcc_ver, "include": include_dirs(tvm_src), "compile": COMPILE_FLAGS,
                         "glue": GLUE_LINK_FLAGS})
 
 

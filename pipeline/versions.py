@@ -16,12 +16,22 @@ class TvmRelease:
     has_wheel: bool
     # the wheel's version string, when it differs from the tag's (e.g. post releases)
     wheel_version: str | None = None
+    # submodules a source build and the web runtime need besides 3rdparty/tvm-ffi (which has its own sdist fallback);
+    # offline they come from tvm.submodule_mirrors
+    submodules: tuple[str, ...] = ()
+    # upstream apache/tvm commits applied on top of the tag by tvm_checkout (fetched from the TVM remote, never
+    # stored here), e.g. fixes a release needs to build with the LLVM this project installs
+    backports: tuple[str, ...] = ()
 
 
 RELEASES: dict[str, TvmRelease] = {
     "0.26.0": TvmRelease(tvm_ffi="0.1.14.post0", has_wheel=True),
     "0.27.0": TvmRelease(tvm_ffi="0.1.15.post2", has_wheel=True, wheel_version="0.27.0.post1"),
-    "0.21.0": TvmRelease(tvm_ffi=None, has_wheel=False),
+    # v0.21.0: FFI in-tree (ffi/); its codegen_llvm.cc uses an LLVM-20-only insertDeclare overload under
+    # `TVM_LLVM_VERSION >= 190`, fixed upstream by 351dd8061b (#18123, first in v0.22.0): backported for llvm-19.
+    "0.21.0": TvmRelease(tvm_ffi=None, has_wheel=False,
+                         submodules=("3rdparty/dlpack", "3rdparty/dmlc-core", "3rdparty/rang", "ffi/3rdparty/dlpack"),
+                         backports=("351dd8061bf0055ec369c2f94d91b86eb3196349",)),
 }
 
 

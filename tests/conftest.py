@@ -66,7 +66,8 @@ def real_env(cache: Path, **extra: str) -> dict:
     """Environment for a doit run against the real TVM source the developer configured."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBSD_")}
     env.update(WEBSD_PATHS_CACHE=str(cache), WEBSD_TVM_MIRROR=_REAL.tvm.mirror,
-               WEBSD_TVM_FFI_MIRROR=_REAL.tvm.ffi_mirror, **extra)
+               WEBSD_TVM_FFI_MIRROR=_REAL.tvm.ffi_mirror, WEBSD_TVM_SUBMODULE_MIRRORS=_REAL.tvm.submodule_mirrors,
+               **extra)
     return env
 
 

@@ -57,3 +57,24 @@ def test_project_pyproject_is_valid_and_cli_prints_version(capsys):
     assert capsys.readouterr().out.strip() == load_config().tvm.version
     assert main(["bogus"]) == 2
     assert "tvm.mirror" in known_keys()
+
+
+def test_submodule_mirrors_by_repository_name():
+    from pipeline.config import load_config
+
+    cfg = load_config(pyproject=None, env={"WEBSD_TVM_SUBMODULE_MIRRORS": "dmlc-core=/m/dmlc-core.git, rang=/m/rang"})
+    assert cfg.tvm.submodule_mirror("dmlc-core") == "/m/dmlc-core.git"
+    assert cfg.tvm.submodule_mirror("rang") == "/m/rang"
+    assert cfg.tvm.submodule_mirror("dlpack") == ""
+    # tvm.ffi_mirror is the tvm-ffi entry; the list may name it too
+    assert load_config(pyproject=None, env={"WEBSD_TVM_SUBMODULE_MIRRORS": "tvm-ffi=/m/ffi"}).tvm.submodule_mirror(
+        "tvm-ffi") == "/m/ffi"
+    assert load_config(pyproject=None, env={"WEBSD_TVM_FFI_MIRROR": "/m/f"}).tvm.submodule_mirror("tvm-ffi") == "/m/f"
+
+
+def test_a_bad_submodule_mirror_entry_is_one_line():
+    from pipeline.config import load_config
+    from pipeline.errors import WebsdError
+
+    with pytest.raises(WebsdError, match="tvm.submodule_mirrors: expected name=path pairs"):
+        load_config(pyproject=None, env={"WEBSD_TVM_SUBMODULE_MIRRORS": "dmlc-core"})

@@ -31,6 +31,7 @@ SUBS = ("clip", "unet", "vae")
 UNET_EDIT = ("latents.expand(2, -1, -1, -1)", "latents.repeat(2, 1, 1, 1)")
 # fields of the JSON artifacts that record how long something took (everything else is reproducible)
 TIMING_FIELDS = {"seconds", "import_seconds"}
+TVM = "v0.26.0"  # the default tvm.version's directory key (pipeline.layout.tvm_key)
 
 
 def tasks(stages: str, subs=SUBS) -> set[str]:
@@ -73,7 +74,7 @@ def artifacts(cache: Path, dtype: str = "float32", subs=SUBS) -> dict[str, str]:
     out = {}
     for sub in subs:
         files = [model / "trace-default" / f"{sub}.{ext}" for ext in ("pt2", "json")]
-        variant = model / f"{dtype}-default"
+        variant = model / f"{dtype}-default-tvm-{TVM}"
         files += [variant / "compile" / f"{sub}.{ext}" for ext in ("webgpu.tar", "llvm.so", "json")]
         files += sorted((variant / "params" / sub).iterdir()) + [variant / "verify" / f"{sub}.json"]
         for f in files:
@@ -164,7 +165,7 @@ def test_only_stale_model_stages_run(tmp_path, fake_tvm_env):
     assert again.executed == set() and again.uptodate == everything, again.output
 
     # a TVM developer's edit of the checkout's Python package: the TVM stages re-run, tracing and sharding do not
-    (cache / "tvm" / "src" / "python" / "tvm" / "__init__.py").write_text("__version__ = 'edited'\n")
+    (cache / "tvm" / TVM / "src" / "python" / "tvm" / "__init__.py").write_text("__version__ = 'edited'\n")
     tvm_edit = doit("verify", "shard")
     assert tvm_edit.executed == {"tvm_build"} | tasks("compile verify"), tvm_edit.output
     assert artifacts(cache) == built  # the same wheel compiles the same bytes
@@ -173,7 +174,7 @@ def test_only_stale_model_stages_run(tmp_path, fake_tvm_env):
     # test short (test_link_follows_compile switches all of them, link included).
     half = doit("verify_clip", "shard_clip", "model.dtype=float16")
     assert half.executed == tasks("compile shard verify", ["clip"]), half.output
-    assert json.loads((cache / "models/tiny/float16-default/verify/clip.json").read_text())["passed"]
+    assert json.loads((cache / f"models/tiny/float16-default-tvm-{TVM}/verify/clip.json").read_text())["passed"]
     # switching back finds the float32 outputs (per-dtype directories) up to date
     back = doit("verify", "shard")
     assert back.executed == set(), back.output
@@ -188,7 +189,7 @@ def test_only_stale_model_stages_run(tmp_path, fake_tvm_env):
     edited = artifacts(cache)
     # the copy's stage code ran: the traced graph changed
     assert edited["trace-default/unet.json"] != built["trace-default/unet.json"]
-    assert edited["float32-default/params/unet/params_shard_0.bin"] == built["float32-default/params/unet/params_shard_0.bin"]
+    assert edited[f"float32-default-tvm-{TVM}/params/unet/params_shard_0.bin"] == built[f"float32-default-tvm-{TVM}/params/unet/params_shard_0.bin"]
     assert {k: v for k, v in edited.items() if "unet" not in k} == {k: v for k, v in built.items() if "unet" not in k}
 
     # new weight values: re-trace (it loads the model), re-shard and re-verify the UNet, no recompile (same graph)
@@ -199,14 +200,14 @@ def test_only_stale_model_stages_run(tmp_path, fake_tvm_env):
     assert new_weights.executed == {"trace_unet", "shard_unet", "verify_unet"}, new_weights.output
     reweighted = artifacts(cache)
     assert reweighted["trace-default/unet.json"] == edited["trace-default/unet.json"]
-    assert reweighted["float32-default/params/unet/params_shard_0.bin"] != edited[
-        "float32-default/params/unet/params_shard_0.bin"]
+    assert reweighted[f"float32-default-tvm-{TVM}/params/unet/params_shard_0.bin"] != edited[
+        f"float32-default-tvm-{TVM}/params/unet/params_shard_0.bin"]
 
     # interruption: back to the original code and weights, doit (and its stage) SIGKILLed while compile_unet writes
     unet_py.write_text(original_unet_py)
     weights.write_bytes(original_weights)
     temps, killed_output = run_killed_mid_write(project, ["verify", "shard"], env,
-                                                cache / "models" / "tiny" / "float32-default" / "compile", "unet.")
+                                                cache / "models" / "tiny" / f"float32-default-tvm-{TVM}" / "compile", "unet.")
     assert ".  compile_unet" in killed_output
     resumed = doit("verify", "shard")
     # doit saves its state at the end of a run, so the killed run's finished tasks run again too
@@ -223,7 +224,7 @@ def test_link_follows_compile(tmp_path, real_cache):
     cache = tmp_path / "cache"
     # the session's TVM checkout, selection and runtime; the model stages start from nothing
     for name in ("tvm", "tvmjs"):
-        shutil.copytree(real_cache / name, cache / name, symlinks=True)
+        shutil.copytree(real_cache / name / TVM, cache / name / TVM, symlinks=True)
     env = real_env(cache)
 
     def doit(*args):
@@ -242,7 +243,7 @@ def test_link_follows_compile(tmp_path, real_cache):
 
     half = doit("link", "verify", "model.dtype=float16")
     assert half.executed == tasks("compile link shard verify"), half.output
-    assert all((cache / "models" / "tiny" / "float16-default" / "wasm" / f"{s}.wasm").stat().st_size > 0 for s in SUBS)
+    assert all((cache / "models" / "tiny" / f"float16-default-tvm-{TVM}" / "wasm" / f"{s}.wasm").stat().st_size > 0 for s in SUBS)
     back = doit("link", "verify")
     assert back.executed == set(), back.output
     assert leftovers(cache) == []

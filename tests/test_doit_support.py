@@ -20,10 +20,28 @@ def test_fingerprint_uptodate_compares_with_the_saved_value():
     task = FakeTask()
     assert check(task, {}) is False
     saved = task.value_savers[0]()
-    assert saved == {"src": "a"}
+    assert saved == {"src": {"__scoped__": True, "": "a"}}
     assert check(FakeTask(), saved) is True
     state["fp"] = "b"
     assert check(FakeTask(), saved) is False
+
+
+def test_fingerprint_uptodate_remembers_each_scope():
+    """A switch of the TVM version (another scope) and back finds the first scope's value still saved."""
+    fp = {"v0.21.0": "x", "v0.26.0": "y"}
+    c21 = ds.fingerprint_uptodate("src", lambda: fp["v0.21.0"], scope="v0.21.0")
+    c26 = ds.fingerprint_uptodate("src", lambda: fp["v0.26.0"], scope="v0.26.0")
+    task = FakeTask()
+    assert c21(task, {}) is False
+    saved = task.value_savers[0]()
+    task = FakeTask()
+    assert c26(task, saved) is False  # first run of the other scope
+    saved = task.value_savers[0]()
+    task = FakeTask()
+    assert c21(task, saved) is True  # back: still up to date
+    assert c26(FakeTask(), task.value_savers[0]()) is True
+    fp["v0.21.0"] = "z"
+    assert c21(FakeTask(), saved) is False
 
 
 def test_python_stage_turns_websd_errors_into_one_line_failures():

@@ -67,6 +67,15 @@ def test_registry_entries_are_code_only_when_selected():
     assert "unet.py" not in shard and "trace.py" not in shard  # a wrapper edit does not re-shard
 
 
+def test_only_the_selected_tvm_adapter_is_code():
+    """tvm.version selects one adapter of pipeline/tvm_versions: editing v0.21's leaves a v0.26 build fresh."""
+    for version, mine, other in (("0.26.0", "v0_26.py", "v0_21.py"), ("0.21.0", "v0_21.py", "v0_26.py")):
+        cfg = load_config(pyproject=None, cli={"tvm.version": version})
+        names = {p.name for p in stages.code_files(stages.get("compile"), cfg, "unet")}
+        assert mine in names and other not in names, (version, names)
+        assert "v0_21.py" not in {p.name for p in stages.code_files(stages.get("trace"), cfg, "unet")}
+
+
 # --- the derived code covers what a stage runs --------------------------------------------------------------------
 
 CI_STAGES = [("weights", None), ("trace", "unet"), ("compile", "unet"), ("shard", "unet"), ("verify", "unet"),

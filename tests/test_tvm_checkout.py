@@ -60,12 +60,21 @@ def test_fingerprint_sees_local_edits_only_under_the_given_paths(fake_tvm):
     assert not tvm_checkout.is_unmodified_release(src, "0.26.0")
 
 
-def test_switching_ref_refuses_to_drop_local_edits(fake_tvm):
+def test_switching_ref_keeps_each_tree_and_a_moved_branch_refuses_to_drop_local_edits(fake_tvm):
     src = tvm_checkout.checkout_tvm(cfg_for(fake_tvm), log=lambda m: None).src
     (src / "src" / "runtime.c").write_text("// my work\n")
+    # another ref is another tree (cache/tvm/<ref>/src): the edited one is left alone
+    nxt = tvm_checkout.checkout_tvm(cfg_for(fake_tvm, **{"tvm.ref": "next"}), log=lambda m: None).src
+    assert nxt != src and "return 2" in (nxt / "src" / "compiler.c").read_text()
+    assert (src / "src" / "runtime.c").read_text() == "// my work\n"
+    # the same branch moved upstream while its tree has local edits: refuse to throw them away
+    (nxt / "src" / "runtime.c").write_text("// my work on next\n")
+    git(fake_tvm, "checkout", "-q", "next")
+    (fake_tvm / "src" / "compiler.c").write_text("int tvm_compile(void) { return 3; }\n")
+    git(fake_tvm, "commit", "-q", "-am", "next moves")
     with pytest.raises(WebsdError, match="has local edits; commit or stash them"):
         tvm_checkout.checkout_tvm(cfg_for(fake_tvm, **{"tvm.ref": "next"}), log=lambda m: None)
-    assert (src / "src" / "runtime.c").read_text() == "// my work\n"
+    assert (nxt / "src" / "runtime.c").read_text() == "// my work on next\n"
 
 
 @pytest.mark.parametrize("remote, ref, message", [
@@ -126,3 +135,105 @@ def test_tvm_ffi_submodule_from_the_ffi_mirror(tmp_path, monkeypatch):
     assert (result.src / "3rdparty" / "tvm-ffi" / "ffi.h").read_text() == "// real tvm-ffi\n"
     assert (result.src / "3rdparty" / "tvm-ffi" / "3rdparty" / "dlpack" / "include" / "dlpack.h").exists()
     assert tvm_checkout.is_unmodified_release(result.src, "0.26.0")
+
+
+def _mirror(path, files: dict) -> str:
+    """A one-commit git repository standing in for a submodule's upstream; returns its commit."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q")
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "upstream")
+    return git(path, "rev-parse", "HEAD")
+
+
+def _v021_like(tmp_path, monkeypatch):
+    """A fake TVM tagged v0.21.0 with v0.21's submodule naming (.gitmodules name "dmlc-core" for path
+    3rdparty/dmlc-core), an unreachable upstream, and a local mirror of it."""
+    from pipeline import versions
+
+    repo = make_fake_tvm(tmp_path, version="0.21.0")
+    mirror = tmp_path / "mirrors" / "dmlc-core.git"
+    commit = _mirror(mirror, {"include/dmlc/base.h": "// dmlc\n"})
+    (repo / ".gitmodules").write_text('[submodule "dmlc-core"]\n\tpath = 3rdparty/dmlc-core\n'
+                                      '\turl = /nonexistent/dmlc/dmlc-core.git\n')
+    git(repo, "update-index", "--add", "--cacheinfo", f"160000,{commit},3rdparty/dmlc-core")
+    git(repo, "add", ".gitmodules")
+    git(repo, "commit", "-qm", "submodule")
+    git(repo, "tag", "-f", "v0.21.0")
+    monkeypatch.setitem(versions.RELEASES, "0.21.0", versions.TvmRelease(
+        tvm_ffi=None, has_wheel=False, submodules=("3rdparty/dmlc-core",)))
+    return repo, mirror, commit
+
+
+def test_submodules_of_a_release_come_from_tvm_submodule_mirrors(tmp_path, monkeypatch):
+    repo, mirror, commit = _v021_like(tmp_path, monkeypatch)
+    env = {**os.environ, "WEBSD_TVM_MIRROR": str(repo), "WEBSD_TVM_SUBMODULE_MIRRORS": f"dmlc-core={mirror}"}
+    result = tvm_checkout.checkout_tvm(load_config(env=env, cli={"tvm.version": "0.21.0"}), log=lambda m: None)
+    assert result.src == Layout.from_config(load_config(env=env, cli={"tvm.version": "0.21.0"})).tvm_src
+    assert result.src.parent.name == "v0.21.0"
+    assert (result.src / "3rdparty" / "dmlc-core" / "include" / "dmlc" / "base.h").read_text() == "// dmlc\n"
+    stamp = Layout.from_config(load_config(env=env, cli={"tvm.version": "0.21.0"})).tvm_checkout_stamp
+    import json
+
+    assert json.loads(stamp.read_text())["submodules"] == {"3rdparty/dmlc-core": commit}
+    assert tvm_checkout.is_unmodified_release(result.src, "0.21.0")  # a filled submodule is no local edit
+
+
+def test_an_unreachable_submodule_without_a_mirror_names_the_setting(tmp_path, monkeypatch):
+    repo, _mirror_path, _commit = _v021_like(tmp_path, monkeypatch)
+    cfg = load_config(env={**os.environ, "WEBSD_TVM_MIRROR": str(repo)}, cli={"tvm.version": "0.21.0"})
+    with pytest.raises(WebsdError, match=r"cannot fetch TVM submodule 3rdparty/dmlc-core .*"
+                                         r"WEBSD_TVM_SUBMODULE_MIRRORS=dmlc-core=/path/to/dmlc-core.git"):
+        tvm_checkout.checkout_tvm(cfg, log=lambda m: None)
+
+
+def test_backports_are_applied_once_and_survive_a_forced_checkout(tmp_path, monkeypatch):
+    """The patch step: an upstream commit (not in the tag) applied from the TVM remote, fingerprinted as local
+    edits, re-applied when something reset the tree, and not taken for a user's edits."""
+    from pipeline import versions
+
+    repo = make_fake_tvm(tmp_path)
+    git(repo, "checkout", "-q", "-b", "fix", "v0.26.0")
+    (repo / "src" / "runtime.c").write_text("int tvm_runtime_answer(void) { return 420; }\n")
+    git(repo, "commit", "-q", "-am", "upstream fix")
+    fix = git(repo, "rev-parse", "HEAD")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "branch", "-D", "fix")  # reachable only by id, like a commit on upstream's main after the tag
+    git(repo, "tag", "keep-fix", fix)
+    monkeypatch.setitem(versions.RELEASES, "0.26.0", versions.TvmRelease(
+        tvm_ffi="0.1.14.post0", has_wheel=True, backports=(fix,)))
+    cfg = cfg_for(repo)
+    src = tvm_checkout.checkout_tvm(cfg, log=lambda m: None).src
+    assert "return 420" in (src / "src" / "runtime.c").read_text()
+    assert not tvm_checkout.is_unmodified_release(src, "0.26.0")  # patched: the wheel no longer substitutes
+    assert not tvm_checkout._has_local_edits(src)  # our own edits
+    fp = tvm_checkout.source_fingerprint(src, tvm_checkout.BUILD_PATHS)
+    assert not tvm_checkout.checkout_tvm(cfg, log=lambda m: None).executed  # applied once
+    assert "return 420" in (src / "src" / "runtime.c").read_text()
+    git(src, "checkout", "-q", "--force", "HEAD")  # something reset the tree
+    tvm_checkout.apply_backports(src, str(repo), [fix])
+    assert "return 420" in (src / "src" / "runtime.c").read_text()
+    assert tvm_checkout.source_fingerprint(src, tvm_checkout.BUILD_PATHS) == fp
+    (src / "src" / "compiler.c").write_text("// mine\n")
+    assert tvm_checkout._has_local_edits(src)
+
+
+def test_a_backport_that_does_not_apply_is_one_line(tmp_path, monkeypatch):
+    from pipeline import versions
+
+    repo = make_fake_tvm(tmp_path)
+    nxt = git(repo, "rev-parse", "next")  # changes compiler.c from "return 1"...
+    git(repo, "checkout", "-q", "next")
+    (repo / "src" / "compiler.c").write_text("int tvm_compile(void) { return 7; }\n")
+    git(repo, "commit", "-q", "-am", "on top")
+    on_top = git(repo, "rev-parse", "HEAD")  # ...this one from "return 2": not applicable to the tag
+    git(repo, "checkout", "-q", "main")
+    monkeypatch.setitem(versions.RELEASES, "0.26.0", versions.TvmRelease(
+        tvm_ffi="0.1.14.post0", has_wheel=True, backports=(on_top,)))
+    with pytest.raises(WebsdError, match=rf"backport {on_top[:12]} does not apply .* fix backports in "
+                                         r"pipeline/versions.py"):
+        tvm_checkout.checkout_tvm(cfg_for(repo), log=lambda m: None)
+    assert nxt

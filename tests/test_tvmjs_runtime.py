@@ -38,13 +38,13 @@ def real(test):
 @pytest.fixture(scope="session")
 def tvm_src(real_cache) -> Path:
     """The configured TVM release, checked out by the real ``doit`` (tests/conftest.py ``real_cache``)."""
-    return real_cache / "tvm" / "src"
+    return real_cache / "tvm" / "v0.26.0" / "src"
 
 
 @pytest.fixture(scope="session")
 def tvmjs_runtime(real_cache) -> rt.RuntimeArtifacts:
     """The runtime the real ``doit tvmjs_runtime`` built (once per session, or kept via WEBSD_TEST_REAL_CACHE)."""
-    return rt.RuntimeArtifacts.load(real_cache / "tvmjs")
+    return rt.RuntimeArtifacts.load(real_cache / "tvmjs" / "v0.26.0")
 
 
 # --- pure logic ---------------------------------------------------------------------------------------------------

@@ -9,6 +9,10 @@ tests/conftest.py: ``real_cache``; WEBSD_TEST_REAL_CACHE keeps it between sessio
 times, screenshot path - is written to ``<cache>/e2e/report.json`` (outside the served directory: a site rebuild
 replaces that one as a whole).
 
+Every test runs once per TVM version of TVM_VERSIONS: the default (0.26.0), and 0.21.0 when the cache already has a
+v0.21 build (``doit tvm_build tvm.version=0.21.0``: a ~70 min source build, so the test never starts one; it skips
+with that reason instead). The v0.21 report is ``<cache>/e2e-tvm0.21.0/report.json``.
+
 Tolerance. Both sides compute in float32 from identical weights and inputs: the only differences are rounding ones
 (WGSL kernels on SwiftShader sum and fuse in a different order and use their own exp/erf/rsqrt than PyTorch on the
 CPU), carried through CLIP, 20 denoising steps and the VAE. Measured: max abs diff ~1e-3 of 255, PSNR ~125 dB.
@@ -33,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.layout import Layout
+from pipeline.config import TvmConfig
+from pipeline.layout import Layout, tvm_key
 from conftest import real_env, run_doit  # tests/conftest.py (pytest puts tests/ on sys.path)
 from tests.e2e.page_driver import altered_site, drive_page, missing_tools, serving
 from pipeline.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image
@@ -48,6 +53,8 @@ STEPS = 20
 LATENTS_SEED = 7  # the injected initial latents: torch.randn with this seed, passed as data
 PAGE_SEED = 1234  # the page's own torch-compatible seeded noise vs diffusers with a CPU generator
 PSNR_MIN_DB = 30.0
+DEFAULT_TVM = TvmConfig().version
+TVM_VERSIONS = (DEFAULT_TVM, "0.21.0")
 MAX_ABS_DIFF = 1.0  # of 255
 
 # name -> (scheduler, initial noise, how the page is driven), all in one page load. "api": window.websd.generate()
@@ -66,26 +73,34 @@ class BuiltSite:
     model_dir: Path  # the materialized diffusers folder the stages traced
     tokenizer_dir: Path
     manifest: dict
+    tvm_version: str
 
     @property
     def out_dir(self) -> Path:
-        return self.cache / "e2e"
+        return self.cache / ("e2e" if self.tvm_version == DEFAULT_TVM else f"e2e-tvm{self.tvm_version}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=TVM_VERSIONS, ids=lambda v: f"tvm{v}")
 def built_site(request) -> BuiltSite:
+    version = request.param
     why = missing_tools()
     if why:  # before real_cache, which may spend minutes building the runtime
         pytest.skip(why)
     real_cache = request.getfixturevalue("real_cache")
+    if version != DEFAULT_TVM:
+        stamp = Layout(real_cache, MODEL, DTYPE, "default", tvm_key(f"v{version}")).tvm_build_stamp
+        if not stamp.exists():
+            pytest.skip(f"no TVM v{version} build in {real_cache}: run `doit tvm_build tvm.version={version}` with "
+                        f"WEBSD_PATHS_CACHE={real_cache} first (a source build, ~70 min on 2 cores), or point "
+                        f"WEBSD_TEST_REAL_CACHE at a cache that has one")
     res = run_doit("site", env=real_env(real_cache, WEBSD_MODEL_NAME=MODEL, WEBSD_MODEL_DTYPE=DTYPE,
-                                        WEBSD_MODEL_IMAGE_SIZE="0"), timeout=3 * 3600)
+                                        WEBSD_MODEL_IMAGE_SIZE="0", WEBSD_TVM_VERSION=version), timeout=3 * 3600)
     assert res.returncode == 0, f"`doit site` failed:\n{res.output[-20000:]}"
     layout = Layout(real_cache, MODEL, DTYPE, "default")
     manifest = json.loads((layout.site_dir / "model" / "manifest.json").read_text())
     assert (manifest["model"], manifest["dtype"]) == (MODEL, DTYPE)
     return BuiltSite(real_cache, layout.site_dir, layout.model_dir / "diffusers", layout.model_dir / "tokenizer",
-                     manifest)
+                     manifest, version)
 
 
 def _shard(manifest: dict, sub: str) -> str:
@@ -164,7 +179,8 @@ def e2e(built_site: BuiltSite) -> dict:
             "wrong_input_psnr_db": {k: psnr(page_img, v) for k, v in wrong.items()},
         }
     report = {
-        "model": MODEL, "dtype": DTYPE, "image_size": m["image_size"], "steps": STEPS, "guidance": GUIDANCE,
+        "model": MODEL, "dtype": DTYPE, "tvm_version": built_site.tvm_version, "tvm": m.get("tvm"),
+        "image_size": m["image_size"], "steps": STEPS, "guidance": GUIDANCE,
         "prompt": PROMPT, "negative_prompt": NEGATIVE,
         "metric": "page pixels vs diffusers output_type='np' * 255 on the 0..255 scale: PSNR (peak 255) and max "
                   "abs diff; api runs: the VAE output floats, form runs: canvas bytes vs the reference rounded",

@@ -301,6 +301,8 @@ function uploadRecord(tvm, rec, shardBytes, shardName) {
   tvm.beginScope();
   const arr = tvm.empty(rec.shape, rec.dtype, tvm.webgpu());
   arr.copyFromRawBytes(bytes);
-  tvm.tensorCacheUpdate(rec.name, arr, false);
+  // tvmjs >= 0.22 names it tensorCacheUpdate; TVM v0.21's tvmjs ndarrayCacheUpdate (same arguments)
+  if (typeof tvm.tensorCacheUpdate === "function") tvm.tensorCacheUpdate(rec.name, arr, false);
+  else tvm.ndarrayCacheUpdate(rec.name, arr, false);
   tvm.endScope();
 }

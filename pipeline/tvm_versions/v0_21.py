@@ -1,0 +1,169 @@
+"""TVM API adapter for v0.21 (source builds only: no wheel exists).
+
+Same functions as ``v0_26.py``. What differs (shared/TVM-0.21.md): ``tvm.tir`` not ``tvm.tirx``, ``name_hint``,
+``struct_info``/``ret_struct_info``, ``tvm.nd.array``, ``relax.op.take`` without ``mode``, ``dump_ndarray_cache``
+writing ``ndarray-cache.json``, ``type_key`` on runtime modules, and an ExportedProgram importer tested with torch
+2.7: the graphs torch 2.13 exports use ops its converter table lacks, and its binary ops do not promote mixed
+dtypes. ``import_exported_program`` adds those through the importer's public extension point: a subclass of
+``ExportedProgramImporter`` whose ``create_convert_map`` adds entries (v0.21's ``from_exported_program`` takes no
+custom converter map).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TENSOR_CACHE_JSON = "tensor-cache.json"  # what this project names the index, whatever TVM's writer calls it
+_WRITER_JSON = "ndarray-cache.json"  # v0.21's dump_ndarray_cache (same record schema)
+
+
+def tir():
+    import tvm
+
+    return tvm.tir
+
+
+def var_name(var) -> str:
+    return var.name_hint
+
+
+def expr_type(expr):
+    return expr.struct_info
+
+
+def tensor_type(shape, dtype: str):
+    """A Relax tensor struct info of a static shape (``relax.TensorType`` means another thing in v0.21)."""
+    from tvm import relax
+
+    return relax.TensorStructInfo(shape, dtype)
+
+
+def ret_type(func):
+    return func.ret_struct_info
+
+
+def var_remap_key(var):
+    """v0.21's ``PyExprMutator.set_var_remap`` is keyed by the Var's ``vid``."""
+    return var.vid
+
+
+def module_kind(mod) -> str:
+    return mod.type_key
+
+
+def allocated_buffers(node) -> list:
+    """Buffers a TIR statement allocates: a ``Block``'s ``alloc_buffers`` or the buffer a ``DeclBuffer`` declares
+    (v0.21 lowers allocations to ``Allocate`` + ``DeclBuffer``)."""
+    T = tir()
+    if isinstance(node, T.Block):
+        return list(node.alloc_buffers)
+    if isinstance(node, T.DeclBuffer):
+        return [node.buffer]
+    return []
+
+
+def cpu_tensor(array):
+    import tvm
+
+    return tvm.nd.array(array, tvm.cpu())
+
+
+def take(table, ids, axis: int, mode: str = "fast"):
+    """``relax.op.take`` (no ``mode`` before v0.22: out-of-range ids are not defined, as with "fast")."""
+    from tvm import relax
+
+    return relax.op.take(table, ids, axis=axis)
+
+
+def dump_tensor_cache(arrays, out_dir, metadata: dict, shard_cap_mb: int) -> None:
+    """``dump_ndarray_cache`` (raw), its ``ndarray-cache.json`` renamed to ``tensor-cache.json``."""
+    import contextlib
+    import io
+
+    from tvm.contrib import tvmjs
+
+    out_dir = Path(out_dir)
+    with contextlib.redirect_stdout(io.StringIO()):
+        tvmjs.dump_ndarray_cache(arrays, str(out_dir), encode_format="raw", meta_data=metadata,
+                                 shard_cap_mb=shard_cap_mb, show_progress=False)
+    os.replace(out_dir / _WRITER_JSON, out_dir / TENSOR_CACHE_JSON)
+
+
+# --- the importer -----------------------------------------------------------------------------------------------
+
+_FLOATS = ("float16", "bfloat16", "float32", "float64")
+_INTS = ("bool", "uint8", "int8", "int16", "int32", "int64")
+
+
+def promoted_dtype(a: str, b: str) -> str:
+    """PyTorch's promotion of two tensor dtypes (float over int over bool, then the wider one)."""
+    if a == b:
+        return a
+    order = _INTS + _FLOATS
+    a_float, b_float = a in _FLOATS, b in _FLOATS
+    if a_float != b_float:
+        return a if a_float else b
+    return a if order.index(a) > order.index(b) else b
+
+
+def importer_class():
+    """v0.21's ``ExportedProgramImporter`` with the converters torch 2.13's graphs need."""
+    from tvm import relax
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    class Importer(ExportedProgramImporter):
+        def create_convert_map(self):
+            table = super().create_convert_map()
+            table.update({
+                # a shape/dtype assertion torch.export records; it computes nothing
+                "_assert_tensor_metadata.default": lambda node: None,
+                "alias.default": lambda node: self.env[node.args[0]],
+                "to.device": self._to_device,
+                "where.ScalarOther": self._where_scalar_other,
+                "where.ScalarSelf": self._where_scalar_self,
+            })
+            return table
+
+        def _to_device(self, node):
+            # to.device(self, device, dtype, non_blocking, copy, memory_format): one device here, so only dtype
+            x = self.env[node.args[0]]
+            dtype = node.args[2] if len(node.args) > 2 else node.kwargs.get("dtype")
+            if dtype is None:
+                return x
+            return self.block_builder.emit(relax.op.astype(x, self._convert_data_type(dtype, self.env)))
+
+        def _where_scalar_other(self, node):
+            cond, x, other = self.env[node.args[0]], self.env[node.args[1]], node.args[2]
+            return self.block_builder.emit(relax.op.where(cond, x, relax.const(other, x.struct_info.dtype)))
+
+        def _where_scalar_self(self, node):
+            cond, value, y = self.env[node.args[0]], node.args[1], self.env[node.args[2]]
+            return self.block_builder.emit(relax.op.where(cond, relax.const(value, y.struct_info.dtype), y))
+
+        def _binary_op(self, relax_op, intrinsic_op):
+            convert = super()._binary_op(relax_op, intrinsic_op)
+
+            def promoting(node):
+                lhs, rhs = self.retrieve_args(node)[:2]
+                if isinstance(lhs, relax.Expr) and isinstance(rhs, relax.Expr):
+                    lt, rt = lhs.struct_info, rhs.struct_info
+                    if isinstance(lt, relax.TensorStructInfo) and isinstance(rt, relax.TensorStructInfo) \
+                            and lt.dtype != rt.dtype:
+                        dtype = promoted_dtype(lt.dtype, rt.dtype)
+                        if lt.dtype != dtype:
+                            lhs = self.block_builder.emit(relax.op.astype(lhs, dtype))
+                        if rt.dtype != dtype:
+                            rhs = self.block_builder.emit(relax.op.astype(rhs, dtype))
+                        return self.block_builder.emit(relax_op(lhs, rhs))
+                return convert(node)
+
+            return promoting
+
+    return Importer
+
+
+def import_exported_program(ep):
+    """torch ``ExportedProgram`` -> Relax module, as v0.26's ``from_exported_program(ep, keep_params_as_input=True,
+    unwrap_unit_return_tuple=True)`` gives it."""
+    return importer_class()().from_exported_program(ep, keep_params_as_input=True, unwrap_unit_return_tuple=True,
+                                                    no_bind_return_tuple=False)
