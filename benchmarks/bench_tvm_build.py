@@ -14,7 +14,9 @@ and rebuilds it:
 ccache gets its own directory (``<cache>/bench/ccache``) so the benchmark never empties the user's cache.
 Peak memory is the largest *sum* of RSS over doit's whole process tree, sampled every second: ninja runs several
 compilers at once, and ``ru_maxrss`` would only report the single biggest one (printed too, as ``max_single``).
-Writes ``benchmarks/results/tvm-source-build.{json,md}``; a run of one phase keeps the other phase's last figures.
+Writes ``benchmarks/results/tvm-source-build.{json,md}`` for the default ``tvm.version`` and
+``tvm-source-build-<version>.{json,md}`` for another (``tvm.version=0.21.0``); a run of one phase keeps the other
+phase's last figures.
 """
 from __future__ import annotations
 
@@ -130,7 +132,10 @@ def main(argv: list[str]) -> int:
     print(f"benchmark: tvm_build source, TVM {cfg.tvm.ref or cfg.tvm.version}; checkout first (not timed)", flush=True)
     doit("tvm_checkout", *cli, env=env)
 
-    result_path = args.results / "tvm-source-build.json"
+    from pipeline.config import TvmConfig
+
+    stem = "tvm-source-build" if cfg.tvm.version == TvmConfig().version else f"tvm-source-build-{cfg.tvm.version}"
+    result_path = args.results / f"{stem}.json"
     result = json.loads(result_path.read_text()) if result_path.exists() else {}
     for phase in phases:
         if phase == "cold":
@@ -141,7 +146,8 @@ def main(argv: list[str]) -> int:
         print(f"--- {phase}: doit tvm_build {' '.join(cli)}", flush=True)
         figures = doit("tvm_build", *cli, env=env)
         figures.update(ccache=ccache_stats(env), when=time.strftime("%Y-%m-%d %H:%M"),
-                       machine=f"{os.cpu_count()} cores", jobs=cfg.tvm.build_jobs or "ninja default")
+                       machine=f"{os.cpu_count()} cores", jobs=cfg.tvm.build_jobs or "ninja default",
+                       tvm=cfg.tvm.resolved_ref, how="doit tvm_build (this script)")
         if figures["ran"] != ["tvm_build"]:
             sys.exit(f"{phase}: expected exactly tvm_build to run, doit ran {figures['ran']}")
         result[phase] = figures
@@ -149,7 +155,7 @@ def main(argv: list[str]) -> int:
 
     args.results.mkdir(parents=True, exist_ok=True)
     result_path.write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["### `doit tvm_build tvm.build=source` on real TVM", "",
+    lines = [f"### `doit tvm_build tvm.build=source` on real TVM {cfg.tvm.resolved_ref}", "",
              "| phase | when | machine | wall s | peak tree RSS MB | largest process MB | ccache hits / misses |",
              "|---|---|---|---:|---:|---:|---|"]
     for phase in ("cold", "warm"):
@@ -157,7 +163,10 @@ def main(argv: list[str]) -> int:
             f = result[phase]
             lines.append(f"| {phase} | {f['when']} | {f['machine']} | {f['seconds']} | {f['peak_tree_rss_mb']} | "
                          f"{f['max_single_process_rss_mb']} | {f['ccache']['hits']} / {f['ccache']['misses']} |")
-    (args.results / "tvm-source-build.md").write_text("\n".join(lines) + "\n")
+    notes = [f"- {phase}: {result[phase]['note']}" for phase in ("cold", "warm") if result.get(phase, {}).get("note")]
+    if notes:
+        lines += ["", *notes]
+    (args.results / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

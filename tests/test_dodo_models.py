@@ -247,3 +247,31 @@ def test_link_follows_compile(tmp_path, real_cache):
     back = doit("link", "verify")
     assert back.executed == set(), back.output
     assert leftovers(cache) == []
+
+
+@pytest.mark.tvm_source
+def test_switching_tvm_version_rebuilds_nothing_the_second_time(real_cache):
+    """tvm.version 0.26.0 -> 0.21.0 -> back -> again: every TVM-dependent output (checkout, TVM build, tvmjs runtime,
+    compile, link, shard, verify) lives under the version's key, so the second switch runs nothing. Needs a v0.21
+    build in the session's real cache (it never starts the ~70 min source build itself)."""
+    from pipeline.layout import Layout
+
+    stamp = Layout(real_cache, "tiny", "float32", "default", "v0.21.0").tvm_build_stamp
+    if not stamp.exists():
+        pytest.skip(f"no TVM v0.21.0 build in {real_cache}: run `doit tvm_build tvm.version=0.21.0` with "
+                    f"WEBSD_PATHS_CACHE={real_cache} (a source build, ~70 min on 2 cores), or point "
+                    "WEBSD_TEST_REAL_CACHE at a cache that has one")
+    env = real_env(real_cache)
+    targets = ("link", "shard", "verify")
+
+    def doit(*args):
+        res = run_doit(*targets, *args, env=env, timeout=3 * 3600)
+        assert res.returncode == 0, res.output[-20000:]
+        return res
+
+    doit()  # whatever the default version still needs
+    doit("tvm.version=0.21.0")
+    toolchain = {"tvm_checkout", "tvm_build", "tvmjs_runtime"} | tasks("trace compile link shard verify")
+    for version in ("0.26.0", "0.21.0", "0.26.0"):
+        again = doit(f"tvm.version={version}")
+        assert again.executed == set() and toolchain <= again.uptodate, (version, again.output[-5000:])

@@ -282,7 +282,7 @@ export class TvmSubmodel {
 }
 
 /** Copy one tensor-cache record from a verified shard into the instance's tensor cache, on the GPU. */
-function uploadRecord(tvm, rec, shardBytes, shardName) {
+export function uploadRecord(tvm, rec, shardBytes, shardName) {
   const size = rec.shape.reduce((a, b) => a * b, 1);
   const bytesPerElem = DTYPE_BYTES[rec.dtype];
   if (bytesPerElem === undefined) throw new PageError(`weight ${rec.name}: unsupported dtype ${rec.dtype}`);

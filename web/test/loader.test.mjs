@@ -181,3 +181,23 @@ test("param_names that do not match the records are refused", async () => {
   await assert.rejects(TvmSubmodel.load(tvmjs, {}, "vae", manifest, BASE, new Progress(1), fakeFetch(site)),
     /param_names does not match its records \(gone\)/);
 });
+
+test("a weight reaches the tensor cache through tvmjs of TVM >= 0.22 and of v0.21 (ndarrayCacheUpdate)", async () => {
+  const { uploadRecord } = await import("../src/loader.js");
+  const rec = { name: "w", shape: [2], dtype: "float32", format: "raw", byteOffset: 0, nbytes: 8 };
+  const shard = new Uint8Array(new Float32Array([1, 2]).buffer);
+  const fakeTvm = (updateName) => {
+    const seen = [];
+    const tvm = {
+      beginScope() {}, endScope() {}, webgpu: () => "gpu",
+      empty: () => ({ copyFromRawBytes(bytes) { this.bytes = bytes; } }),
+      [updateName]: (name, arr, override) => seen.push([name, Array.from(arr.bytes), override]),
+    };
+    return { tvm, seen };
+  };
+  for (const name of ["tensorCacheUpdate", "ndarrayCacheUpdate"]) {
+    const { tvm, seen } = fakeTvm(name);
+    uploadRecord(tvm, rec, shard, "params_shard_0.bin");
+    assert.deepEqual(seen, [["w", Array.from(shard), false]], name);
+  }
+});
