@@ -250,6 +250,49 @@ def _copy_web(tvm_src: Path, dst: Path) -> None:
                     ignore=shutil.ignore_patterns("node_modules", "dist", "lib", ".git", GENERATED_IN_WEB_SRC))
 
 
+def retarget_lockfile(lockfile: Path, registry: str) -> int:
+    """Point every ``resolved`` tarball URL of an npm lockfile at ``registry`` (same path, same integrity hash).
+
+    TVM's lockfiles name the registry their authors used; v0.21.0's has a tarball on a registry mirror that is
+    unreachable from here, and npm fetches what ``resolved`` says. The tarball path is the same on every npm
+    registry, so the configured one (``npm config get registry``) serves the exact locked versions. Rewrites the
+    copy in the build directory only; returns how many URLs changed."""
+    import json
+    from urllib.parse import urlsplit
+
+    if not lockfile.is_file() or not registry.startswith(("http://", "https://")):
+        return 0
+    base = registry.rstrip("/")
+    origin = urlsplit(base)
+    changed = 0
+
+    def walk(node):
+        nonlocal changed
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "resolved" and isinstance(value, str) and value.startswith(("http://", "https://")):
+                    url = urlsplit(value)
+                    if (url.scheme, url.netloc) != (origin.scheme, origin.netloc) and "/-/" in url.path:
+                        node[key] = base + url.path
+                        changed += 1
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    data = json.loads(lockfile.read_text())
+    walk(data)
+    if changed:
+        lockfile.write_text(json.dumps(data, indent=2) + "\n")
+    return changed
+
+
+def npm_registry(npm: str, env: Mapping[str, str]) -> str:
+    out = subprocess.run([npm, "config", "get", "registry"], capture_output=True, text=True, env=env, check=False)
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
 def logs_dir(out_dir: Path) -> Path:
     """Build logs live beside the output (a failed build's temp output is removed, its logs must stay)."""
     return out_dir.parent / f"{out_dir.name}.logs"
@@ -305,6 +348,15 @@ def build_tvmjs_runtime(tvm_src: Path, out_dir: Path, progress: Progress = None,
             shutil.copy2(emcc_js.with_suffix(".wasm"), art.runtime_wasm)
             shutil.copy2(emcc_js, art.emcc_js)
 
+        # the npm packages first: a registry problem fails in seconds, not after the ASYNCIFY link
+        web = build / "web"
+        _copy_web(tvm_src, web)
+        (web / "dist").mkdir()
+        retarget_lockfile(web / "package-lock.json", npm_registry(npm, env))
+        # npm ci refuses TVM's out-of-sync lockfile; npm install resolves from package.json within the same ranges
+        timed("npm install", lambda: run_logged([npm, *NPM_INSTALL], log_dir / "npm_install.log", cwd=web,
+                                                env=env, what="npm install (web/)"))
+
         if previous is not None:
             note("reuse runtime objects + JS glue (their sources are unchanged)")
             for src_file, dst_file in zip(previous.native_files(), art.native_files()):
@@ -313,10 +365,6 @@ def build_tvmjs_runtime(tvm_src: Path, out_dir: Path, progress: Progress = None,
             timed("compile runtime objects", compile_all)
             timed("link runtime + JS glue (ASYNCIFY)", link_glue)
 
-        web = build / "web"
-        _copy_web(tvm_src, web)
-        (web / "dist").mkdir()
-
         def decorate() -> None:
             run_logged(decorate_command(tvm_src, art.emcc_js, art.wasi_js, "cjs"), log_dir / "decorate.log",
                        env=env, what="decorate_as_wasi.py")
@@ -324,9 +372,6 @@ def build_tvmjs_runtime(tvm_src: Path, out_dir: Path, progress: Progress = None,
                        log_dir / "decorate.log", env=env, what="decorate_as_wasi.py")
 
         timed("wrap JS glue as WASI", decorate)
-        # npm ci refuses TVM's out-of-sync lockfile; npm install resolves from package.json within the same ranges
-        timed("npm install", lambda: run_logged([npm, *NPM_INSTALL], log_dir / "npm_install.log", cwd=web,
-                                                env=env, what="npm install (web/)"))
         timed("npm run bundle", lambda: run_logged(niced([npm, "run", "bundle"], nice), log_dir / "npm_bundle.log",
                                                    cwd=web, env=env, what="npm run bundle (rollup)"))
         shutil.copy2(web / "dist" / BUNDLE_NAME, art.bundle_js)

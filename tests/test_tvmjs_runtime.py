@@ -200,8 +200,9 @@ def test_build_with_stand_in_tools_writes_every_output_and_the_stamp(fake_tools,
     src = _fake_checkout(tmp_path / "tvm")
     steps = []
     art = rt.build_tvmjs_runtime(src, tmp_path / "cache" / "tvmjs", progress=steps.append, nice=0)
-    assert steps == ["compile runtime objects", "link runtime + JS glue (ASYNCIFY)", "wrap JS glue as WASI",
-                     "npm install", "npm run bundle"]
+    # npm install first: a registry problem fails before minutes of emcc
+    assert steps == ["npm install", "compile runtime objects", "link runtime + JS glue (ASYNCIFY)",
+                     "wrap JS glue as WASI", "npm run bundle"]
     for obj in art.objects:
         assert obj.read_bytes().startswith(WASM_MAGIC)
     assert "EmccWASI" in art.wasi_js.read_text() and art.wasi_js.read_text().endswith("// cjs")
@@ -255,7 +256,8 @@ def test_web_src_edit_rebundles_without_emcc_but_a_cc_edit_rebuilds(fake_tools, 
     steps = []
     art = rt.build_tvmjs_runtime(src, out, progress=steps.append, nice=0)
     assert len(_emcc_calls(fake_tools)) == first + 1  # only --version
-    assert steps[0].startswith("reuse runtime objects") and "npm run bundle" in steps
+    assert steps[:2] == ["npm install", "reuse runtime objects + JS glue (their sources are unchanged)"]
+    assert "npm run bundle" in steps
     assert art.info()["native_reused"] and "var emcc_glue" in art.bundle_js.read_text()
     assert rt.RuntimeArtifacts.load(out).objects[0].read_bytes().startswith(WASM_MAGIC)
 
@@ -305,3 +307,22 @@ def test_real_runtime_inputs_include_what_wasm_runtime_cc_includes(tvm_src):
     assert included, "wasm_runtime.cc #includes the runtime's .cc files"
     assert [f for f in included if f not in rel] == []
     assert {"web/package.json", "web/rollup.config.mjs", "web/src/runtime.ts"} <= rel
+
+
+def test_lockfile_tarballs_are_fetched_from_the_configured_registry(tmp_path):
+    """v0.21.0's web/package-lock.json names one tarball on a registry mirror unreachable here: the build's copy
+    points every tarball at the configured registry (same path and integrity), leaving the right ones alone."""
+    lock = tmp_path / "package-lock.json"
+    lock.write_text(json.dumps({"lockfileVersion": 3, "packages": {
+        "": {"name": "tvmjs"},
+        "node_modules/a": {"version": "1.0.0", "resolved": "https://mirror.invalid/a/-/a-1.0.0.tgz",
+                           "integrity": "sha512-x"},
+        "node_modules/@t/b": {"resolved": "https://registry.example/@t/b/-/b-2.0.0.tgz"},
+        "node_modules/c": {"resolved": "git+ssh://git@host.invalid/c.git"}}}))
+    assert rt.retarget_lockfile(lock, "https://registry.example/") == 1
+    pkgs = json.loads(lock.read_text())["packages"]
+    assert pkgs["node_modules/a"] == {"version": "1.0.0", "resolved": "https://registry.example/a/-/a-1.0.0.tgz",
+                                      "integrity": "sha512-x"}
+    assert pkgs["node_modules/@t/b"]["resolved"] == "https://registry.example/@t/b/-/b-2.0.0.tgz"
+    assert pkgs["node_modules/c"]["resolved"] == "git+ssh://git@host.invalid/c.git"
+    assert rt.retarget_lockfile(lock, "") == 0  # no registry configured: left as it is
