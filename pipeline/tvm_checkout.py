@@ -214,6 +214,12 @@ def apply_backports(src: Path, remote: str, commits: Iterable[str]) -> list[str]
     Whether a commit is applied is checked on the files themselves (a ``git checkout --force`` undoes it)."""
     commits = list(commits)
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    # a backport dropped from versions.py since the last run is taken out again
+    for commit in reversed(read_json(src / BACKPORT_STAMP, {}).get("commits", [])):
+        if commit not in commits:
+            diff = _git("diff", "--binary", f"{commit}^", commit, cwd=src, check=False).stdout
+            subprocess.run(["git", "apply", "--reverse", "-"], cwd=src, input=diff, text=True, capture_output=True,
+                           env=env)
     for commit in commits:
         parent = _git("rev-parse", "--verify", "-q", f"{commit}^^{{commit}}", cwd=src, check=False)
         if parent.returncode != 0:

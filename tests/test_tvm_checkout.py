@@ -219,6 +219,10 @@ def test_backports_are_applied_once_and_survive_a_forced_checkout(tmp_path, monk
     assert tvm_checkout.source_fingerprint(src, tvm_checkout.BUILD_PATHS) == fp
     (src / "src" / "compiler.c").write_text("// mine\n")
     assert tvm_checkout._has_local_edits(src)
+    # dropped from versions.py: taken out again, the user's edit stays
+    tvm_checkout.apply_backports(src, str(repo), [])
+    assert "return 42;" in (src / "src" / "runtime.c").read_text()
+    assert (src / "src" / "compiler.c").read_text() == "// mine\n"
 
 
 def test_a_backport_that_does_not_apply_is_one_line(tmp_path, monkeypatch):
