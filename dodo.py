@@ -60,8 +60,9 @@ def _task(stage: stages.Stage, sub):
     uptodate = [False] if stage.always else [ds.file_states(tracked)]
     uptodate += [config_changed(CFG.subset(*keys))] if keys and not stage.always else []
     if stage.fingerprint and not stage.always:
+        # remembered per output paths: a fingerprint of TVM v0.21's tree does not replace v0.26's
         uptodate.append(ds.fingerprint_uptodate(stage.name, lambda: stage.fingerprint(CFG),
-                                                scope=repr(sorted(CFG.subset(*PATH_KEYS).items()))))
+                                                scope=repr([str(p) for p in stage.outputs(CFG, sub)])))
     cleans_args = (CFG, sub) if stage.per_submodel else (CFG,)
     removes = (lambda: stage.cleans(*cleans_args)) if stage.cleans else (lambda: stage.outputs(CFG, sub))
     return {

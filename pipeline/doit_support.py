@@ -31,7 +31,7 @@ def fingerprint_uptodate(key: str, compute: Callable[[], object], scope: str = "
     sees the checkout that ``tvm_checkout`` has just produced. The value saved is computed again after the task
     succeeds, so it may describe the task's own result too (e.g. "the selected build is on disk").
 
-    Values are remembered per ``scope`` (the config keys that name the output paths, e.g. the TVM version): a
+    Values are remembered per ``scope`` (dodo.py: the stage's output paths, which name e.g. the TVM version): a
     fingerprint of TVM v0.21's tree does not overwrite v0.26's, so switching back finds its value still there.
     """
 
