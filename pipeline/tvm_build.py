@@ -76,8 +76,9 @@ def cmake_settings(cfg: Config) -> dict[str, str]:
     if not llvm:
         raise WebsdError(f"{cfg.tvm.llvm_config} not found: run ./setup.sh (installs Debian's llvm-19-dev) "
                          f"or set tvm.llvm_config")
+    static = versions.release(cfg.tvm.version).llvm_static
     return {
-        "USE_LLVM": f"{llvm} --link-static",
+        "USE_LLVM": f"{llvm} --link-static" if static else llvm,
         "USE_CUDA": "OFF",
         "USE_CCACHE": "AUTO",
         # libbacktrace is another submodule, unreachable offline; backtraces are a debugging nicety

@@ -22,6 +22,10 @@ class TvmRelease:
     # upstream apache/tvm commits applied on top of the tag by tvm_checkout (fetched from the TVM remote, never
     # stored here), e.g. fixes a release needs to build with the LLVM this project installs
     backports: tuple[str, ...] = ()
+    # link LLVM statically (`llvm-config --link-static`). v0.21's FindLLVM.cmake then links Debian's libzstd.a,
+    # which is not position-independent: libtvm.so fails to link ("relocation ... recompile with -fPIC"); the
+    # shared libLLVM-19.so has no such system libs.
+    llvm_static: bool = True
 
 
 RELEASES: dict[str, TvmRelease] = {
@@ -31,7 +35,7 @@ RELEASES: dict[str, TvmRelease] = {
     # `TVM_LLVM_VERSION >= 190`, fixed upstream by 351dd8061b (#18123, first in v0.22.0): backported for llvm-19.
     "0.21.0": TvmRelease(tvm_ffi=None, has_wheel=False,
                          submodules=("3rdparty/dlpack", "3rdparty/dmlc-core", "3rdparty/rang", "ffi/3rdparty/dlpack"),
-                         backports=("351dd8061bf0055ec369c2f94d91b86eb3196349",)),
+                         backports=("351dd8061bf0055ec369c2f94d91b86eb3196349",), llvm_static=False),
 }
 
 
