@@ -4,9 +4,10 @@ Same functions as ``v0_26.py``. What differs (shared/TVM-0.21.md): ``tvm.tir`` n
 ``struct_info``/``ret_struct_info``, ``tvm.nd.array``, ``relax.op.take`` without ``mode``, ``dump_ndarray_cache``
 writing ``ndarray-cache.json``, ``type_key`` on runtime modules, and an ExportedProgram importer tested with torch
 2.7: the graphs torch 2.13 exports use ops its converter table lacks, and its binary ops do not promote mixed
-dtypes. ``import_exported_program`` adds those through the importer's public extension point: a subclass of
+dtypes, and it looks non-persistent buffers (CLIP's ``position_ids``) up in ``state_dict``, where torch does not
+keep them. ``import_exported_program`` adds those through the importer's public extension point: a subclass of
 ``ExportedProgramImporter`` whose ``create_convert_map`` adds entries (v0.21's ``from_exported_program`` takes no
-custom converter map).
+custom converter map) and whose ``create_input_vars`` sees the non-persistent buffers.
 """
 from __future__ import annotations
 
@@ -111,7 +112,21 @@ def importer_class():
     from tvm import relax
     from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
+    class WithBuffers:
+        """An ExportedProgram whose ``state_dict`` also holds its non-persistent buffers (torch keeps those in
+        ``constants``; v0.21's ``create_input_vars`` looks every BUFFER input up in ``state_dict``)."""
+
+        def __init__(self, ep):
+            self._ep = ep
+            self.state_dict = {**ep.constants, **ep.state_dict}
+
+        def __getattr__(self, name):
+            return getattr(self._ep, name)
+
     class Importer(ExportedProgramImporter):
+        def create_input_vars(self, exported_program):
+            return super().create_input_vars(WithBuffers(exported_program))
+
         def create_convert_map(self):
             table = super().create_convert_map()
             table.update({
