@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import WebsdError
+
 TENSOR_CACHE_JSON = "tensor-cache.json"  # what this project names the index, whatever TVM's writer calls it
 _WRITER_JSON = "ndarray-cache.json"  # v0.21's dump_ndarray_cache (same record schema)
 
@@ -107,33 +109,60 @@ def promoted_dtype(a: str, b: str) -> str:
     return a if order.index(a) > order.index(b) else b
 
 
+def _shape_checked(op: str, convert):
+    """A converter that fails at the first node whose Relax shape or dtype differs from what torch recorded for it
+    (``node.meta["val"]``), so a converter that goes wrong is named here and not in some later, unrelated op."""
+    import torch
+    from tvm import relax, tir
+
+    def checked(node):
+        out = convert(node)
+        val = node.meta.get("val")
+        info = out.struct_info if isinstance(out, relax.Expr) else None
+        if not (isinstance(val, torch.Tensor) and isinstance(info, relax.TensorStructInfo) and info.shape is not None
+                and all(isinstance(d, int) for d in val.shape)):
+            return out  # not a tensor, or a symbolic shape: nothing static to compare
+        shape = [int(d) if isinstance(d, tir.IntImm) else d for d in info.shape.values]
+        dtype = str(val.dtype).removeprefix("torch.")
+        if shape != list(val.shape) or info.dtype != dtype:
+            raise WebsdError(f"TVM v0.21's importer converted {op} (node {node.name}) to {shape} {info.dtype}, "
+                             f"where torch has {list(val.shape)} {dtype}; fix its converter in "
+                             f"pipeline/tvm_versions/v0_21.py")
+        return out
+
+    return checked
+
+
 def importer_class():
     """v0.21's ``ExportedProgramImporter`` with the converters torch 2.13's graphs need."""
     from tvm import relax
     from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
-    class WithBuffers:
-        """An ExportedProgram whose ``state_dict`` also holds its non-persistent buffers (torch keeps those in
-        ``constants``; v0.21's ``create_input_vars`` looks every BUFFER input up in ``state_dict``)."""
-
-        def __init__(self, ep):
-            self._ep = ep
-            self.state_dict = {**ep.constants, **ep.state_dict}
-
-        def __getattr__(self, name):
-            return getattr(self._ep, name)
-
     class Importer(ExportedProgramImporter):
         def create_input_vars(self, exported_program):
-            return super().create_input_vars(WithBuffers(exported_program))
+            # v0.21 reads a user input's shape from its placeholder's "tensor_meta", which a program saved by
+            # torch.export.save and loaded back does not keep (only "val"): without it the input silently took
+            # the shape of the input spec before it (a weight's), and every op after it was mis-shaped
+            import torch
+            from torch.fx.passes.shape_prop import _extract_tensor_metadata
+
+            for node in exported_program.graph.find_nodes(op="placeholder"):
+                val = node.meta.get("val")
+                if "tensor_meta" not in node.meta and isinstance(val, torch.Tensor):
+                    node.meta["tensor_meta"] = _extract_tensor_metadata(val)
+            return super().create_input_vars(exported_program)
 
         def create_convert_map(self):
+            return {name: _shape_checked(name, convert) for name, convert in self._converters().items()}
+
+        def _converters(self):
             table = super().create_convert_map()
             table.update({
                 # a shape/dtype assertion torch.export records; it computes nothing
                 "_assert_tensor_metadata.default": lambda node: None,
                 "alias.default": lambda node: self.env[node.args[0]],
                 "to.device": self._to_device,
+                "rsub.Scalar": self._rsub_scalar,
                 "where.ScalarOther": self._where_scalar_other,
                 "where.ScalarSelf": self._where_scalar_self,
             })
@@ -146,6 +175,17 @@ def importer_class():
             if dtype is None:
                 return x
             return self.block_builder.emit(relax.op.astype(x, self._convert_data_type(dtype, self.env)))
+
+        def _rsub_scalar(self, node):
+            # other - alpha * x; v0.21 made a Python int `other` an int32 constant beside a float tensor
+            x, other = self.env[node.args[0]], node.args[1]
+            alpha = node.args[2] if len(node.args) > 2 else node.kwargs.get("alpha", 1)
+            dtype = x.struct_info.dtype
+            if isinstance(other, float) and dtype not in _FLOATS:
+                x, dtype = self.block_builder.emit(relax.op.astype(x, "float32")), "float32"
+            if alpha != 1:
+                x = self.block_builder.emit(relax.op.multiply(x, relax.const(alpha, dtype)))
+            return self.block_builder.emit(relax.op.subtract(relax.const(other, dtype), x))
 
         def _where_scalar_other(self, node):
             cond, x, other = self.env[node.args[0]], self.env[node.args[1]], node.args[2]
@@ -177,8 +217,29 @@ def importer_class():
     return Importer
 
 
+class _ProgramView:
+    """What v0.21's importer reads of an ExportedProgram, adjusted for torch 2.13:
+
+    - ``state_dict`` also holds the non-persistent buffers (CLIP's ``position_ids``): torch keeps those in
+      ``constants``, and v0.21's ``create_input_vars`` looks every BUFFER input up in ``state_dict``;
+    - ``named_parameters`` is empty: v0.21 copies every weight into the module's ``params`` attribute through
+      DLPack, which refuses the traced programs' weights (zero-stride placeholders, ``pipeline/trace.py``: the real
+      ones go to the tensor cache). Nothing reads that attribute here (``compile`` detaches and drops it).
+    """
+
+    def __init__(self, ep):
+        self._ep = ep
+        self.state_dict = {**ep.constants, **ep.state_dict}
+
+    def named_parameters(self):
+        return iter(())
+
+    def __getattr__(self, name):
+        return getattr(self._ep, name)
+
+
 def import_exported_program(ep):
     """torch ``ExportedProgram`` -> Relax module, as v0.26's ``from_exported_program(ep, keep_params_as_input=True,
-    unwrap_unit_return_tuple=True)`` gives it."""
-    return importer_class()().from_exported_program(ep, keep_params_as_input=True, unwrap_unit_return_tuple=True,
-                                                    no_bind_return_tuple=False)
+    unwrap_unit_return_tuple=True)`` gives it, but with an empty ``params`` attribute (see ``_ProgramView``)."""
+    return importer_class()().from_exported_program(_ProgramView(ep), keep_params_as_input=True,
+                                                    unwrap_unit_return_tuple=True, no_bind_return_tuple=False)
