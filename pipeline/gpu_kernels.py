@@ -15,8 +15,8 @@ Nothing the size of the activation is stored in float32 (a float16 VAE activatio
 binding limit), and the arithmetic is TVM's own legalization's: float32 sums, var = E[x^2] - E[x]^2, affine in
 float32, cast last.
 
-``split_k_matmul`` splits the reduction of matmuls whose output is too small to fill the GPU (sliced attention's
-probs @ V), and ``schedule_rules`` is dlight's rule list with the Matmul rule's tiling chosen by ``webgpu.matmul``.
+``split_k_matmul`` and ``split_k_conv2d`` split the reduction of matmuls and convolutions whose output is too
+small to fill the GPU (sliced attention's probs @ V; 1280-channel convolutions at 8x8), and ``schedule_rules`` is dlight's rule list with the Matmul rule's tiling chosen by ``webgpu.matmul``.
 The compile stage runs ``rewrites()`` and ``schedule_rules()`` through pipeline.tvm_api.webgpu_pipeline.
 """
 from __future__ import annotations
@@ -238,9 +238,89 @@ def split_k_matmul():
     return tvm_api.per_function_pass(Split, "SplitKMatmul")
 
 
+def conv_split_k_te(parts: int, strides, padding, out_dtype: str):
+    """TE: an NCHW/OIHW convolution as ``parts`` partial convolutions over slices of the input channels, stacked
+    on a leading axis: P[p, n, o, y, x] = sum over the slice's channels c and the window of pad(X)[n, c, ...] *
+    W[o, c, ...]. dlight's Matmul rule schedules it as a batched implicit GEMM, reading the slices in place."""
+    from tvm import te
+
+    T = tvm_api.tir()
+    (sh, sw), (top, left, bottom, right) = strides, padding
+
+    def conv(x, w):
+        n, c, h, wd = (int(d) for d in x.shape)
+        o, _, kh, kw = (int(d) for d in w.shape)
+        per = c // parts
+        out_h, out_w = (h + top + bottom - kh) // sh + 1, (wd + left + right - kw) // sw + 1
+        padded = te.compute((n, c, h + top + bottom, wd + left + right), lambda b, ch, y, xx: te.if_then_else(
+            T.all(y >= top, y < h + top, xx >= left, xx < wd + left), x[b, ch, y - top, xx - left],
+            T.const(0, x.dtype)), name="pad_temp")
+        rc, ry, rx = te.reduce_axis((0, per), "rc"), te.reduce_axis((0, kh), "ry"), te.reduce_axis((0, kw), "rx")
+        dtype = str(out_dtype) or x.dtype
+        return te.compute((parts, n, o, out_h, out_w), lambda p, b, f, y, xx: te.sum(
+            padded[b, p * per + rc, y * sh + ry, xx * sw + rx].astype(dtype) * w[f, p * per + rc, ry, rx].astype(dtype),
+            axis=[rc, ry, rx]), name="conv2d_split_k")
+
+    return conv
+
+
+def conv_sum_parts_te(parts: int):
+    """TE: the sum of a split-K convolution's parts, (parts, *out) -> out, as ``parts`` adds (elementwise)."""
+    from tvm import te
+
+    def total(partial):
+        def at(*idx):
+            acc = partial[(0, *idx)]
+            for q in range(1, parts):
+                acc = acc + partial[(q, *idx)]
+            return acc
+
+        return te.compute([int(d) for d in partial.shape[1:]], at, name="conv2d_split_k_sum")
+
+    return total
+
+
+def split_k_conv2d():
+    """A module pass: a 2-D convolution whose implicit GEMM has a long reduction and few output tiles (SD v1.5's
+    1280-channel convolutions at 8x8: 128 x 1280 outputs over 11520 products, 160 workgroups) becomes partial
+    convolutions over slices of its input channels, batched into one kernel, and their sum."""
+    import tvm
+    from tvm import relax
+
+    conv_op = tvm.ir.Op.get("relax.nn.conv2d")
+
+    @relax.expr_functor.mutator
+    class Split(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not call.op.same_as(conv_op):
+                return call
+            attrs = call.attrs
+            x_ty, w_ty, out_ty = (tvm_api.expr_type(e) for e in (*call.args, call))
+            shapes = [getattr(t, "shape", None) for t in (x_ty, w_ty, out_ty)]
+            if (any(s is None or not all(isinstance(d, tvm_api.tir().IntImm) for d in s) for s in shapes)
+                    or int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]
+                    or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")):
+                return call
+            n, c, _, _ = (int(d) for d in shapes[0])
+            o, _, kh, kw = (int(d) for d in shapes[1])
+            _, _, out_h, out_w = (int(d) for d in shapes[2])
+            parts = split_k(1, n * out_h * out_w, o, c * kh * kw)
+            while parts > 1 and c % parts:
+                parts //= 2
+            if parts == 1:
+                return call
+            partial = self.builder_.emit_te(
+                conv_split_k_te(parts, [int(d) for d in attrs.strides], [int(d) for d in attrs.padding],
+                                attrs.out_dtype), *call.args, primfunc_name_hint="conv2d_split_k")
+            return self.builder_.call_te(conv_sum_parts_te(parts), partial, primfunc_name_hint="conv2d_split_k_sum")
+
+    return tvm_api.per_function_pass(Split, "SplitKConv2d")
+
+
 def rewrites() -> list:
     """The module passes the WebGPU compile runs before legalization (pipeline.tvm_api.webgpu_pipeline)."""
-    return [split_group_norm(), split_k_matmul()]
+    return [split_group_norm(), split_k_matmul(), split_k_conv2d()]
 
 
 # dlight's Matmul rule tiles by target kind and gives "webgpu" its generic default. These are its knobs (see

@@ -140,3 +140,43 @@ def test_split_k_matmul_matches_numpy_on_cpu():
     x, y = rng.standard_normal((batch, m, k), dtype=np.float32), rng.standard_normal((batch, k, n), dtype=np.float32)
     got = vm["main"](tvm_api.cpu_tensor(x), tvm_api.cpu_tensor(y)).numpy()
     np.testing.assert_allclose(got, x @ y, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_split_k_conv2d_matches_the_plain_convolution_on_cpu(stride):
+    import tvm
+    from tvm import relax
+
+    def module():
+        bb = relax.BlockBuilder()
+        x = relax.Var("x", relax.TensorType((1, 64, 6, 6), "float32"))
+        w = relax.Var("w", relax.TensorType((8, 64, 3, 3), "float32"))
+        with bb.function("main", [x, w]):
+            with bb.dataflow():
+                out = bb.emit_output(relax.op.nn.conv2d(x, w, strides=stride, padding=1, out_dtype="float32"))
+            bb.emit_func_output(out)
+        return bb.get()
+
+    split = gpu_kernels.split_k_conv2d()(module())
+    assert "R.nn.conv2d" not in split.script() and "conv2d_split_k" in split.script()
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((1, 64, 6, 6), dtype=np.float32), rng.standard_normal((8, 64, 3, 3), dtype=np.float32)]
+    outs = []
+    for mod in (split, module()):
+        vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+        outs.append(vm["main"](*[tvm_api.cpu_tensor(a) for a in args]).numpy())
+    assert outs[0].shape == (1, 8, 6 // stride, 6 // stride)
+    np.testing.assert_allclose(outs[0], outs[1], rtol=1e-4, atol=1e-4)
+
+
+def test_split_k_conv2d_leaves_convolutions_that_fill_the_gpu():
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 320, 64, 64), "float16"))
+    w = relax.Var("w", relax.TensorType((320, 320, 3, 3), "float16"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1, out_dtype="float32"))
+        bb.emit_func_output(out)
+    assert "R.nn.conv2d" in gpu_kernels.split_k_conv2d()(bb.get()).script()
