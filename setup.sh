@@ -6,8 +6,10 @@ cd "$(dirname "$0")"
 
 # libvulkan1 + libllvm15: the Vulkan loader Dawn (npm webgpu) opens, and what the lavapipe driver below links to
 APT_PACKAGES=(git emscripten chromium llvm-19-dev libpolly-19-dev ccache zlib1g-dev libzstd-dev libxml2-dev
-              libvulkan1 libllvm15 xz-utils)
+              libvulkan1 libllvm15 xz-utils ca-certificates)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
+# a bare Debian (the Containerfile's base) has no Python yet
+command -v "${PYTHON:-python3}" >/dev/null 2>&1 || APT_PACKAGES+=(python3 python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,7 +24,8 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# requirements.lock pins every package's version (the dependencies of our dependencies too)
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" -c requirements.lock; }
 # torch first and pinned: the local CPU build; an unpinned torch would pull GBs of CUDA wheels
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
     || pip install torch==2.13.0
