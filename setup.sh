@@ -44,9 +44,10 @@ install_lavapipe() {
     [ -f "$dir/lvp_icd.json" ] && return 0
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     # the Debian archive this machine already uses (deb822 "URIs:" or a one-line "deb" entry), not a hard-coded host
-    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}')
+    # (|| true: a fresh debootstrap has no sources.list.d files, and pipefail would end setup.sh here silently)
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}' || true)
     [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1)
+        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1 || true)
     if [ -z "$codename" ] || [ -z "$uri" ]; then
         echo "setup: no Debian release or archive found in the apt sources; skipping lavapipe (GPU runner tests skip)"
         return 0
