@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# libvulkan1 + libllvm15: the Vulkan loader Dawn (npm webgpu) opens, and what the lavapipe driver below links to
+# libvulkan1 + libllvm15: the Vulkan loader Dawn (npm webgpu) opens, and what the lavapipe driver below links to;
+# g++: TVM links the CPU build that verify_* runs with it
 APT_PACKAGES=(git emscripten chromium llvm-19-dev libpolly-19-dev ccache zlib1g-dev libzstd-dev libxml2-dev
-              libvulkan1 libllvm15 xz-utils ca-certificates)
+              libvulkan1 libllvm15 xz-utils ca-certificates g++)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 # a bare Debian (the Containerfile's base) has no Python yet
 command -v "${PYTHON:-python3}" >/dev/null 2>&1 || APT_PACKAGES+=(python3 python3-venv)
