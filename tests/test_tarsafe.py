@@ -23,7 +23,7 @@ def test_extracts_plain_members_and_refuses_escapes(tmp_path, monkeypatch, has_f
     with tarfile.open(_archive(tmp_path / "good.tar", ["pkg/a.txt", "pkg/sub/b.txt"])) as tar:
         extract_all(tar, tmp_path / "out")
     assert (tmp_path / "out" / "pkg" / "sub" / "b.txt").read_text() == "ok"
-    with tarfile.open(_archive(tmp_path / "bad.tar", ["pkg/a.txt", "../escape.txt"])) as tar:
-        with pytest.raises((WebsdError, tarfile.FilterError)):
-            extract_all(tar, tmp_path / "out2")
+    with tarfile.open(_archive(tmp_path / "bad.tar", ["pkg/a.txt", "../escape.txt"])) as tar, \
+            pytest.raises((WebsdError, tarfile.FilterError)):
+        extract_all(tar, tmp_path / "out2")
     assert not (tmp_path / "escape.txt").exists()
