@@ -264,7 +264,7 @@ def markdown(report: dict) -> str:
              f"({report['date']}; {report['steps']} DPM-Solver++ steps, guidance {GUIDANCE}, "
              f"{report['image_size']}x{report['image_size']}; medians)", ""]
     torch_ref = report.get("torch", {})
-    lines += ["| site | load s (download / pipelines / upload) | clip ms | unet step ms | vae ms | s per image |"
+    lines += ["| site | load s (busy: download / pipelines / upload; submodels overlap) | clip ms | unet step ms | vae ms | s per image |"
               " PyTorch fp16 s/img | ratio | PSNR dB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in report["sites"]:
         r = s.get("runner", {})
@@ -321,7 +321,7 @@ def markdown(report: dict) -> str:
                 lines.append("  - by op: " + ", ".join(
                     f"{c} {v['ms']:.0f} ms ({100 * v['share']:.0f}%, {v['calls']} launches"
                     + (f", {v['tflops']:.2f} TFLOP/s" if v.get("tflops") else "") + ")"
-                    for c, v in p["categories"].items()))
+                    for c, v in sorted(p["categories"].items(), key=lambda kv: -kv[1]["ms"])))
             ops, n_calls = calls.get(sub, {}).get("webgpu_ops_per_call"), report["steps"] if sub == "unet" else 1
             if ops:
                 gpu_ms = p["total_ms"] / n_calls
