@@ -26,6 +26,14 @@ from math import prod
 from . import tvm_api
 
 
+def static_shape(ty) -> list[int] | None:
+    """A Relax tensor type's shape as ints, or None when it has none or a dimension is symbolic."""
+    shape = getattr(ty, "shape", None)
+    if shape is None or not all(isinstance(d, tvm_api.tir().IntImm) for d in shape):
+        return None
+    return [int(d) for d in shape]
+
+
 def chunks_per_group(shape, num_groups: int, chunk: int) -> int:
     """Into how many chunks the partial sums split each group of a tensor of ``shape``: the most that divide the
     group evenly with at least ``chunk`` elements each (at least 1)."""
@@ -143,13 +151,12 @@ def split_group_norm(chunk: int = 4096):
             if not call.op.same_as(group_norm_op):
                 return call
             attrs, ty = call.attrs, tvm_api.expr_type(call.args[0])
-            rank = len(ty.shape) if getattr(ty, "shape", None) is not None else -1
-            if not (attrs.center and attrs.scale and int(attrs.channel_axis) == 1 and rank >= 3
-                    and [int(a) for a in attrs.axes] == list(range(2, rank))
-                    and all(isinstance(s, tvm_api.tir().IntImm) for s in ty.shape)):
+            shape = static_shape(ty)
+            if not (shape is not None and len(shape) >= 3 and attrs.center and attrs.scale
+                    and int(attrs.channel_axis) == 1 and [int(a) for a in attrs.axes] == list(range(2, len(shape)))):
                 return call
             x, gamma, beta = call.args
-            groups, shape, dtype = int(attrs.num_groups), [int(s) for s in ty.shape], str(ty.dtype)
+            groups, dtype = int(attrs.num_groups), str(ty.dtype)
             _, statistics, normalize = group_norm_te(shape, groups, float(attrs.epsilon), chunk)
             kernel = partial_sums_kernel(shape, dtype, groups, chunk)
             partial_ty = relax.TensorType([shape[0], groups, chunks_per_group(shape, groups, chunk)], "float32")
@@ -190,19 +197,20 @@ def split_k_te(parts: int, out_dtype: str):
     return matmul
 
 
-def sum_parts_te(batch: int, parts: int):
-    """TE: the sum of the split-K parts, (batch * parts, m, n) -> (batch, m, n), written out as ``parts`` adds (an
-    elementwise kernel that the cast after it fuses into; dlight's Reduction rule fails on some of these shapes)."""
+def sum_parts_te(parts: int, out_shape, part_index, name: str):
+    """TE: the sum of a split-K kernel's ``parts`` partial results, out[idx] = sum over q of partial[part_index(q,
+    idx)], written out as ``parts`` adds: an elementwise kernel that the ops after it (bias, cast) fuse into
+    (dlight's Reduction rule fails on some of these shapes)."""
     from tvm import te
 
     def total(partial):
-        def at(b, i, c):
-            acc = partial[b * parts, i, c]
+        def at(*idx):
+            acc = partial[part_index(0, idx)]
             for q in range(1, parts):
-                acc = acc + partial[b * parts + q, i, c]
+                acc = acc + partial[part_index(q, idx)]
             return acc
 
-        return te.compute((batch, int(partial.shape[1]), int(partial.shape[2])), at, name="matmul_split_k_sum")
+        return te.compute(out_shape(partial), at, name=name)
 
     return total
 
@@ -222,18 +230,18 @@ def split_k_matmul():
             call = super().visit_call_(call)
             if not call.op.same_as(matmul_op):
                 return call
-            a_ty, b_ty = (tvm_api.expr_type(x) for x in call.args)
-            shapes = [getattr(t, "shape", None) for t in (a_ty, b_ty)]
-            if any(s is None or len(s) != 3 or not all(isinstance(d, tvm_api.tir().IntImm) for d in s)
-                   for s in shapes):
+            shapes = [static_shape(tvm_api.expr_type(x)) for x in call.args]
+            if any(s is None or len(s) != 3 for s in shapes):
                 return call
-            (batch, m, k), (batch_b, k_b, n) = ([int(d) for d in s] for s in shapes)
+            (batch, m, k), (batch_b, k_b, n) = shapes
             parts = split_k(batch, m, n, k)
             if batch != batch_b or k != k_b or parts == 1:
                 return call
             partial = self.builder_.emit_te(split_k_te(parts, call.attrs.out_dtype), *call.args,
                                             primfunc_name_hint="matmul_split_k")
-            return self.builder_.call_te(sum_parts_te(batch, parts), partial, primfunc_name_hint="matmul_split_k_sum")
+            total = sum_parts_te(parts, lambda p: (batch, m, n), lambda q, idx: (idx[0] * parts + q, *idx[1:]),
+                                 "matmul_split_k_sum")
+            return self.builder_.call_te(total, partial, primfunc_name_hint="matmul_split_k_sum")
 
     return tvm_api.per_function_pass(Split, "SplitKMatmul")
 
@@ -264,22 +272,6 @@ def conv_split_k_te(parts: int, strides, padding, out_dtype: str):
     return conv
 
 
-def conv_sum_parts_te(parts: int):
-    """TE: the sum of a split-K convolution's parts, (parts, *out) -> out, as ``parts`` adds (elementwise)."""
-    from tvm import te
-
-    def total(partial):
-        def at(*idx):
-            acc = partial[(0, *idx)]
-            for q in range(1, parts):
-                acc = acc + partial[(q, *idx)]
-            return acc
-
-        return te.compute([int(d) for d in partial.shape[1:]], at, name="conv2d_split_k_sum")
-
-    return total
-
-
 def split_k_conv2d():
     """A module pass: a 2-D convolution whose implicit GEMM has a long reduction and few output tiles (SD v1.5's
     1280-channel convolutions at 8x8: 128 x 1280 outputs over 11520 products, 160 workgroups) becomes partial
@@ -296,15 +288,12 @@ def split_k_conv2d():
             if not call.op.same_as(conv_op):
                 return call
             attrs = call.attrs
-            x_ty, w_ty, out_ty = (tvm_api.expr_type(e) for e in (*call.args, call))
-            shapes = [getattr(t, "shape", None) for t in (x_ty, w_ty, out_ty)]
-            if (any(s is None or not all(isinstance(d, tvm_api.tir().IntImm) for d in s) for s in shapes)
-                    or int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]
+            shapes = [static_shape(tvm_api.expr_type(e)) for e in (*call.args, call)]
+            if (any(s is None for s in shapes) or int(attrs.groups) != 1
+                    or [int(d) for d in attrs.dilation] != [1, 1]
                     or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")):
                 return call
-            n, c, _, _ = (int(d) for d in shapes[0])
-            o, _, kh, kw = (int(d) for d in shapes[1])
-            _, _, out_h, out_w = (int(d) for d in shapes[2])
+            (n, c, _, _), (o, _, kh, kw), (_, _, out_h, out_w) = shapes
             parts = split_k(1, n * out_h * out_w, o, c * kh * kw)
             while parts > 1 and c % parts:
                 parts //= 2
@@ -313,7 +302,9 @@ def split_k_conv2d():
             partial = self.builder_.emit_te(
                 conv_split_k_te(parts, [int(d) for d in attrs.strides], [int(d) for d in attrs.padding],
                                 attrs.out_dtype), *call.args, primfunc_name_hint="conv2d_split_k")
-            return self.builder_.call_te(conv_sum_parts_te(parts), partial, primfunc_name_hint="conv2d_split_k_sum")
+            total = sum_parts_te(parts, lambda p: [int(d) for d in p.shape[1:]], lambda q, idx: (q, *idx),
+                                 "conv2d_split_k_sum")
+            return self.builder_.call_te(total, partial, primfunc_name_hint="conv2d_split_k_sum")
 
     return tvm_api.per_function_pass(Split, "SplitKConv2d")
 

@@ -85,6 +85,13 @@ def assemble_site(cfg: Config, model_manifest: dict) -> Path:
     return layout.site_dir
 
 
+def site_deps(cfg: Config) -> list[Path]:
+    """What the site stage reads: every file it places, and the compile descriptions the manifest's limits and
+    ``model/kernels.json`` come from."""
+    layout = Layout.from_config(cfg)
+    return [*site_inputs(cfg).values(), *(layout.compile_json(sub) for sub in submodels.names())]
+
+
 def kernel_costs(cfg: Config) -> dict:
     """Per submodel, per WebGPU kernel: FLOPs and argument bytes (pipeline.tvm_api.kernel_costs, via compile)."""
     layout = Layout.from_config(cfg)

@@ -52,19 +52,35 @@ def test_three_stages_match_numpy(dtype, tol):
     np.testing.assert_allclose(got.numpy().astype(np.float64), want, rtol=tol, atol=tol * 10)
 
 
-def _group_norm_module(shape, dtype="float16", **attrs):
+def _module(body, *arg_types):
+    """A Relax module whose ``main`` takes tensors of ``arg_types`` ((shape, dtype) pairs) and returns
+    ``body(bb, *args)``."""
     from tvm import relax
 
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(shape, dtype))
-    g = relax.Var("g", relax.TensorType((shape[1],), dtype))
-    b = relax.Var("b", relax.TensorType((shape[1],), dtype))
-    with bb.function("main", [x, g, b]):
+    args = [relax.Var(f"a{i}", relax.TensorType(shape, dtype)) for i, (shape, dtype) in enumerate(arg_types)]
+    with bb.function("main", args):
         with bb.dataflow():
-            y = bb.emit(relax.op.nn.group_norm(x, g, b, 4, 1, list(range(2, len(shape))), **attrs))
-            out = bb.emit_output(relax.op.nn.silu(y))
+            out = bb.emit_output(body(bb, *args))
         bb.emit_func_output(out)
     return bb.get()
+
+
+def _group_norm_module(shape, dtype="float16", **attrs):
+    from tvm import relax
+
+    def body(bb, x, g, b):
+        y = bb.emit(relax.op.nn.group_norm(x, g, b, 4, 1, list(range(2, len(shape))), **attrs))
+        return relax.op.nn.silu(y)
+
+    return _module(body, (shape, dtype), ((shape[1],), dtype), ((shape[1],), dtype))
+
+
+def _conv_module(x_shape, w_shape, dtype, **attrs):
+    from tvm import relax
+
+    return _module(lambda bb, x, w: relax.op.nn.conv2d(x, w, out_dtype="float32", **attrs),
+                   (x_shape, dtype), (w_shape, dtype))
 
 
 def _kernels(mod):
@@ -73,19 +89,16 @@ def _kernels(mod):
 
 
 def test_rewrite_replaces_group_norm_with_three_kernels():
+    import tvm
+
     mod = gpu_kernels.split_group_norm(chunk=64)(_group_norm_module((2, 8, 16, 16)))
     assert "R.nn.group_norm" not in mod.script()
     kernels = _kernels(mod)
     assert sorted(kernels) == ["group_norm_apply", "group_norm_partial", "group_norm_stats"]
     partial = kernels["group_norm_partial"]
     assert int(partial.attrs["op_pattern"]) == gpu_kernels.OPAQUE  # FuseOps keeps it (and its schedule) apart
-    assert tvm_api.launch_grids(tvm_api_module(partial))["group_norm_partial"] == (2 * 4 * 8, 1, 1)
-
-
-def tvm_api_module(func):
-    import tvm
-
-    return tvm.IRModule({"group_norm_partial": func.with_attr("global_symbol", "group_norm_partial")})
+    named = tvm.IRModule({"group_norm_partial": partial.with_attr("global_symbol", "group_norm_partial")})
+    assert tvm_api.launch_grids(named)["group_norm_partial"] == (2 * 4 * 8, 1, 1)
 
 
 def test_rewrite_leaves_what_it_does_not_handle():
@@ -126,14 +139,8 @@ def test_split_k_matmul_matches_numpy_on_cpu():
     from tvm import relax
 
     batch, m, k, n = 2, 64, 1024, 8
-    bb = relax.BlockBuilder()
-    a = relax.Var("a", relax.TensorType((batch, m, k), "float32"))
-    b = relax.Var("b", relax.TensorType((batch, k, n), "float32"))
-    with bb.function("main", [a, b]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.matmul(a, b, out_dtype="float32"))
-        bb.emit_func_output(out)
-    mod = gpu_kernels.split_k_matmul()(bb.get())
+    mod = gpu_kernels.split_k_matmul()(_module(lambda bb, a, b: relax.op.matmul(a, b, out_dtype="float32"),
+                                               ((batch, m, k), "float32"), ((batch, k, n), "float32")))
     assert "R.matmul" not in mod.script() and "matmul_split_k" in mod.script()
     vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
     rng = np.random.default_rng(0)
@@ -148,14 +155,7 @@ def test_split_k_conv2d_matches_the_plain_convolution_on_cpu(stride):
     from tvm import relax
 
     def module():
-        bb = relax.BlockBuilder()
-        x = relax.Var("x", relax.TensorType((1, 64, 6, 6), "float32"))
-        w = relax.Var("w", relax.TensorType((8, 64, 3, 3), "float32"))
-        with bb.function("main", [x, w]):
-            with bb.dataflow():
-                out = bb.emit_output(relax.op.nn.conv2d(x, w, strides=stride, padding=1, out_dtype="float32"))
-            bb.emit_func_output(out)
-        return bb.get()
+        return _conv_module((1, 64, 6, 6), (8, 64, 3, 3), "float32", strides=stride, padding=1)
 
     split = gpu_kernels.split_k_conv2d()(module())
     assert "R.nn.conv2d" not in split.script() and "conv2d_split_k" in split.script()
@@ -170,13 +170,5 @@ def test_split_k_conv2d_matches_the_plain_convolution_on_cpu(stride):
 
 
 def test_split_k_conv2d_leaves_convolutions_that_fill_the_gpu():
-    from tvm import relax
-
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((2, 320, 64, 64), "float16"))
-    w = relax.Var("w", relax.TensorType((320, 320, 3, 3), "float16"))
-    with bb.function("main", [x, w]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1, out_dtype="float32"))
-        bb.emit_func_output(out)
-    assert "R.nn.conv2d" in gpu_kernels.split_k_conv2d()(bb.get()).script()
+    mod = _conv_module((2, 320, 64, 64), (320, 320, 3, 3), "float16", padding=1)
+    assert "R.nn.conv2d" in gpu_kernels.split_k_conv2d()(mod).script()
