@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-# libvulkan1 + libllvm15: the Vulkan loader Dawn (npm webgpu) opens, and what the lavapipe driver below links to
+# libvulkan1 + libllvm15: the Vulkan loader Dawn (npm webgpu) opens, and what the lavapipe driver below links to;
+# g++: TVM links the CPU build that verify_* runs with it
 APT_PACKAGES=(git emscripten chromium llvm-19-dev libpolly-19-dev ccache zlib1g-dev libzstd-dev libxml2-dev
-              libvulkan1 libllvm15 xz-utils)
+              libvulkan1 libllvm15 xz-utils ca-certificates g++)
 command -v node >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
+# a bare Debian (the Containerfile's base) has no Python yet
+command -v "${PYTHON:-python3}" >/dev/null 2>&1 || APT_PACKAGES+=(python3 python3-venv)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,7 +25,8 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# requirements.lock pins every package's version (the dependencies of our dependencies too)
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" -c requirements.lock; }
 # torch first and pinned: the local CPU build; an unpinned torch would pull GBs of CUDA wheels
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
     || pip install torch==2.13.0
@@ -41,9 +45,10 @@ install_lavapipe() {
     [ -f "$dir/lvp_icd.json" ] && return 0
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
     # the Debian archive this machine already uses (deb822 "URIs:" or a one-line "deb" entry), not a hard-coded host
-    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}')
+    # (|| true: a fresh debootstrap has no sources.list.d files, and pipefail would end setup.sh here silently)
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}' || true)
     [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1)
+        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1 || true)
     if [ -z "$codename" ] || [ -z "$uri" ]; then
         echo "setup: no Debian release or archive found in the apt sources; skipping lavapipe (GPU runner tests skip)"
         return 0

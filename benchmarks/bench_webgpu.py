@@ -20,6 +20,7 @@ Runs on the CPU too: lavapipe through Dawn and a CPU reference (the tiny model);
 from __future__ import annotations
 
 import argparse
+import re
 import json
 import os
 import shutil
@@ -41,6 +42,9 @@ from pipeline.fsutil import sha256_file, write_json  # noqa: E402
 from pipeline.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image  # noqa: E402
 
 RUNNER = ROOT / "web" / "runner" / "run.mjs"
+# Published NVIDIA H200 SXM peaks, to put achieved rates in proportion: WGSL has no tensor-core instructions, so
+# the kernels' ceiling is the FP32 (CUDA core) rate; PyTorch float16 uses the tensor cores (989 TFLOP/s dense).
+PEAKS = {"H200": {"fp32_tflops": 67.0, "fp16_tensor_tflops": 989.0, "hbm_tb_s": 4.8}}
 PROMPT = "a photo of an astronaut riding a horse"
 NEGATIVE = "blurry, low quality"
 GUIDANCE = 7.5
@@ -102,6 +106,8 @@ def run_runner(node: str, site: Path, out: Path, latents: Path, args) -> dict:
         cmd += ["--dawn-feature", feature]
     if args.profile:
         cmd.append("--profile")
+    if args.serial_load:
+        cmd.append("--serial-load")
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=args.runner_timeout)
     log = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("["))
@@ -219,24 +225,58 @@ def torch_timings(model_dir: Path, tokenizer_dir: Path, device: str, dtype: str,
     return {k: round(v, 4) for k, v in res.items()}
 
 
+def kernel_category(kernel: str) -> str:
+    for op in ("group_norm", "conv2d", "matmul", "softmax", "layer_norm"):
+        if op in kernel:
+            return op
+    return "other"
+
+
+def add_kernel_rates(profile: dict, costs: dict) -> None:
+    """Each profiled kernel gets achieved TFLOP/s and GB/s (its FLOPs and argument bytes from the site's
+    model/kernels.json, per call, over its measured time); each submodel a per-category breakdown."""
+    for sub, p in profile.items():
+        sub_costs = costs.get(sub, {})
+        by_category = {}
+        for k in p["kernels"]:
+            cat = by_category.setdefault(kernel_category(k["kernel"]), {"ms": 0.0, "calls": 0, "flops": 0})
+            cat["ms"] += k["ms"]
+            cat["calls"] += k["calls"]
+            cost = sub_costs.get(re.sub(r"_kernel(_\d+)?$", "", k["kernel"]))
+            if cost and k["ms"] > 0:
+                seconds = k["ms"] / 1e3
+                if cost["flops"] >= 0:
+                    k["tflops"] = round(cost["flops"] * k["calls"] / seconds / 1e12, 3)
+                    cat["flops"] += cost["flops"] * k["calls"]
+                k["gbytes_s"] = round(cost["bytes"] * k["calls"] / seconds / 1e9, 1)
+        p["categories"] = {c: {"ms": round(v["ms"], 3), "share": round(v["ms"] / max(p["total_ms"], 1e-9), 4),
+                               "calls": v["calls"],
+                               "tflops": round(v["flops"] / (v["ms"] / 1e3) / 1e12, 3) if v["ms"] else None}
+                           for c, v in sorted(by_category.items(), key=lambda kv: -kv[1]["ms"])}
+
+
+def _name(s: dict) -> str:
+    return f"{s.get('label', s['dtype'])}: {s['dtype']} ({s['limits_profile']})"
+
+
 def markdown(report: dict) -> str:
     lines = [f"### WebGPU (Dawn) vs PyTorch: {report['model']} on {report['device_name']}",
              f"({report['date']}; {report['steps']} DPM-Solver++ steps, guidance {GUIDANCE}, "
              f"{report['image_size']}x{report['image_size']}; medians)", ""]
     torch_ref = report.get("torch", {})
-    lines += ["| site | load s (download / pipelines / upload) | clip ms | unet step ms | vae ms | s per image |"
+    lines += ["| site | load s (busy: download / pipelines / upload; submodels overlap) | clip ms | unet step ms | vae ms | s per image |"
               " PyTorch fp16 s/img | ratio | PSNR dB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in report["sites"]:
         r = s.get("runner", {})
         if "error" in r:
-            lines.append(f"| {s['dtype']} ({s['limits_profile']}) | failed: {r['error'][:160]} | | | | | | | |")
+            lines.append(f"| {_name(s)} | failed: {r['error'][:160]} | | | | | | | |")
             continue
         ld, c = r["load"], r["calls"]
         ref = torch_ref.get("float16", {}).get("image_s")
         spi = r["seconds_per_image_warm_median"] or r["seconds_per_image_median"]
         img = s.get("image", {})
         lines.append(
-            f"| {s['dtype']} ({s['limits_profile']}) | {ld['total_ms'] / 1000:.1f} ({ld['download_ms'] / 1000:.1f} / "
+            f"| {_name(s)} | {ld['total_ms'] / 1000:.1f} ({ld['download_ms'] / 1000:.1f} / "
             f"{ld['pipelines_ms'] / 1000:.1f} / {ld['upload_ms'] / 1000:.1f}) | {c['clip']['warm_median_ms']} | "
             f"{c['unet']['warm_median_ms']} | {c['vae']['warm_median_ms']} | {spi} | {ref} | "
             f"{(spi / ref) if ref else float('nan'):.1f}x | {img.get('psnr_db', float('nan')):.1f} |")
@@ -252,7 +292,7 @@ def markdown(report: dict) -> str:
         if "error" in r or not t:
             continue
         c = r["calls"]
-        lines.append(f"- {s['dtype']}: clip {c['clip']['warm_median_ms'] / t['clip_ms']:.1f}x, unet "
+        lines.append(f"- {_name(s)}: clip {c['clip']['warm_median_ms'] / t['clip_ms']:.1f}x, unet "
                      f"{c['unet']['warm_median_ms'] / t['unet_step_ms']:.1f}x, vae "
                      f"{c['vae']['warm_median_ms'] / t['vae_ms']:.1f}x, image "
                      f"{(r['seconds_per_image_warm_median'] or r['seconds_per_image_median']) / t['image_s']:.1f}x")
@@ -260,13 +300,35 @@ def markdown(report: dict) -> str:
         prof = s.get("runner", {}).get("profile")
         if not prof:
             continue
-        lines += ["", f"Where the GPU time goes, {s['dtype']} (one image, every kernel launch timed with WebGPU "
-                      "timestamp queries; top 5 per submodel):", ""]
+        peak = next((v for k, v in PEAKS.items() if k in report.get("device_name", "")), None)
+        lines += ["", f"Where the GPU time goes, {_name(s)} (one image, every kernel launch timed with WebGPU "
+                      "timestamp queries; top 5 per submodel"
+                  + (f"; rates against the FP32 peak {peak['fp32_tflops']} TFLOP/s and HBM {peak['hbm_tb_s']} TB/s"
+                     if peak else "") + "):", ""]
+        calls = s["runner"]["calls"]
         for sub, p in prof.items():
-            top = "; ".join(f"{k['kernel']} {k['ms']:.1f} ms ({100 * k['share']:.0f}%, {k['calls']}x)"
+            def rate(k):
+                if "tflops" not in k:
+                    return ""
+                pct = f" = {100 * k['tflops'] / peak['fp32_tflops']:.0f}% / {k['gbytes_s'] / 10 / peak['hbm_tb_s']:.0f}%" \
+                    if peak else ""
+                return f", {k['tflops']:.2f} TFLOP/s, {k['gbytes_s']:.0f} GB/s{pct}"
+            top = "; ".join(f"{k['kernel']} {k['ms']:.1f} ms ({100 * k['share']:.0f}%, {k['calls']}x{rate(k)})"
                             for k in p["kernels"][:5])
             lines.append(f"- {sub}: {p['total_ms']:.0f} ms of GPU time per image, {len(p['kernels'])} distinct "
                          f"kernels; {top}")
+            if p.get("categories"):
+                lines.append("  - by op: " + ", ".join(
+                    f"{c} {v['ms']:.0f} ms ({100 * v['share']:.0f}%, {v['calls']} launches"
+                    + (f", {v['tflops']:.2f} TFLOP/s" if v.get("tflops") else "") + ")"
+                    for c, v in sorted(p["categories"].items(), key=lambda kv: -kv[1]["ms"])))
+            ops, n_calls = calls.get(sub, {}).get("webgpu_ops_per_call"), report["steps"] if sub == "unet" else 1
+            if ops:
+                gpu_ms = p["total_ms"] / n_calls
+                wall = calls[sub]["warm_median_ms"]
+                lines.append(f"  - per call: {ops['dispatches']} dispatches, {ops['submits']} submits, "
+                             f"{ops['writes']} buffer writes, {ops['reads']} readbacks; GPU busy {gpu_ms:.1f} ms of "
+                             f"{wall} ms wall ({wall - gpu_ms:.1f} ms not covered by kernels)")
     lines += ["", "Correctness (against diffusers float32 on the same weights, prompt and latents):", ""]
     for s in report["sites"]:
         img, errs = s.get("image"), s.get("submodel_errors")
@@ -274,7 +336,7 @@ def markdown(report: dict) -> str:
             continue
         wrong = ", ".join(f"{k} {v['psnr_db']:.1f} dB / {v['max_abs_diff']:.1f}"
                           for k, v in img["wrong_inputs"].items())
-        lines.append(f"- {s['dtype']}: PSNR {img['psnr_db']:.2f} dB, max abs {img['max_abs_diff']:.3f}/255: "
+        lines.append(f"- {_name(s)}: PSNR {img['psnr_db']:.2f} dB, max abs {img['max_abs_diff']:.3f}/255: "
                      f"{'PASSES' if img['passes_bar'] else 'FAILS'} the bar (PSNR >= {PSNR_MIN_DB:.0f} dB and max abs "
                      f"<= {MAX_ABS_DIFF}/255); references with a wrong input (PSNR / max abs): {wrong}: "
                      f"{'all fail it' if img['wrong_inputs_fail_bar'] else 'SOME PASS IT'}; RMS contrast "
@@ -299,6 +361,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch timings")
     ap.add_argument("--profile", action="store_true",
                     help="one more image per site with every kernel timed (WebGPU timestamp queries)")
+    ap.add_argument("--serial-load", action="store_true", help="load the submodels one by one, not concurrently")
     ap.add_argument("--runner-timeout", type=int, default=1800)
     ap.add_argument("--report-only", type=Path, help="re-judge a report JSON and rewrite it and its .md")
     args = ap.parse_args(argv)
@@ -331,7 +394,9 @@ def main(argv=None) -> int:
         site = Path(site_arg).resolve()
         manifest = json.loads((site / "model" / "manifest.json").read_text())
         report.update(model=manifest["model"], image_size=manifest["image_size"])
-        entry = {"site": str(site), "dtype": manifest["dtype"],
+        # a site doit built lives in a directory named "site"; copies to compare get names of their own
+        label = site.name if site.name != "site" else f"{manifest['model']}-{manifest['dtype']}"
+        entry = {"site": str(site), "label": label, "dtype": manifest["dtype"],
                  "limits_profile": manifest.get("limits_profile"), "required_limits": manifest.get("required_limits")}
         report["sites"].append(entry)
         try:
@@ -348,12 +413,14 @@ def main(argv=None) -> int:
             print(f"  {report['torch'][dtype]}", flush=True)
         write_json(partial, report)
     for site, manifest, entry in sites:
-        out = args.work / f"run-{manifest['model']}-{manifest['dtype']}"
+        out = args.work / f"run-{entry['label']}"
         latents = torch.randn((1, manifest["latent_channels"], manifest["latent_size"], manifest["latent_size"]),
                               generator=torch.Generator().manual_seed(LATENTS_SEED)).numpy().astype("<f4")
         out.mkdir(parents=True, exist_ok=True)
         latents.tofile(out / "latents.f32")
         entry["runner"] = run_runner(args.node, site, out, out / "latents.f32", args)
+        if entry["runner"].get("profile") and (site / "model" / "kernels.json").exists():
+            add_kernel_rates(entry["runner"]["profile"], json.loads((site / "model" / "kernels.json").read_text()))
         write_json(partial, report)
         if "error" in entry["runner"]:
             continue

@@ -4,7 +4,8 @@
 #
 #   benchmarks/gpu_bundle.sh pack BUNDLE SITE...   here: Node, Dawn (npm webgpu), the tokenizer package, the Vulkan
 #                                                  loader, the Python wheels the machine lacks, and each SITE without
-#                                                  its weight shards (made again there from the model's seed)
+#                                                  its weight shards (made again there from the model's seed);
+#                                                  SITE is a directory or LABEL=DIR (default label: model-dtype)
 #   benchmarks/gpu_bundle.sh run BUNDLE OUT [bench_webgpu.py args...]
 #                                                  there, from the repo root: unpack and run; results in OUT
 #
@@ -25,8 +26,9 @@ pack() {
         -d "$bundle/whl" "${WHEELS[@]}"
     (cd "$bundle/deb" && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2 2>/dev/null)
     for site in "$@"; do
-        local name
-        name=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("%s-%s" % (m["model"], m["dtype"]))' \
+        local name=""
+        if [[ $site == *=* ]]; then name=${site%%=*}; site=${site#*=}; fi
+        [ -n "$name" ] || name=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print("%s-%s" % (m["model"], m["dtype"]))' \
             "$site/model/manifest.json")
         tar -C "$site" --exclude='params_shard_*' -cJf "$bundle/sites/$name.tar.xz" .
     done

@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import params, trace, tvm_api, verify_policy, webgpu_limits
+from . import gpu_kernels, params, trace, tvm_api, verify_policy, webgpu_limits
 from .config import Config
 from .errors import WebsdError
 from .fsutil import atomic_path, write_json
 from .layout import Layout
 
-CONFIG_KEYS = ("webgpu.limits",)  # model.dtype is in the output path
+CONFIG_KEYS = ("webgpu.limits", "webgpu.matmul")  # model.dtype is in the output path
 TARGETS = ("webgpu", "llvm")
 
 
@@ -233,7 +233,7 @@ def webgpu_use(lowered, executable, sub: str, param_names: list[str]) -> webgpu_
     return webgpu_limits.ModuleUse(kernels, bound_buffers(lowered, sub, param_names))
 
 
-def lower(mod, target: str, limits_profile: str = "default"):
+def lower(mod, target: str, limits_profile: str = "default", matmul: str = "dlight"):
     """The Relax pipeline for one target, run by us (tvm.compile would run TVM's): for WebGPU it is fitted to the
     limits profile (pipeline.tvm_api.webgpu_pipeline)."""
     from tvm import relax
@@ -242,16 +242,17 @@ def lower(mod, target: str, limits_profile: str = "default"):
     limits = webgpu_limits.profile(limits_profile)
     with tgt:
         if target == "webgpu":
-            return tvm_api.webgpu_pipeline(tgt, limits["maxStorageBuffersPerShaderStage"])(mod), tgt
+            return tvm_api.webgpu_pipeline(tgt, limits["maxStorageBuffersPerShaderStage"], gpu_kernels.rewrites(),
+                                           gpu_kernels.schedule_rules(matmul))(mod), tgt
         return relax.get_pipeline("default")(mod), tgt
 
 
-def build_webgpu(mod, sub: str, limits_profile: str, param_names: list[str] = ()):
+def build_webgpu(mod, sub: str, limits_profile: str, param_names: list[str] = (), matmul: str = "dlight"):
     """Lower and build the WebGPU module and check it against the limits profile: ``(lowered, executable, use)``,
     or a one-line WebsdError naming the kernel or buffer over a limit."""
     import tvm
 
-    lowered, tgt = lower(mod, "webgpu", limits_profile)
+    lowered, tgt = lower(mod, "webgpu", limits_profile, matmul)
     aliased = aliased_kernel_calls(lowered)
     if aliased:
         raise WebsdError(f"{sub}: kernel call {aliased[0]} would bind one buffer twice, which WebGPU forbids; "
@@ -272,8 +273,10 @@ def build(mod, info: dict, cfg: Config, sub: str, target: str) -> dict:
     start = time.perf_counter()
     extra = {}
     if target == "webgpu":
-        lowered, executable, use = build_webgpu(mod, sub, cfg.webgpu.limits, [p["name"] for p in info["params"]])
-        extra = {"limits_profile": cfg.webgpu.limits, "required_limits": use.required(),
+        lowered, executable, use = build_webgpu(mod, sub, cfg.webgpu.limits, [p["name"] for p in info["params"]],
+                                                cfg.webgpu.matmul)
+        extra = {"limits_profile": cfg.webgpu.limits, "matmul_schedule": cfg.webgpu.matmul, "required_limits": use.required(),
+                 "kernel_costs": tvm_api.kernel_costs(lowered),
                  "widest_kernels": sorted(({"kernel": k.name, "storage_buffers": k.storage_buffers}
                                            for k in use.kernels), key=lambda k: -k["storage_buffers"])[:3]}
     else:

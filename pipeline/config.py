@@ -100,6 +100,9 @@ class WebgpuConfig:
     # The WebGPU limits every kernel must fit (pipeline/webgpu_limits.py): "default" = WebGPU's default limits,
     # which any conforming browser offers; "desktop" = what tvmjs asks for (desktop Chrome grants it).
     limits: str = field(default="default", metadata=_choice("default", "desktop"))
+    # How dlight's Matmul rule tiles matmuls and convolutions (pipeline.gpu_kernels.MATMUL_CONFIGS, measured in
+    # benchmarks/results/webgpu-sd15-random-h200.md).
+    matmul: str = field(default="dlight", metadata=_choice("dlight", "k16", "cuda", "wide"))
 
 
 @dataclass(frozen=True)

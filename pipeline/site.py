@@ -13,7 +13,7 @@ from pathlib import Path
 from . import manifest, submodels
 from .config import PROJECT_ROOT, Config
 from .errors import WebsdError
-from .fsutil import atomic_path, sha256_file, write_json
+from .fsutil import atomic_path, read_json, sha256_file, write_json
 from .layout import Layout
 from .tokenizer import TOKENIZER_FILES
 from .tvmjs_runtime import bundle_path
@@ -80,7 +80,23 @@ def assemble_site(cfg: Config, model_manifest: dict) -> Path:
         for name, path in files.items():
             _place(path, work / name)
         write_json(work / "model" / "manifest.json", manifest)
+        # not for the page: each kernel's FLOPs and bytes, which a GPU profile turns into achieved rates
+        write_json(work / "model" / "kernels.json", kernel_costs(cfg))
     return layout.site_dir
+
+
+def site_deps(cfg: Config) -> list[Path]:
+    """What the site stage reads: every file it places, and the compile descriptions the manifest's limits and
+    ``model/kernels.json`` come from."""
+    layout = Layout.from_config(cfg)
+    return [*site_inputs(cfg).values(), *(layout.compile_json(sub) for sub in submodels.names())]
+
+
+def kernel_costs(cfg: Config) -> dict:
+    """Per submodel, per WebGPU kernel: FLOPs and argument bytes (pipeline.tvm_api.kernel_costs, via compile)."""
+    layout = Layout.from_config(cfg)
+    return {sub: read_json(layout.compile_json(sub), {}).get("webgpu", {}).get("kernel_costs", {})
+            for sub in submodels.names()}
 
 
 def manifest_path(cfg: Config) -> Path:

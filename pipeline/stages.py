@@ -125,7 +125,7 @@ STAGES: tuple[Stage, ...] = (
           inputs=lambda cfg, sub=None: tokenizer.source_files(cfg),
           outputs=lambda cfg, sub=None: [_tokenizer_dir(cfg) / n for n in tokenizer.TOKENIZER_FILES]),
     Stage("site", "Assemble the site: page, tvmjs.bundle.js, each .wasm and tensor cache, manifest.json",
-          site.build_site, in_process=True, inputs=lambda cfg, sub=None: list(site.site_inputs(cfg).values()),
+          site.build_site, in_process=True, inputs=lambda cfg, sub=None: site.site_deps(cfg),
           outputs=lambda cfg, sub=None: [site.manifest_path(cfg)], cleans=lambda cfg: [_layout(cfg).site_dir],
           shared_outputs=True, config_keys=("model.name", "model.dtype", "model.image_size", "tvm.version", "tvm.ref")),
     Stage("serve", "Serve the last complete site on web.host:web.port (127.0.0.1:8000)", serve.serve_stage,

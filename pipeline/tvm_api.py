@@ -32,6 +32,31 @@ def tir():
     return adapter().tir()
 
 
+def schedule(func):
+    """A TIR schedule of ``func``: ``tvm.s_tir.Schedule`` (>= 0.24) or ``tvm.tir.Schedule``."""
+    import tvm
+
+    return tvm.s_tir.Schedule(func) if hasattr(tvm, "s_tir") else tvm.tir.Schedule(func)
+
+
+def mark_scheduled(func):
+    """``func`` marked as hand-scheduled, so TVM's default schedule rules (dlight) leave it as it is."""
+    import tvm
+
+    return func.with_attr("tirx.is_scheduled" if hasattr(tvm, "tirx") else "tir.is_scheduled", True)
+
+
+def dlight():
+    """TVM's default GPU schedule rules: ``tvm.s_tir.dlight`` (>= 0.24) or ``tvm.dlight``."""
+    import tvm
+
+    if hasattr(tvm, "s_tir"):
+        from tvm.s_tir import dlight as dl
+    else:
+        from tvm import dlight as dl
+    return dl
+
+
 def var_name(var) -> str:
     return adapter().var_name(var)  # TVM >= 0.26 renamed name_hint to name
 
@@ -179,7 +204,7 @@ def split_wide_concats(max_buffers: int):
                           if len(fields[i:i + width]) > 1 else fields[i] for i in range(0, len(fields), width)]
             return relax.op.concat(fields, axis=axis)
 
-    return _per_function_pass(Split, "SplitWideConcats")
+    return per_function_pass(Split, "SplitWideConcats")
 
 
 def align_storage(multiple: int = 4):
@@ -203,10 +228,10 @@ def align_storage(multiple: int = 4):
             padded = relax.ShapeExpr([-(-n // multiple) * multiple])
             return relax.Call(call.op, [padded, *call.args[1:]], call.attrs, call.sinfo_args)
 
-    return _per_function_pass(Align, "AlignStorage")
+    return per_function_pass(Align, "AlignStorage")
 
 
-def _per_function_pass(mutator, name: str):
+def per_function_pass(mutator, name: str):
     """A module pass that rewrites every Relax function of the module with ``mutator(mod)``."""
     import tvm
     from tvm import relax
@@ -222,18 +247,23 @@ def _per_function_pass(mutator, name: str):
     return pass_
 
 
-def webgpu_pipeline(target, max_storage_buffers: int):
-    """TVM's generic GPU Relax pipeline with ``split_wide_fusions`` and ``align_storage`` (see module doc)."""
+def webgpu_pipeline(target, max_storage_buffers: int, rewrites=(), schedule_rules=None):
+    """TVM's generic GPU Relax pipeline with ``split_wide_fusions`` and ``align_storage`` (see module doc);
+    ``rewrites`` (module passes, e.g. pipeline.gpu_kernels') run first, before legalization; ``schedule_rules``
+    (dlight rules), when given, replace TVM's default list."""
     import tvm
     from tvm.relax.backend.gpu_generic import pipeline as gpu
 
     legalize = list(gpu.legalize_passes(target))
+    if schedule_rules is not None:
+        at = next(i for i, p in enumerate(legalize) if p.info.name == "ApplyDefaultSchedule")
+        legalize[at] = dlight().ApplyDefaultSchedule(*schedule_rules)
     fuse_at = next(i for i, p in enumerate(legalize) if p.info.name == "FuseOps")
     legalize.insert(fuse_at + 1, split_wide_fusions(max_storage_buffers))
     finalize = list(gpu.finalize_passes(target))
     plan_at = next(i for i, p in enumerate(finalize) if p.info.name == "StaticPlanBlockMemory")
     finalize.insert(plan_at + 1, align_storage())
-    passes = [split_wide_concats(max_storage_buffers)] + gpu.library_dispatch_passes(target) + legalize + gpu.dataflow_lower_passes(target) + finalize
+    passes = [*rewrites, split_wide_concats(max_storage_buffers)] + gpu.library_dispatch_passes(target) + legalize + gpu.dataflow_lower_passes(target) + finalize
 
     @tvm.transform.module_pass(opt_level=0, name="WebsdWebGPUPipeline")
     def pipeline(mod, _ctx):
@@ -287,3 +317,33 @@ def launch_grids(mod) -> dict[str, tuple[int, int, int]]:
                 else gv.name_hint
             grids[str(name)] = (extents["blockIdx.x"], extents["blockIdx.y"], extents["blockIdx.z"])
     return grids
+
+
+def kernel_costs(mod) -> dict[str, dict[str, int]]:
+    """Per PrimFunc of a scheduled module: TVM's FLOP estimate and the bytes of its tensor arguments (each read or
+    written once: a lower bound of its memory traffic). For profiles: achieved FLOP/s and bytes/s per kernel."""
+    import tvm
+
+    T = tir()
+    estimate = tvm.s_tir.analysis.estimate_tir_flops if hasattr(tvm, "s_tir") else tvm.tir.analysis.estimate_tir_flops
+    costs = {}
+    for gv, func in mod.functions.items():
+        if not isinstance(func, T.PrimFunc):
+            continue
+        buffers = list(func.buffer_map.values()) if hasattr(func, "buffer_map") else \
+            [p for p in func.params if getattr(p, "shape", None) is not None]
+        nbytes = 0
+        for buf in buffers:
+            if all(isinstance(s, T.IntImm) for s in buf.shape):
+                n = 1
+                for s in buf.shape:
+                    n *= int(s)
+                nbytes += n * tvm.DataType(str(buf.dtype)).bits // 8
+        try:
+            flops = int(estimate(tvm.IRModule({"main": func})))
+        except Exception:  # noqa: BLE001 - an estimate we cannot make is left out, not guessed
+            flops = -1
+        name = func.attrs["global_symbol"] if func.attrs is not None and "global_symbol" in func.attrs \
+            else gv.name_hint
+        costs[str(name)] = {"flops": flops, "bytes": nbytes}
+    return costs

@@ -26,6 +26,7 @@ from .config import Config
 from .errors import WebsdError
 from .fsutil import atomic_path, read_json, write_json
 from .layout import Layout
+from .tarsafe import extract_all
 
 TVM_FFI_SUBMODULE = "3rdparty/tvm-ffi"
 # The paths of a checkout that the C++ build and the Python package read; edits elsewhere (web/, docs/, tests/)
@@ -138,7 +139,7 @@ def _fill_from_sdist(dest: Path, version: str) -> None:
                 f"sdist ({_last_line(proc.stderr)}); make PyPI reachable or mirror apache/tvm-ffi"
             )
         with tarfile.open(archives[0]) as tar:
-            tar.extractall(tmp, filter="data")
+            extract_all(tar, Path(tmp))
         (root,) = [p for p in Path(tmp).iterdir() if p.is_dir()]
         if not (root / "3rdparty" / "dlpack" / "include" / "dlpack" / "dlpack.h").exists():
             raise WebsdError(f"apache-tvm-ffi=={version} sdist has no 3rdparty/dlpack; pick another tvm_ffi version "

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from .errors import WebsdError
 from .fsutil import atomic_path
 from .procs import niced, require_tool, run_logged
+from .tarsafe import extract_all
 from .tvmjs_runtime import RuntimeArtifacts, tool_env
 
 PROFILES = ("dev", "ship")
@@ -89,7 +90,7 @@ def _expand_objects(model_objects: Path | Sequence[Path], tmp: Path) -> list[Pat
             dest = tmp / f"tar{len(objects)}_{item.stem}"
             dest.mkdir()
             with tarfile.open(item) as tar:
-                tar.extractall(dest, filter="data")
+                extract_all(tar, dest)
             objects += sorted(dest.glob(f"*.{OBJECT_FORMAT}"))
         elif item.is_file():
             objects.append(item)

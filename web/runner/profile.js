@@ -77,3 +77,25 @@ export function installKernelProfiler(device, globals) {
     },
   };
 }
+
+/**
+ * Count what the page asks of WebGPU (always on in the runner; a counter per call costs nothing measurable):
+ * kernel dispatches, queue submits, host-to-GPU writes and GPU-to-host reads (mapAsync). Returns
+ * { snapshot() } with the running totals.
+ */
+export function installCallCounter(globals) {
+  const { GPUQueue, GPUComputePassEncoder, GPUBuffer } = globals;
+  const counts = { dispatches: 0, submits: 0, writes: 0, reads: 0 };
+  const wrap = (proto, method, key) => {
+    const original = proto[method];
+    proto[method] = function (...args) {
+      counts[key] += 1;
+      return original.apply(this, args);
+    };
+  };
+  wrap(GPUComputePassEncoder.prototype, "dispatchWorkgroups", "dispatches");
+  wrap(GPUQueue.prototype, "submit", "submits");
+  wrap(GPUQueue.prototype, "writeBuffer", "writes");
+  wrap(GPUBuffer.prototype, "mapAsync", "reads");
+  return { snapshot: () => ({ ...counts }) };
+}

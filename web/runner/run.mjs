@@ -6,7 +6,10 @@
 //
 //   node web/runner/run.mjs --site cache/site --out /tmp/run [--steps 20] [--images 2] [--warm 5]
 //       [--prompt ...] [--negative ...] [--guidance 7.5] [--scheduler dpm++2m] [--seed 0 | --latents noise.f32]
-//       [--dawn-feature vulkan_enable_f16_on_nvidia] [--list-adapter]
+//       [--dawn-feature vulkan_enable_f16_on_nvidia] [--list-adapter] [--profile] [--serial-load]
+//
+// The submodels load concurrently, as the page loads them (--serial-load: one after another, to compare); the
+// load's phases are then busy times summed over submodels, which overlap, so they add up to more than the total.
 //
 // Writes to --out: result.json (adapter, limits, timings), image.png, pixels.f32 (H x W x 3 float32, 0..255, the
 // VAE output before rounding) and io/ (inputs and output of the first call of each submodel, raw little-endian,
@@ -21,10 +24,10 @@ import { inspect, parseArgs } from "node:util";
 import { create, globals } from "webgpu";
 
 import { PageError, requestDevice, withGpuErrorCheck } from "../src/gpu.js";
-import { loadManifest, loadTokenizer, Progress, SUBMODELS, TvmSubmodel } from "../src/loader.js";
+import { loadManifest, loadSubmodels, loadTokenizer, Progress, SUBMODELS, TvmSubmodel } from "../src/loader.js";
 import { StableDiffusion } from "../src/pipeline.js";
 import { encodePng } from "./png.js";
-import { installKernelProfiler } from "./profile.js";
+import { installCallCounter, installKernelProfiler } from "./profile.js";
 
 const LIMITS = ["maxStorageBuffersPerShaderStage", "maxStorageBufferBindingSize", "maxBufferSize",
   "maxComputeWorkgroupStorageSize", "maxComputeInvocationsPerWorkgroup", "maxComputeWorkgroupSizeX",
@@ -48,17 +51,22 @@ async function fileFetch(url) {
 }
 
 /** A submodel wrapper that times every call and keeps the first call's inputs and output. */
-function timedModel(model, verbose = false) {
+function timedModel(model, counter, verbose = false) {
   const calls = [];
   let first = null;
+  let perCall = null; // WebGPU operations of the last call (installCallCounter)
   return {
     calls,
     get first() { return first; },
+    get perCall() { return perCall; },
     async call(inputs) {
       if (verbose) console.log(`  ${model.name}: call ${calls.length + 1}`);
+      const before = counter.snapshot();
       const start = performance.now();
       const out = await model.call(inputs);
       calls.push(performance.now() - start);
+      const after = counter.snapshot();
+      perCall = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - before[k]]));
       if (!first) first = { inputs: inputs.map((x) => ({ ...x, data: x.data.slice() })), output: out };
       return out;
     },
@@ -78,6 +86,7 @@ function options() {
       "list-adapter": { type: "boolean", default: false },
       verbose: { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
+      "serial-load": { type: "boolean", default: false },
     },
   });
   if (!values.site && !values["list-adapter"]) throw new PageError("--site <directory doit built> is required");
@@ -131,10 +140,15 @@ async function main() {
     if (o.verbose && p.stage !== lastStage) console.log(`  ${(lastStage = p.stage)}`);
   });
   const tokenizer = await loadTokenizer(manifest, manifestUrl, progress, fileFetch);
-  const loaded = {};
-  for (const name of SUBMODELS) {
-    loaded[name] = await withGpuErrorCheck(device, `loading ${name}`,
-      () => TvmSubmodel.load(tvmjs, device, name, manifest, manifestUrl, progress, fileFetch));
+  let loaded = {};
+  if (o["serial-load"]) {  // the page's old way, one submodel after another: to measure what overlap saves
+    for (const name of SUBMODELS) {
+      loaded[name] = await withGpuErrorCheck(device, `loading ${name}`,
+        () => TvmSubmodel.load(tvmjs, device, name, manifest, manifestUrl, progress, fileFetch));
+    }
+  } else {
+    loaded = await withGpuErrorCheck(device, "loading the model",
+      () => loadSubmodels(tvmjs, device, manifest, manifestUrl, progress, fileFetch));
   }
   const loadMs = performance.now() - loadStart;
   const load = { total_ms: round(loadMs) };
@@ -143,10 +157,13 @@ async function main() {
   }
   load.per_submodel_ms = Object.fromEntries(SUBMODELS.map((n) => [n, Object.fromEntries(
     Object.entries(loaded[n].loadTimes).map(([k, v]) => [k, round(v)]))]));
-  console.log(`load: ${(loadMs / 1000).toFixed(2)} s (download+check ${(load.download_ms / 1000).toFixed(2)} s, ` +
-    `shader pipelines ${(load.pipelines_ms / 1000).toFixed(2)} s, weight upload ${(load.upload_ms / 1000).toFixed(2)} s)`);
+  load.concurrent = !o["serial-load"];
+  console.log(`load: ${(loadMs / 1000).toFixed(2)} s, ${load.concurrent ? "submodels concurrently" : "one by one"} ` +
+    `(busy: download+check ${(load.download_ms / 1000).toFixed(2)} s, shader pipelines ` +
+    `${(load.pipelines_ms / 1000).toFixed(2)} s, weight upload ${(load.upload_ms / 1000).toFixed(2)} s)`);
 
-  const models = Object.fromEntries(SUBMODELS.map((n) => [n, timedModel(loaded[n], o.verbose)]));
+  const counter = installCallCounter(globals);
+  const models = Object.fromEntries(SUBMODELS.map((n) => [n, timedModel(loaded[n], counter, o.verbose)]));
   const sd = new StableDiffusion(manifest, tokenizer, models);
   let latents;
   if (o.latents) {
@@ -169,10 +186,13 @@ async function main() {
   }
   const calls = Object.fromEntries(SUBMODELS.map((n) => {
     const ms = models[n].calls;
-    return [n, { first_ms: round(ms[0]), warm_median_ms: round(median(ms.slice(1))), warm_calls: ms.length - 1 }];
+    return [n, { first_ms: round(ms[0]), warm_median_ms: round(median(ms.slice(1))), warm_calls: ms.length - 1,
+      webgpu_ops_per_call: models[n].perCall }];
   }));
   for (const [n, c] of Object.entries(calls)) {
-    console.log(`${n}: first call ${c.first_ms} ms, warm median ${c.warm_median_ms} ms (${c.warm_calls} calls)`);
+    const ops = Object.entries(c.webgpu_ops_per_call ?? {}).map(([k, v]) => `${v} ${k}`).join(", ");
+    console.log(`${n}: first call ${c.first_ms} ms, warm median ${c.warm_median_ms} ms (${c.warm_calls} calls); ` +
+      `per call: ${ops}`);
   }
 
   const result = {

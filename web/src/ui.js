@@ -14,7 +14,7 @@
 // }
 
 import { PageError, requestDevice, withGpuErrorCheck } from "./gpu.js";
-import { filesToFetch, loadManifest, loadTokenizer, Progress, SUBMODELS, TvmSubmodel } from "./loader.js";
+import { filesToFetch, loadManifest, loadSubmodels, loadTokenizer, Progress } from "./loader.js";
 import { DEFAULTS, StableDiffusion } from "./pipeline.js";
 import { DEFAULT_SCHEDULER, SCHEDULERS } from "./schedulers/index.js";
 
@@ -70,11 +70,9 @@ async function load() {
   });
 
   const tokenizer = await loadTokenizer(manifest, MANIFEST_URL, progress);
-  const models = {};
-  for (const name of SUBMODELS) {
-    models[name] = await withGpuErrorCheck(device, `loading ${name}`,
-      () => TvmSubmodel.load(globalThis.tvmjs, device, name, manifest, MANIFEST_URL, progress));
-  }
+  // one error scope for the three concurrent loads: WebGPU's error scopes are a stack, not per task
+  const models = await withGpuErrorCheck(device, "loading the model",
+    () => loadSubmodels(globalThis.tvmjs, device, manifest, MANIFEST_URL, progress));
   const sd = new StableDiffusion(manifest, tokenizer, models);
   const latentsUrl = params.get("latents");
   const fixedLatents = latentsUrl ? await loadLatentsFromUrl(latentsUrl, sd.latentCount) : null;
