@@ -115,8 +115,7 @@ def partial_sums_kernel(shape, dtype: str, num_groups: int, chunk: int):
     data = te.placeholder(shape, dtype, name="x")
     sums, squares = partial_sums(data)
     sch = tvm_api.schedule(te.create_prim_func([data, sums, squares]))
-    block = sch.get_sblock("group_norm_partial") if hasattr(sch, "get_sblock") else sch.get_block(
-        "group_norm_partial")
+    block = tvm_api.schedule_block(sch, "group_norm_partial")
     b, g, part, j = sch.get_loops(block)
     _, tx = sch.split(j, factors=[None, THREADS])
     rf = sch.rfactor(tx, 0)
@@ -159,7 +158,7 @@ def split_group_norm(chunk: int = 4096):
             groups, dtype = int(attrs.num_groups), str(ty.dtype)
             _, statistics, normalize = group_norm_te(shape, groups, float(attrs.epsilon), chunk)
             kernel = partial_sums_kernel(shape, dtype, groups, chunk)
-            partial_ty = relax.TensorType([shape[0], groups, chunks_per_group(shape, groups, chunk)], "float32")
+            partial_ty = tvm_api.tensor_type([shape[0], groups, chunks_per_group(shape, groups, chunk)], "float32")
             sums = self.builder_.emit(relax.call_tir(self.builder_.add_func(kernel, "group_norm_partial"), [x],
                                                      [partial_ty, partial_ty]))
             stats = self.builder_.emit_te(statistics, relax.TupleGetItem(sums, 0), relax.TupleGetItem(sums, 1),

@@ -34,27 +34,22 @@ def tir():
 
 def schedule(func):
     """A TIR schedule of ``func``: ``tvm.s_tir.Schedule`` (>= 0.24) or ``tvm.tir.Schedule``."""
-    import tvm
+    return adapter().schedule(func)
 
-    return tvm.s_tir.Schedule(func) if hasattr(tvm, "s_tir") else tvm.tir.Schedule(func)
+
+def schedule_block(sch, name: str):
+    """The block named ``name`` of a TIR schedule (an ``SBlock`` from v0.24 on)."""
+    return adapter().schedule_block(sch, name)
 
 
 def mark_scheduled(func):
     """``func`` marked as hand-scheduled, so TVM's default schedule rules (dlight) leave it as it is."""
-    import tvm
-
-    return func.with_attr("tirx.is_scheduled" if hasattr(tvm, "tirx") else "tir.is_scheduled", True)
+    return func.with_attr(adapter().scheduled_attr, True)
 
 
 def dlight():
     """TVM's default GPU schedule rules: ``tvm.s_tir.dlight`` (>= 0.24) or ``tvm.dlight``."""
-    import tvm
-
-    if hasattr(tvm, "s_tir"):
-        from tvm.s_tir import dlight as dl
-    else:
-        from tvm import dlight as dl
-    return dl
+    return adapter().dlight()
 
 
 def var_name(var) -> str:
@@ -277,7 +272,7 @@ def webgpu_pipeline(target, max_storage_buffers: int, rewrites=(), schedule_rule
 
 
 def webgpu_source(executable: Any) -> str:
-    """The WGSL of every kernel of a ``tvm.compile`` result (the device modules' ``inspect_source``)."""
+    """The WGSL of every kernel of a ``tvm.compile`` result (the device modules' source)."""
     seen, out, stack = set(), [], [executable.mod]
     while stack:
         m = stack.pop()
@@ -285,8 +280,8 @@ def webgpu_source(executable: Any) -> str:
             continue
         seen.add(id(m))
         if adapter().module_kind(m) == "webgpu":
-            out.append(m.inspect_source())
-        stack.extend(m.imports)
+            out.append(adapter().module_source(m))
+        stack.extend(adapter().imported_modules(m))
     return "\n".join(out)
 
 
@@ -325,7 +320,7 @@ def kernel_costs(mod) -> dict[str, dict[str, int]]:
     import tvm
 
     T = tir()
-    estimate = tvm.s_tir.analysis.estimate_tir_flops if hasattr(tvm, "s_tir") else tvm.tir.analysis.estimate_tir_flops
+    estimate = adapter().estimate_tir_flops
     costs = {}
     for gv, func in mod.functions.items():
         if not isinstance(func, T.PrimFunc):

@@ -20,8 +20,10 @@ from pipeline import tvm_api, tvm_versions
 from pipeline.errors import WebsdError
 from pipeline.tvm_versions import v0_21, v0_26
 
-ADAPTER_API = ("tir", "var_name", "expr_type", "tensor_type", "ret_type", "var_remap_key", "module_kind", "allocated_buffers",
-               "cpu_tensor", "take", "dump_tensor_cache", "import_exported_program", "TENSOR_CACHE_JSON")
+ADAPTER_API = ("tir", "schedule", "schedule_block", "scheduled_attr", "dlight", "estimate_tir_flops", "var_name", "expr_type",
+               "tensor_type", "ret_type", "var_remap_key", "module_kind", "module_source", "imported_modules",
+               "allocated_buffers", "cpu_tensor", "take", "dump_tensor_cache", "import_exported_program",
+               "TENSOR_CACHE_JSON")
 
 
 def test_every_adapter_implements_the_same_functions():
@@ -129,9 +131,100 @@ def test_the_installed_tvm_imports_a_torch_graph_through_its_adapter():
     assert [tvm_api.var_name(p) for p in func.params][:2] == ["x", "ids"]
 
 
+def _saved_like_a_trace():
+    """A module with what the pipeline's traces hold: a non-persistent buffer (CLIP's position_ids), a reverse
+    subtraction from a Python int (the VAE's 255 - x), a user input whose shape differs from every weight's."""
+    import torch
+
+    class Saved(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(3, 5)
+            self.register_buffer("offsets", torch.arange(5).float(), persistent=False)
+
+        def forward(self, x):
+            return 255 - self.lin(x) + self.offsets
+
+    return Saved()
+
+
+def test_the_installed_tvm_imports_a_saved_trace_with_weight_stand_ins(tmp_path):
+    """A program as ``trace`` writes it (weights replaced by zero-stride stand-ins, then ``torch.export.save``)
+    and ``compile`` loads it back: the loaded placeholders lack the ``tensor_meta`` v0.21 read input shapes from,
+    and DLPack refuses the stand-ins. The result must have torch's shapes (v0.21 checks each op; see below)."""
+    import torch
+
+    from pipeline.trace import _without_weights
+
+    ep = torch.export.export(_saved_like_a_trace(), (torch.ones(2, 7, 3),))
+    _without_weights(ep)
+    torch.export.save(ep, tmp_path / "saved.pt2")
+    mod = tvm_api.import_exported_program(torch.export.load(tmp_path / "saved.pt2"))
+    func = mod["main"]
+    assert int(func.attrs["num_input"]) == 1
+    assert [int(d) for d in tvm_api.expr_type(func.params[0]).shape] == [2, 7, 3]
+    out = tvm_api.ret_type(func)
+    assert [int(d) for d in out.shape] == [2, 7, 5] and str(out.dtype) == "float32"
+
+
+def test_the_installed_tvm_schedules_builds_and_reads_back_a_webgpu_kernel():
+    """The schedule-side seam (dlight, a hand schedule, FLOP estimates) and the reading of a build's WGSL."""
+    import tvm
+    from tvm import te
+
+    a = te.placeholder((64, 32), "float32", name="a")
+    b = te.compute((64,), lambda i: a[i, 0] * 2.0, name="b")
+    prim = te.create_prim_func([a, b]).with_attr("global_symbol", "double_first")
+    sch = tvm_api.schedule(prim)
+    i, = sch.get_loops(tvm_api.schedule_block(sch, "b"))
+    outer, inner = sch.split(i, [None, 32])
+    sch.bind(outer, "blockIdx.x")
+    sch.bind(inner, "threadIdx.x")
+    scheduled = tvm_api.mark_scheduled(sch.mod["main"])
+    assert bool(scheduled.attrs[tvm_api.adapter().scheduled_attr])
+    assert tvm_api.kernel_costs(tvm.IRModule({"double_first": scheduled}))["double_first"] == \
+        {"flops": 64, "bytes": (64 * 32 + 64) * 4}
+    assert tvm_api.launch_grids(tvm.IRModule({"double_first": scheduled})) == {"double_first": (2, 1, 1)}
+    assert hasattr(tvm_api.dlight(), "gpu")
+
+    target = tvm_api.webgpu_target()
+    mod = tvm.IRModule({"main": _tiny_relax()["main"]})
+    from tvm import relax
+
+    with target:
+        mod = relax.get_pipeline("zero")(mod)
+        mod = tvm_api.dlight().ApplyDefaultSchedule(tvm_api.dlight().gpu.Fallback())(mod)
+    executable = relax.build(mod, target=tvm.target.Target(target, host="llvm")) if hasattr(relax, "build") \
+        else tvm.compile(mod, target=tvm.target.Target(target, host="llvm"))
+    wgsl = tvm_api.webgpu_source(executable)
+    assert "@compute" in wgsl and "fn " in wgsl
+
+
 # --- the v0.21 adapter against a real v0.21 build -----------------------------------------------------------------
 
 V021_BUILD = os.environ.get("WEBSD_TEST_TVM021_BUILD", "")
+
+
+def check_v0_21_names_a_wrong_converter():
+    """v0.21's importer checks each op against torch's recorded shape: a converter that goes wrong (here one that
+    drops a broadcast) is named at its own node, not at some later op it breaks."""
+    import torch
+
+    class Broadcast(torch.nn.Module):
+        def forward(self, x, y):
+            return (x + y) * 2
+
+    class WrongAdd(v0_21.importer_class()):
+        def _converters(self):
+            table = super()._converters()
+            table["add.Tensor"] = lambda node: self.env[node.args[0]]
+            return table
+
+    ep = torch.export.export(Broadcast(), (torch.ones(2, 1), torch.ones(1, 3)))
+    with pytest.raises(WebsdError, match=r"add.Tensor \(node add\) to \[2, 1\] float32, where torch has \[2, 3\]"):
+        WrongAdd().from_exported_program(v0_21._ProgramView(ep), keep_params_as_input=True,
+                                         unwrap_unit_return_tuple=True, no_bind_return_tuple=False)
+    assert v0_21.import_exported_program(ep) is not None  # the real converters pass the same check
 
 
 @pytest.mark.skipif(not V021_BUILD, reason="no TVM v0.21 build: set WEBSD_TEST_TVM021_BUILD to a cache/tvm/v0.21.0 "
@@ -147,6 +240,7 @@ def test_v0_21_adapter_with_a_v0_21_build():
                TVM_LIBRARY_PATH=selection["library_path"])
     code = f"""
 import sys; sys.path.insert(0, {str(ROOT / 'tests')!r})
+import pathlib, tempfile
 import tvm, test_tvm_versions as t
 from pipeline import tvm_api
 from pipeline.tvm_versions import v0_21
@@ -154,6 +248,9 @@ assert tvm.__version__ == "0.21.0", tvm.__version__
 assert tvm_api.adapter() is v0_21
 t.test_the_installed_tvm_goes_through_its_adapter()
 t.test_the_installed_tvm_imports_a_torch_graph_through_its_adapter()
+t.test_the_installed_tvm_imports_a_saved_trace_with_weight_stand_ins(pathlib.Path(tempfile.mkdtemp()))
+t.test_the_installed_tvm_schedules_builds_and_reads_back_a_webgpu_kernel()
+t.check_v0_21_names_a_wrong_converter()
 print("ok")
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,

@@ -26,6 +26,31 @@ def tir():
     return tvm.tir
 
 
+def schedule(func):
+    import tvm
+
+    return tvm.tir.Schedule(func)
+
+
+def schedule_block(sch, name: str):
+    return sch.get_block(name)
+
+
+scheduled_attr = "tir.is_scheduled"
+
+
+def dlight():
+    from tvm import dlight as dl
+
+    return dl
+
+
+def estimate_tir_flops(func) -> float:
+    import tvm
+
+    return tvm.tir.analysis.estimate_tir_flops(func)
+
+
 def var_name(var) -> str:
     return var.name_hint
 
@@ -52,6 +77,14 @@ def var_remap_key(var):
 
 def module_kind(mod) -> str:
     return mod.type_key
+
+
+def module_source(mod) -> str:
+    return mod.get_source()
+
+
+def imported_modules(mod) -> list:
+    return list(mod.imported_modules)
 
 
 def allocated_buffers(node) -> list:

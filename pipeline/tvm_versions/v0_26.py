@@ -1,7 +1,8 @@
 """TVM API adapter for v0.26 and v0.27 (the ``apache-tvm`` wheels and their source builds).
 
 The functions every adapter implements (``pipeline.tvm_api`` calls them; ``v0_21.py`` has the same names):
-``tir``, ``var_name``, ``expr_type``, ``tensor_type``, ``ret_type``, ``var_remap_key``, ``module_kind``, ``allocated_buffers``,
+``tir``, ``schedule``, ``schedule_block``, ``scheduled_attr``, ``dlight``, ``estimate_tir_flops``, ``var_name``, ``expr_type``,
+``tensor_type``, ``ret_type``, ``var_remap_key``, ``module_kind``, ``module_source``, ``imported_modules``, ``allocated_buffers``,
 ``cpu_tensor``, ``take``, ``dump_tensor_cache``, ``import_exported_program``.
 """
 from __future__ import annotations
@@ -17,6 +18,34 @@ def tir():
     import tvm
 
     return tvm.tirx
+
+
+def schedule(func):
+    """A TIR schedule of ``func`` (``tvm.s_tir.Schedule``)."""
+    import tvm
+
+    return tvm.s_tir.Schedule(func)
+
+
+def schedule_block(sch, name: str):
+    return sch.get_sblock(name)
+
+
+# the PrimFunc attribute that makes TVM's default schedule rules (dlight) leave a function as it is
+scheduled_attr = "tirx.is_scheduled"
+
+
+def dlight():
+    """TVM's default GPU schedule rules."""
+    from tvm.s_tir import dlight as dl
+
+    return dl
+
+
+def estimate_tir_flops(func) -> float:
+    import tvm
+
+    return tvm.s_tir.analysis.estimate_tir_flops(func)
 
 
 def var_name(var) -> str:
@@ -48,6 +77,16 @@ def var_remap_key(var):
 def module_kind(mod) -> str:
     """A runtime module's kind (``"webgpu"``, ``"llvm"``, ...)."""
     return mod.kind
+
+
+def module_source(mod) -> str:
+    """A runtime module's source (a WebGPU module's WGSL)."""
+    return mod.inspect_source()
+
+
+def imported_modules(mod) -> list:
+    """The runtime modules ``mod`` imports (a build's device code hangs off its host module)."""
+    return list(mod.imports)
 
 
 def allocated_buffers(node) -> list:
