@@ -176,7 +176,7 @@ else:
 FAKE_NPM = """\
 #!{python}
 import os, sys
-with open("npm-calls.txt", "a") as f:
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "npm-calls.txt"), "a") as f:
     f.write(" ".join(sys.argv[1:]) + "\\n")
 if sys.argv[1:3] == ["run", "bundle"]:
     glue = open("src/tvmjs_runtime_wasi.js").read()
