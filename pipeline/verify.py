@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import compile as compile_stage
-from . import models, params, shard, submodels, tvm_api
+from . import models, params, shard, submodels, tvm_api, verify_policy
 from .config import Config
 from .errors import WebsdError
 from .fsutil import write_json
@@ -39,6 +39,10 @@ def verify(cfg: Config, sub: str) -> dict:
     so = compile_stage.paths(cfg, sub)["llvm"]
     params_dir = layout.params_dir(sub)
     if not so.is_file():
+        if not verify_policy.cpu_verification(cfg):  # compile builds the llvm module only for verified models
+            raise WebsdError(f"CPU verification is off for model {cfg.model.name!r} (model.verify="
+                             f"{cfg.model.verify}), so compile_{sub} made no CPU build to check; run with "
+                             f"model.verify=on")
         raise WebsdError(f"no CPU build of {sub} at {so}; run compile_{sub} first")
     if not (params_dir / shard.CACHE_JSON).is_file():
         raise WebsdError(f"no tensor cache for {sub} at {params_dir}; run shard_{sub} first")

@@ -63,3 +63,19 @@ def test_wrong_weights_fail_and_leave_no_passing_report(tiny_f32, monkeypatch): 
     finally:
         layout.verify_report("vae").write_text(saved)
         layout.verify_report("vae").with_name("vae.failed.json").unlink(missing_ok=True)
+
+
+def test_verifying_a_model_without_cpu_verification_names_the_setting(tmp_path):
+    """A local diffusers folder is not verified by default (model.verify=auto), so compile made no llvm build:
+    asking for verify_<sub> says which setting turns it on, not "run compile first" (which would not help)."""
+    from pipeline.config import load_config
+
+    folder = tmp_path / "my-sd"
+    folder.mkdir()
+    cfg = load_config(pyproject=None, env={}, cli={"model.name": str(folder), "paths.cache": str(tmp_path / "c")})
+    with pytest.raises(WebsdError, match="model.verify=on"):
+        verify.verify(cfg, "clip")
+    on = load_config(pyproject=None, env={}, cli={"model.name": str(folder), "paths.cache": str(tmp_path / "c"),
+                                                  "model.verify": "on"})
+    with pytest.raises(WebsdError, match="run compile_clip first"):
+        verify.verify(on, "clip")
