@@ -31,11 +31,15 @@ class TvmRelease:
 RELEASES: dict[str, TvmRelease] = {
     "0.26.0": TvmRelease(tvm_ffi="0.1.14.post0", has_wheel=True),
     "0.27.0": TvmRelease(tvm_ffi="0.1.15.post2", has_wheel=True, wheel_version="0.27.0.post1"),
-    # v0.21.0: FFI in-tree (ffi/); its codegen_llvm.cc uses an LLVM-20-only insertDeclare overload under
-    # `TVM_LLVM_VERSION >= 190`, fixed upstream by 351dd8061b (#18123, first in v0.22.0): backported for llvm-19.
+    # v0.21.0: FFI in-tree (ffi/). Two upstream fixes, both first released in v0.22.0, are backported:
+    # - 351dd8061b (#18123): codegen_llvm.cc uses an LLVM-20-only insertDeclare overload under
+    #   `TVM_LLVM_VERSION >= 190`, so v0.21.0 does not build with llvm-19;
+    # - 3b60f1c9b8 (#18168): web/src/runtime.ts still requires a TVMFuncFree export and the runtime.Array* globals
+    #   that v0.21.0's new FFI no longer has (it registers ffi.Array*), so no page could load a v0.21.0 model.
     "0.21.0": TvmRelease(tvm_ffi=None, has_wheel=False,
                          submodules=("3rdparty/dlpack", "3rdparty/dmlc-core", "3rdparty/rang", "ffi/3rdparty/dlpack"),
-                         backports=("351dd8061bf0055ec369c2f94d91b86eb3196349",), llvm_static=False),
+                         backports=("351dd8061bf0055ec369c2f94d91b86eb3196349",
+                                    "3b60f1c9b8907dcf5d39a033876020e96e6915b2"), llvm_static=False),
 }
 
 
