@@ -86,6 +86,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("tvm_checkout", "Check out Apache TVM at tvm.ref (tvm.git or tvm.mirror) with its submodules and backports",
           tvm_checkout.checkout_tvm, in_process=True, expensive=True,
           outputs=lambda cfg, sub=None: [_layout(cfg).tvm_checkout_stamp],
+          inputs=lambda cfg, sub=None: tvm_checkout.patch_files(cfg.tvm.version),
           config_keys=("tvm.version", "tvm.ref", "tvm.git", "tvm.mirror", "tvm.ffi_mirror",
                        "tvm.submodule_mirrors"),
           fingerprint=lambda cfg: (_layout(cfg).tvm_src / ".git").exists(),

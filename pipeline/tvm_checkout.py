@@ -88,10 +88,10 @@ def resolve_ref(remote: str, ref: str) -> tuple[str, str]:
 
 
 def _has_local_edits(src: Path) -> bool:
-    """Edits a user made: the files our own backports changed (pipeline/versions.py) do not count."""
+    """Edits a user made: the files our own patch step changed (pipeline/versions.py) do not count."""
     ours = set()
-    for commit in read_json(src / BACKPORT_STAMP, {}).get("commits", []):
-        ours |= set(_git("diff", "--name-only", f"{commit}^", commit, cwd=src, check=False).stdout.split())
+    for diff in _applied_patches(src).values():
+        ours |= {line[6:] for line in diff.splitlines() if line.startswith("+++ b/")}
     out = _git("status", "--porcelain", "--untracked-files=no", cwd=src).stdout
     return any(line[3:] not in ours for line in out.splitlines() if line.strip())
 
@@ -204,23 +204,27 @@ def init_submodules(src: Path, tvm_version: str, mirror_of: Callable[[str], str]
 
 
 BACKPORT_STAMP = ".git/websd-backports.json"
+# patches this project owns, for release bugs no upstream commit fixes on its own (named in pipeline/versions.py)
+PATCH_DIR = Path(__file__).resolve().parent / "tvm_patches"
 
 
-def apply_backports(src: Path, remote: str, commits: Iterable[str]) -> list[str]:
-    """The patch step: apply each upstream commit's diff to the work tree (``git apply``) unless it is applied.
+def patch_files(tvm_version: str) -> list[Path]:
+    """This project's patch files for a TVM version: an edit of one makes tvm_checkout stale."""
+    return [PATCH_DIR / name for name in versions.release(tvm_version).patches]
 
-    The commits come from the TVM remote (or mirror), so nothing of TVM is stored in this project. The result is
-    local edits that ``source_fingerprint`` hashes like any other; the list is recorded in
-    ``.git/websd-backports.json`` (so ``_has_local_edits`` knows these edits are ours) and in the checkout stamp.
-    Whether a commit is applied is checked on the files themselves (a ``git checkout --force`` undoes it)."""
-    commits = list(commits)
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
-    # a backport dropped from versions.py since the last run is taken out again
-    for commit in reversed(read_json(src / BACKPORT_STAMP, {}).get("commits", [])):
-        if commit not in commits:
-            diff = _git("diff", "--binary", f"{commit}^", commit, cwd=src, check=False).stdout
-            subprocess.run(["git", "apply", "--reverse", "-"], cwd=src, input=diff, text=True, capture_output=True,
-                           env=env)
+
+def _applied_patches(src: Path) -> dict[str, str]:
+    """What the patch step applied to ``src`` last: name -> its diff."""
+    stamp = read_json(src / BACKPORT_STAMP, {})
+    applied = dict(stamp.get("applied", {}))
+    for commit in stamp.get("commits", []):  # the stamp of an earlier version of this module: commits only
+        applied[commit] = _git("diff", "--binary", f"{commit}^", commit, cwd=src, check=False).stdout
+    return applied
+
+
+def _wanted_patches(src: Path, remote: str, commits: Iterable[str], patches: Iterable[str]) -> dict[str, str]:
+    """name -> diff of each upstream commit (fetched from the TVM remote) and each of our patch files, in order."""
+    wanted = {}
     for commit in commits:
         parent = _git("rev-parse", "--verify", "-q", f"{commit}^^{{commit}}", cwd=src, check=False)
         if parent.returncode != 0:
@@ -228,18 +232,43 @@ def apply_backports(src: Path, remote: str, commits: Iterable[str]) -> list[str]
             if proc.returncode != 0:
                 raise WebsdError(f"cannot fetch backport commit {commit[:12]} from {remote!r} "
                                  f"({_last_line(proc.stderr)}); set tvm.mirror to a TVM mirror that has it")
-        diff = _git("diff", "--binary", f"{commit}^", commit, cwd=src).stdout
+        wanted[commit] = _git("diff", "--binary", f"{commit}^", commit, cwd=src).stdout
+    for name in patches:
+        path = PATCH_DIR / name
+        if not path.is_file():
+            raise WebsdError(f"pipeline/versions.py names the TVM patch {name}, which is not in pipeline/tvm_patches/")
+        wanted[f"tvm_patches/{name}"] = path.read_text()
+    return wanted
+
+
+def apply_backports(src: Path, remote: str, commits: Iterable[str], patches: Iterable[str] = ()) -> list[str]:
+    """The patch step: apply upstream commits' diffs (``backports``) and this project's own patch files
+    (``patches``, in ``pipeline/tvm_patches/``) to the work tree with ``git apply``, each unless it is applied.
+
+    The commits come from the TVM remote (or mirror), so nothing of TVM is stored in this project; our own patches
+    are a few changed lines each. The result is local edits that ``source_fingerprint`` hashes like any other; the
+    diffs are recorded in ``.git/websd-backports.json`` (so ``_has_local_edits`` knows these edits are ours, and a
+    patch dropped from versions.py can be taken out again) and their names in the checkout stamp. Whether a diff
+    is applied is checked on the files themselves (a ``git checkout --force`` undoes it)."""
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    wanted = _wanted_patches(src, remote, commits, patches)
+    for name, diff in reversed(list(_applied_patches(src).items())):
+        if name not in wanted:  # dropped from versions.py since the last run: taken out again
+            subprocess.run(["git", "apply", "--reverse", "-"], cwd=src, input=diff, text=True, capture_output=True,
+                           env=env)
+    for name, diff in wanted.items():
         if subprocess.run(["git", "apply", "--reverse", "--check", "-"], cwd=src, input=diff, text=True,
                           capture_output=True, env=env).returncode == 0:
             continue  # applied already
         proc = subprocess.run(["git", "apply", "-"], cwd=src, input=diff, text=True, capture_output=True, env=env)
         if proc.returncode != 0:
-            raise WebsdError(f"backport {commit[:12]} does not apply to TVM {head_commit(src)[:12]} "
-                             f"({_last_line(proc.stderr)}); fix backports in pipeline/versions.py")
-    record = {"head": head_commit(src), "commits": commits}
+            what = f"backport {name[:12]}" if name in commits else f"patch pipeline/{name}"
+            raise WebsdError(f"{what} does not apply to TVM {head_commit(src)[:12]} "
+                             f"({_last_line(proc.stderr)}); fix backports/patches in pipeline/versions.py")
+    record = {"head": head_commit(src), "applied": wanted}
     if read_json(src / BACKPORT_STAMP, {}) != record:
         write_json(src / BACKPORT_STAMP, record)
-    return commits
+    return list(wanted)
 
 
 def init_tvm_ffi(src: Path, tvm_version: str, ffi_mirror: str = "", dlpack_mirror: str = "") -> str:
@@ -306,11 +335,11 @@ def checkout_tvm(cfg: Config, log: Callable[[str], None] = print) -> CheckoutRes
                 commit = fetch_commit(work, remote, refspec, commit)
                 init_tvm_ffi(work, cfg.tvm.version, ffi_mirror, dlpack_mirror)
                 init_submodules(work, cfg.tvm.version, cfg.tvm.submodule_mirror)
-                apply_backports(work, remote, rel.backports)
+                apply_backports(work, remote, rel.backports, rel.patches)
         executed = True
     ffi_source = init_tvm_ffi(src, cfg.tvm.version, ffi_mirror, dlpack_mirror)
     submodules = init_submodules(src, cfg.tvm.version, cfg.tvm.submodule_mirror)
-    backports = apply_backports(src, remote, rel.backports)
+    backports = apply_backports(src, remote, rel.backports, rel.patches)
     record = {"remote": remote, "ref": ref, "refspec": refspec, "commit": commit, "ffi_mirror": ffi_mirror,
               "ffi_source": ffi_source, "submodules": submodules, "backports": backports}
     if executed or any(stamp.get(k) != v for k, v in record.items()):

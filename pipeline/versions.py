@@ -22,6 +22,9 @@ class TvmRelease:
     # upstream apache/tvm commits applied on top of the tag by tvm_checkout (fetched from the TVM remote, never
     # stored here), e.g. fixes a release needs to build with the LLVM this project installs
     backports: tuple[str, ...] = ()
+    # this project's own patches (files in pipeline/tvm_patches/), applied after the backports, for release bugs
+    # that no single upstream commit fixes
+    patches: tuple[str, ...] = ()
     # link LLVM statically (`llvm-config --link-static`). v0.21's FindLLVM.cmake then links Debian's libzstd.a,
     # which is not position-independent: libtvm.so fails to link ("relocation ... recompile with -fPIC"); the
     # shared libLLVM-19.so has no such system libs.
@@ -36,10 +39,15 @@ RELEASES: dict[str, TvmRelease] = {
     #   `TVM_LLVM_VERSION >= 190`, so v0.21.0 does not build with llvm-19;
     # - 3b60f1c9b8 (#18168): web/src/runtime.ts still requires a TVMFuncFree export and the runtime.Array* globals
     #   that v0.21.0's new FFI no longer has (it registers ffi.Array*), so no page could load a v0.21.0 model.
+    # And one patch of ours: web/src/webgpu.ts's deviceCopyToGPU zeroed every host-to-GPU copy whose size is not a
+    # multiple of 4 bytes (it padded into a fresh array and then copied that array onto itself), so a float16
+    # scalar constant (the attention scale) reached the GPU as 0. Upstream fixed it inside #18871 (v0.24), a large
+    # rewrite of the WebGPU runtime that does not apply to v0.21.
     "0.21.0": TvmRelease(tvm_ffi=None, has_wheel=False,
                          submodules=("3rdparty/dlpack", "3rdparty/dmlc-core", "3rdparty/rang", "ffi/3rdparty/dlpack"),
                          backports=("351dd8061bf0055ec369c2f94d91b86eb3196349",
-                                    "3b60f1c9b8907dcf5d39a033876020e96e6915b2"), llvm_static=False),
+                                    "3b60f1c9b8907dcf5d39a033876020e96e6915b2"),
+                         patches=("v0.21.0-webgpu-copy-padding.patch",), llvm_static=False),
 }
 
 

@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -237,7 +238,42 @@ def test_a_backport_that_does_not_apply_is_one_line(tmp_path, monkeypatch):
     git(repo, "checkout", "-q", "main")
     monkeypatch.setitem(versions.RELEASES, "0.26.0", versions.TvmRelease(
         tvm_ffi="0.1.14.post0", has_wheel=True, backports=(on_top,)))
-    with pytest.raises(WebsdError, match=rf"backport {on_top[:12]} does not apply .* fix backports in "
-                                         r"pipeline/versions.py"):
+    with pytest.raises(WebsdError, match=rf"backport {on_top[:12]} does not apply .* fix backports/patches "
+                                         r"in pipeline/versions.py"):
         tvm_checkout.checkout_tvm(cfg_for(repo), log=lambda m: None)
     assert nxt
+
+
+def test_our_own_patches_apply_like_backports_and_name_their_file(tmp_path, monkeypatch):
+    """A patch file of this project (pipeline/tvm_patches/) goes through the same patch step: applied once, kept
+    out of the user's edits, re-applied after a reset, taken out when dropped; a missing or stale one is one line."""
+    from pipeline import versions
+
+    repo = make_fake_tvm(tmp_path)
+    patches = tmp_path / "tvm_patches"
+    patches.mkdir()
+    (patches / "fix.patch").write_text(
+        "Why: the answer was wrong.\n\n"
+        "diff --git a/src/runtime.c b/src/runtime.c\n--- a/src/runtime.c\n+++ b/src/runtime.c\n@@ -1 +1 @@\n"
+        "-int tvm_runtime_answer(void) { return 42; }\n+int tvm_runtime_answer(void) { return 43; }\n")
+    monkeypatch.setattr(tvm_checkout, "PATCH_DIR", patches)
+    monkeypatch.setitem(versions.RELEASES, "0.26.0", versions.TvmRelease(
+        tvm_ffi="0.1.14.post0", has_wheel=True, patches=("fix.patch",)))
+    cfg = cfg_for(repo)
+    src = tvm_checkout.checkout_tvm(cfg, log=lambda m: None).src
+    runtime = src / "src" / "runtime.c"
+    assert "return 43" in runtime.read_text()
+    assert json.loads(Layout.from_config(cfg).tvm_checkout_stamp.read_text())["backports"] == \
+        ["tvm_patches/fix.patch"]
+    assert not tvm_checkout._has_local_edits(src)
+    assert not tvm_checkout.checkout_tvm(cfg, log=lambda m: None).executed
+    git(src, "checkout", "-q", "--force", "HEAD")
+    assert tvm_checkout.checkout_tvm(cfg, log=lambda m: None) and "return 43" in runtime.read_text()
+    tvm_checkout.apply_backports(src, str(repo), [], [])
+    assert "return 42;" in runtime.read_text()
+    with pytest.raises(WebsdError, match="names the TVM patch gone.patch, which is not in pipeline/tvm_patches/"):
+        tvm_checkout.apply_backports(src, str(repo), [], ["gone.patch"])
+    runtime.write_text("int tvm_runtime_answer(void) { return 7; }\n")
+    with pytest.raises(WebsdError, match=r"patch pipeline/tvm_patches/fix.patch does not apply .* fix "
+                                         r"backports/patches in pipeline/versions.py"):
+        tvm_checkout.apply_backports(src, str(repo), [], ["fix.patch"])
