@@ -1,13 +1,18 @@
 """TVM API adapter for v0.21 (source builds only: no wheel exists).
 
-Same functions as ``v0_26.py``. What differs (shared/TVM-0.21.md): ``tvm.tir`` not ``tvm.tirx``, ``name_hint``,
-``struct_info``/``ret_struct_info``, ``tvm.nd.array``, ``relax.op.take`` without ``mode``, ``dump_ndarray_cache``
-writing ``ndarray-cache.json``, ``type_key`` on runtime modules, and an ExportedProgram importer tested with torch
-2.7: the graphs torch 2.13 exports use ops its converter table lacks, and its binary ops do not promote mixed
-dtypes, and it looks non-persistent buffers (CLIP's ``position_ids``) up in ``state_dict``, where torch does not
-keep them. ``import_exported_program`` adds those through the importer's public extension point: a subclass of
-``ExportedProgramImporter`` whose ``create_convert_map`` adds entries (v0.21's ``from_exported_program`` takes no
-custom converter map) and whose ``create_input_vars`` sees the non-persistent buffers.
+Same functions as ``v0_26.py``. What differs (shared/TVM-0.21.md, and what building the models found):
+
+- names: ``tvm.tir`` not ``tvm.tirx``, ``tvm.tir.Schedule``/``get_block`` and ``tvm.dlight`` (not ``tvm.s_tir``),
+  ``tir.is_scheduled``, ``name_hint``, ``struct_info``/``ret_struct_info``, ``tvm.nd.array``, ``type_key``,
+  ``imported_modules``/``get_source`` on runtime modules, ``relax.op.take`` without ``mode``;
+- the tensor-cache writer is ``dump_ndarray_cache`` and names its index ``ndarray-cache.json``;
+- the ExportedProgram importer was tested with torch 2.7. Against torch 2.13's graphs it lacks converters, does not
+  promote mixed dtypes in binary ops, makes ``255 - x`` an int32 constant, looks non-persistent buffers (CLIP's
+  ``position_ids``) up in ``state_dict``, reads input shapes from ``tensor_meta`` (which a program loaded with
+  ``torch.export.load`` lacks) and copies every weight through DLPack (which refuses the traces' zero-stride
+  stand-ins). ``import_exported_program`` handles each through the importer's public extension points: a subclass
+  of ``ExportedProgramImporter`` (v0.21's ``from_exported_program`` takes no custom converter map) and a view of
+  the program (``_ProgramView``). Every converted node is checked against torch's recorded shape and dtype.
 """
 from __future__ import annotations
 
