@@ -138,34 +138,26 @@ def partial_sums_kernel(shape, dtype: str, num_groups: int, chunk: int):
 def split_group_norm(chunk: int = 4096):
     """A module pass: every channel-first ``relax.nn.group_norm`` with scale and shift becomes the three kernels
     of the module doc. Others (another channel axis, no affine) are left to TVM."""
-    import tvm
     from tvm import relax
 
-    group_norm_op = tvm.ir.Op.get("relax.nn.group_norm")
+    def split(mutator, call):
+        attrs, ty = call.attrs, tvm_api.expr_type(call.args[0])
+        shape = static_shape(ty)
+        if not (shape is not None and len(shape) >= 3 and attrs.center and attrs.scale
+                and int(attrs.channel_axis) == 1 and [int(a) for a in attrs.axes] == list(range(2, len(shape)))):
+            return None
+        x, gamma, beta = call.args
+        groups, dtype = int(attrs.num_groups), str(ty.dtype)
+        _, statistics, normalize = group_norm_te(shape, groups, float(attrs.epsilon), chunk)
+        kernel = partial_sums_kernel(shape, dtype, groups, chunk)
+        partial_ty = tvm_api.tensor_type([shape[0], groups, chunks_per_group(shape, groups, chunk)], "float32")
+        bb = mutator.builder_
+        sums = bb.emit(relax.call_tir(bb.add_func(kernel, "group_norm_partial"), [x], [partial_ty, partial_ty]))
+        stats = bb.emit_te(statistics, relax.TupleGetItem(sums, 0), relax.TupleGetItem(sums, 1),
+                           primfunc_name_hint="group_norm_stats")
+        return bb.call_te(normalize, x, stats, gamma, beta, primfunc_name_hint="group_norm_apply")
 
-    @relax.expr_functor.mutator
-    class Split(relax.PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if not call.op.same_as(group_norm_op):
-                return call
-            attrs, ty = call.attrs, tvm_api.expr_type(call.args[0])
-            shape = static_shape(ty)
-            if not (shape is not None and len(shape) >= 3 and attrs.center and attrs.scale
-                    and int(attrs.channel_axis) == 1 and [int(a) for a in attrs.axes] == list(range(2, len(shape)))):
-                return call
-            x, gamma, beta = call.args
-            groups, dtype = int(attrs.num_groups), str(ty.dtype)
-            _, statistics, normalize = group_norm_te(shape, groups, float(attrs.epsilon), chunk)
-            kernel = partial_sums_kernel(shape, dtype, groups, chunk)
-            partial_ty = tvm_api.tensor_type([shape[0], groups, chunks_per_group(shape, groups, chunk)], "float32")
-            sums = self.builder_.emit(relax.call_tir(self.builder_.add_func(kernel, "group_norm_partial"), [x],
-                                                     [partial_ty, partial_ty]))
-            stats = self.builder_.emit_te(statistics, relax.TupleGetItem(sums, 0), relax.TupleGetItem(sums, 1),
-                                          primfunc_name_hint="group_norm_stats")
-            return self.builder_.call_te(normalize, x, stats, gamma, beta, primfunc_name_hint="group_norm_apply")
-
-    return tvm_api.per_function_pass(Split, "SplitGroupNorm")
+    return tvm_api.call_rewrite_pass("relax.nn.group_norm", split, "SplitGroupNorm")
 
 
 def split_k(batch: int, m: int, n: int, k: int, tile: int = 32, enough: int = 2048, most: int = 16) -> int:
@@ -218,31 +210,21 @@ def split_k_matmul():
     """A module pass: a 3-D ``matmul`` with a long reduction and a small output (sliced attention's probs @ V at
     SD v1.5 size: 4096 x 4096 @ 4096 x 40, 256 workgroups of dlight's 32x32 tiles on a GPU that holds thousands)
     becomes ``parts`` matmuls over slices of the reduction, batched into one kernel, and a sum."""
-    import tvm
-    from tvm import relax
+    def split(mutator, call):
+        shapes = [static_shape(tvm_api.expr_type(x)) for x in call.args]
+        if any(s is None or len(s) != 3 for s in shapes):
+            return None
+        (batch, m, k), (batch_b, k_b, n) = shapes
+        parts = split_k(batch, m, n, k)
+        if batch != batch_b or k != k_b or parts == 1:
+            return None
+        partial = mutator.builder_.emit_te(split_k_te(parts, call.attrs.out_dtype), *call.args,
+                                           primfunc_name_hint="matmul_split_k")
+        total = sum_parts_te(parts, lambda p: (batch, m, n), lambda q, idx: (idx[0] * parts + q, *idx[1:]),
+                             "matmul_split_k_sum")
+        return mutator.builder_.call_te(total, partial, primfunc_name_hint="matmul_split_k_sum")
 
-    matmul_op = tvm.ir.Op.get("relax.matmul")
-
-    @relax.expr_functor.mutator
-    class Split(relax.PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if not call.op.same_as(matmul_op):
-                return call
-            shapes = [static_shape(tvm_api.expr_type(x)) for x in call.args]
-            if any(s is None or len(s) != 3 for s in shapes):
-                return call
-            (batch, m, k), (batch_b, k_b, n) = shapes
-            parts = split_k(batch, m, n, k)
-            if batch != batch_b or k != k_b or parts == 1:
-                return call
-            partial = self.builder_.emit_te(split_k_te(parts, call.attrs.out_dtype), *call.args,
-                                            primfunc_name_hint="matmul_split_k")
-            total = sum_parts_te(parts, lambda p: (batch, m, n), lambda q, idx: (idx[0] * parts + q, *idx[1:]),
-                                 "matmul_split_k_sum")
-            return self.builder_.call_te(total, partial, primfunc_name_hint="matmul_split_k_sum")
-
-    return tvm_api.per_function_pass(Split, "SplitKMatmul")
+    return tvm_api.call_rewrite_pass("relax.matmul", split, "SplitKMatmul")
 
 
 def conv_split_k_te(parts: int, strides, padding, out_dtype: str):
@@ -275,37 +257,27 @@ def split_k_conv2d():
     """A module pass: a 2-D convolution whose implicit GEMM has a long reduction and few output tiles (SD v1.5's
     1280-channel convolutions at 8x8: 128 x 1280 outputs over 11520 products, 160 workgroups) becomes partial
     convolutions over slices of its input channels, batched into one kernel, and their sum."""
-    import tvm
-    from tvm import relax
+    def split(mutator, call):
+        attrs = call.attrs
+        shapes = [static_shape(tvm_api.expr_type(e)) for e in (*call.args, call)]
+        if (any(s is None for s in shapes) or int(attrs.groups) != 1
+                or [int(d) for d in attrs.dilation] != [1, 1]
+                or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")):
+            return None
+        (n, c, _, _), (o, _, kh, kw), (_, _, out_h, out_w) = shapes
+        parts = split_k(1, n * out_h * out_w, o, c * kh * kw)
+        while parts > 1 and c % parts:
+            parts //= 2
+        if parts == 1:
+            return None
+        partial = mutator.builder_.emit_te(
+            conv_split_k_te(parts, [int(d) for d in attrs.strides], [int(d) for d in attrs.padding],
+                            attrs.out_dtype), *call.args, primfunc_name_hint="conv2d_split_k")
+        total = sum_parts_te(parts, lambda p: [int(d) for d in p.shape[1:]], lambda q, idx: (q, *idx),
+                             "conv2d_split_k_sum")
+        return mutator.builder_.call_te(total, partial, primfunc_name_hint="conv2d_split_k_sum")
 
-    conv_op = tvm.ir.Op.get("relax.nn.conv2d")
-
-    @relax.expr_functor.mutator
-    class Split(relax.PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if not call.op.same_as(conv_op):
-                return call
-            attrs = call.attrs
-            shapes = [static_shape(tvm_api.expr_type(e)) for e in (*call.args, call)]
-            if (any(s is None for s in shapes) or int(attrs.groups) != 1
-                    or [int(d) for d in attrs.dilation] != [1, 1]
-                    or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")):
-                return call
-            (n, c, _, _), (o, _, kh, kw), (_, _, out_h, out_w) = shapes
-            parts = split_k(1, n * out_h * out_w, o, c * kh * kw)
-            while parts > 1 and c % parts:
-                parts //= 2
-            if parts == 1:
-                return call
-            partial = self.builder_.emit_te(
-                conv_split_k_te(parts, [int(d) for d in attrs.strides], [int(d) for d in attrs.padding],
-                                attrs.out_dtype), *call.args, primfunc_name_hint="conv2d_split_k")
-            total = sum_parts_te(parts, lambda p: [int(d) for d in p.shape[1:]], lambda q, idx: (q, *idx),
-                                 "conv2d_split_k_sum")
-            return self.builder_.call_te(total, partial, primfunc_name_hint="conv2d_split_k_sum")
-
-    return tvm_api.per_function_pass(Split, "SplitKConv2d")
+    return tvm_api.call_rewrite_pass("relax.nn.conv2d", split, "SplitKConv2d")
 
 
 def rewrites() -> list:

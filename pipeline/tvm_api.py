@@ -176,30 +176,23 @@ def split_wide_fusions(max_buffers: int):
 def split_wide_concats(max_buffers: int):
     """A module pass: ``concat`` of more than ``max_buffers - 1`` tensors (one kernel binding every input and the
     output) becomes a tree of concats that each fit. Sliced attention joins 16 head slices at SD v1.5 size."""
-    import tvm
     from tvm import relax
 
-    concat_op = tvm.ir.Op.get("relax.concat")
     width = max(2, max_buffers - 1)
 
-    @relax.expr_functor.mutator
-    class Split(relax.PyExprMutator):
-        def visit_call_(self, call):
-            call = super().visit_call_(call)
-            if not call.op.same_as(concat_op):
-                return call
-            parts = call.args[0]
-            if isinstance(parts, relax.Var):
-                parts = self.lookup_binding(parts)
-            if not isinstance(parts, relax.Tuple) or len(parts.fields) <= width:
-                return call
-            fields, axis = list(parts.fields), call.attrs.axis
-            while len(fields) > width:
-                fields = [self.builder_.emit(relax.op.concat(fields[i:i + width], axis=axis))
-                          if len(fields[i:i + width]) > 1 else fields[i] for i in range(0, len(fields), width)]
-            return relax.op.concat(fields, axis=axis)
+    def split(mutator, call):
+        parts = call.args[0]
+        if isinstance(parts, relax.Var):
+            parts = mutator.lookup_binding(parts)
+        if not isinstance(parts, relax.Tuple) or len(parts.fields) <= width:
+            return None
+        fields, axis = list(parts.fields), call.attrs.axis
+        while len(fields) > width:
+            fields = [mutator.builder_.emit(relax.op.concat(fields[i:i + width], axis=axis))
+                      if len(fields[i:i + width]) > 1 else fields[i] for i in range(0, len(fields), width)]
+        return relax.op.concat(fields, axis=axis)
 
-    return per_function_pass(Split, "SplitWideConcats")
+    return call_rewrite_pass("relax.concat", split, "SplitWideConcats")
 
 
 def align_storage(multiple: int = 4):
@@ -224,6 +217,27 @@ def align_storage(multiple: int = 4):
             return relax.Call(call.op, [padded, *call.args[1:]], call.attrs, call.sinfo_args)
 
     return per_function_pass(Align, "AlignStorage")
+
+
+def call_rewrite_pass(op_name: str, rewrite, name: str):
+    """A module pass that offers every call of the Relax op ``op_name`` (bottom up, after its arguments) to
+    ``rewrite(mutator, call)``, which returns the replacement or None to keep the call. ``mutator`` is the
+    ``PyExprMutator``: its ``builder_`` emits, its ``lookup_binding`` reads bindings."""
+    import tvm
+    from tvm import relax
+
+    op = tvm.ir.Op.get(op_name)
+
+    @relax.expr_functor.mutator
+    class Rewrite(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if not call.op.same_as(op):
+                return call
+            new = rewrite(self, call)
+            return call if new is None else new
+
+    return per_function_pass(Rewrite, name)
 
 
 def per_function_pass(mutator, name: str):
