@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .config import Config, TvmConfig
 
 
 def model_key(model_name: str) -> str:
@@ -29,7 +29,7 @@ class Layout:
     model_name: str
     dtype: str
     size: str  # the image size, or "default" for the model's own
-    tvm: str = "v0.26.0"  # tvm_key of the TVM ref
+    tvm: str = TvmConfig().resolved_ref  # tvm_key of the TVM ref (default: the default tvm.version's tag)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Layout":

@@ -215,11 +215,7 @@ def patch_files(tvm_version: str) -> list[Path]:
 
 def _applied_patches(src: Path) -> dict[str, str]:
     """What the patch step applied to ``src`` last: name -> its diff."""
-    stamp = read_json(src / BACKPORT_STAMP, {})
-    applied = dict(stamp.get("applied", {}))
-    for commit in stamp.get("commits", []):  # the stamp of an earlier version of this module: commits only
-        applied[commit] = _git("diff", "--binary", f"{commit}^", commit, cwd=src, check=False).stdout
-    return applied
+    return dict(read_json(src / BACKPORT_STAMP, {}).get("applied", {}))
 
 
 def _wanted_patches(src: Path, remote: str, commits: Iterable[str], patches: Iterable[str]) -> dict[str, str]:
