@@ -8,29 +8,35 @@
 """
 import os
 import sys
+from pathlib import Path
 
 from doit.tools import config_changed
 
 from pipeline import doit_support as ds
-from pipeline import models, stages, tvm_build
+from pipeline import models, remote_cache, stages
+from pipeline.toolchain import tvm_build, versions
 from pipeline.config import load_config
+from pipeline.model import lora
 from pipeline.errors import WebsdError
 from pipeline.layout import Layout
 
 try:
     CFG = load_config(cli=ds.doit_cli_vars())
     models.source(CFG)  # a bad model.name is one line here, not a traceback from a task
+    models.dims(CFG)  # likewise a bad model.image_size, before any stage runs
+    lora.parse(CFG)  # and a model.lora file that is not there
+    versions.release(CFG.tvm.version)  # and a tvm.version with no release entry
 except WebsdError as _e:
     raise SystemExit(f"error: {_e}")
 LAYOUT = Layout.from_config(CFG)
 ds.use_md5_memo(LAYOUT.cache / ".file-md5.json")
-# keys that are part of the output paths (Layout): switching them writes elsewhere, so switching back is free
-PATH_KEYS = {"model.name", "model.dtype", "model.image_size", "tvm.version", "tvm.ref"}
 TASKS = [(s, sub) for s in stages.STAGES for sub in s.subs()]
 PRODUCERS = {str(p): s.task_name(sub) for s, sub in TASKS for p in s.outputs(CFG, sub)}
 
 DOIT_CONFIG = {
-    "backend": "sqlite3",  # transactional: an interrupted run cannot corrupt it
+    # sqlite3 committed after every task (pyproject.toml [tool.doit.plugins.backend]): a killed or failed run keeps
+    # every task it finished
+    "backend": "websd",
     "dep_file": str(LAYOUT.cache / ".doit.sqlite3"),
     "reporter": ds.SummaryReporter,
     "verbosity": 2,  # long stages print their progress live
@@ -47,31 +53,38 @@ if not {"list", "help", "info", "strace", "dumpdb", "tabcompletion", "serve"} & 
 
 def _task(stage: stages.Stage, sub):
     inputs = [str(p) for p in stage.inputs(CFG, sub)]
-    tracked = inputs + [str(p) for p in stages.code_files(stage, CFG, sub)]
+    tracked = inputs + [str(p) for p in stage.code_files(CFG, sub)]
     if stage.runs_tvm:
         tracked.append(str(LAYOUT.tvm_build_stamp))
     if stage.in_process:
-        action = ds.python_stage(stage.run, *((CFG, sub) if stage.per_submodel else (CFG,)))
+        action = ds.python_stage(stage.run, CFG, sub, cache_dir=LAYOUT.cache)
     else:
         action = ds.subprocess_stage(stage.task_name(sub), stage.name, sub or "all", ds.doit_cli_vars(),
                                      lambda: tvm_build.tvm_env(LAYOUT), LAYOUT.cache)
-    keys = [k for k in stage.config_keys if stage.shared_outputs or k not in PATH_KEYS]
+    # the output paths follow Layout.PATH_KEYS, so switching one back is free; except for outputs at one path for
+    # every config (the site), which are stale when a path key changes
+    keys = [*stage.config_keys, *Layout.PATH_KEYS] if stage.shared_outputs else \
+        [k for k in stage.config_keys if k not in Layout.PATH_KEYS]
+    if stage.cached_remotely:  # looked up only when doit has decided the stage must run (pipeline.remote_cache)
+        action = remote_cache.cached(action, remote_cache.StagePlan(
+            task=stage.task_name(sub), sub=sub, tracked=lambda: [Path(p) for p in tracked],
+            config=lambda: CFG.subset(*keys),  # the path keys count through the output paths, as for doit
+            fingerprint=lambda: stage.fingerprint(CFG, sub) if stage.has_fingerprint else None,
+            roots=lambda: stage.cleans(CFG, sub), tools=stage.tools), CFG)
     # file_states, not file_dep: it remembers every configuration's files, so switching a config back is free
     uptodate = [False] if stage.always else [ds.file_states(tracked)]
     uptodate += [config_changed(CFG.subset(*keys))] if keys and not stage.always else []
-    if stage.fingerprint and not stage.always:
+    if stage.has_fingerprint and not stage.always:
         # remembered per output paths: a fingerprint of TVM v0.21's tree does not replace v0.26's
-        uptodate.append(ds.fingerprint_uptodate(stage.name, lambda: stage.fingerprint(CFG),
+        uptodate.append(ds.fingerprint_uptodate(stage.name, lambda: stage.fingerprint(CFG, sub),
                                                 scope=repr([str(p) for p in stage.outputs(CFG, sub)])))
-    cleans_args = (CFG, sub) if stage.per_submodel else (CFG,)
-    removes = (lambda: stage.cleans(*cleans_args)) if stage.cleans else (lambda: stage.outputs(CFG, sub))
     return {
         "basename": stage.task_name(sub), "doc": stage.doc, "actions": [action], "verbosity": 2,
         "targets": [str(p) for p in stage.outputs(CFG, sub)], "uptodate": uptodate,
         "task_dep": sorted(({PRODUCERS[p] for p in tracked if p in PRODUCERS} | set(stage.after))
                            - {stage.task_name(sub)}),
-        "clean": [ds.clean_only_when_named(stage.name, removes) if stage.expensive
-                  else (lambda: ds.remove_paths(removes()))],
+        "clean": [ds.clean_only_when_named(stage.name, lambda: stage.cleans(CFG, sub)) if stage.expensive
+                  else (lambda: ds.remove_paths(stage.cleans(CFG, sub)))],
     }
 
 

@@ -25,17 +25,21 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-# requirements.lock pins every package's version (the dependencies of our dependencies too)
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" -c requirements.lock; }
-# torch first and pinned: the local CPU build; an unpinned torch would pull GBs of CUDA wheels
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# torch first, by version and without dependencies: the local CPU build where a wheel folder has it (an unpinned torch
+# would pull GBs of CUDA wheels). Its file is not the registry's, so it is the one package installed unchecked
+# (requirements.lock says why); its dependencies come with the rest, below.
 .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
-    || pip install torch==2.13.0
-pip install -e ".[test]"
-# apache-tvm and apache-tvm-ffi follow the single tvm.version setting (pipeline/versions.py)
-TVM_REQ=$(.venv/bin/python -c "from pipeline.config import load_config; from pipeline.versions import wheel_requirement; print(wheel_requirement(load_config().tvm.version))")
-[ -z "$TVM_REQ" ] || pip install $TVM_REQ
-# open-clip-torch only for its CLIP BPE vocab file; its dependencies (torchvision) have no CPU build here
-pip install --no-deps open-clip-torch==3.3.0
+    || pip install --no-deps torch==2.13.0
+# every other package: exactly the files requirements.lock names, each checked against its sha256; nothing resolved
+# on the fly (--no-deps: the lock lists the dependencies of our dependencies too)
+pip install --require-hashes --no-deps -r requirements.lock
+# this project itself, built with the locked setuptools (no build environment fetched unchecked)
+pip install --no-deps --no-build-isolation -e .
+# apache-tvm and apache-tvm-ffi follow the single tvm.version setting (pipeline/toolchain/versions.py): the lock has the default
+# version's wheels, so this installs something only for another tvm.version (then by version, not hash)
+TVM_REQ=$(.venv/bin/python -c "from pipeline.config import load_config; from pipeline.toolchain.versions import wheel_requirement; print(wheel_requirement(load_config().tvm.version))")
+[ -z "$TVM_REQ" ] || pip install --no-deps $TVM_REQ
 
 # A software Vulkan driver that Dawn accepts, for the headless GPU runner on machines without a GPU (CI): Dawn
 # rejects Debian 12's lavapipe (Mesa 22), so Mesa >= 25 comes from the release's backports suite, unpacked privately
@@ -79,6 +83,7 @@ PY
 install_lavapipe
 
 if [ -f web/package.json ]; then
-    (cd web && npm install --no-audit --no-fund --loglevel=error)
+    # exactly web/package-lock.json, each package checked against its integrity hash (npm ci never edits the lock)
+    (cd web && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "setup: done"

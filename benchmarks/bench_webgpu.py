@@ -35,11 +35,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import hf, models, shard, submodels  # noqa: E402
+from pipeline.model import hf, shard
+from pipeline import models, submodels
+from pipeline.submodels import code  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
 from pipeline.errors import WebsdError  # noqa: E402
 from pipeline.fsutil import sha256_file, write_json  # noqa: E402
-from pipeline.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image  # noqa: E402
+from pipeline.page.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image  # noqa: E402
+
+import ort_peer  # noqa: E402  (benchmarks/, this script's directory)
 
 RUNNER = ROOT / "web" / "runner" / "run.mjs"
 # Published NVIDIA H200 SXM peaks, to put achieved rates in proportion: WGSL has no tensor-core instructions, so
@@ -84,7 +88,7 @@ def complete_site(site: Path, cache: Path) -> tuple[bool | None, Path]:
         return None, model_dir
     for sub in submodels.names():
         print(f"sharding {sub} from the model", flush=True)
-        wrapper = submodels.get(sub).wrapper(cfg)  # its parameter names are the trace's (torch.export keeps them)
+        wrapper = code.entry(sub).wrapper(cfg)  # its parameter names are the trace's (torch.export keeps them)
         shard.rebuild_cache(site / "model" / "params" / sub, dict(wrapper.named_parameters()))
     identical = True
     for p in missing:
@@ -98,18 +102,68 @@ def complete_site(site: Path, cache: Path) -> tuple[bool | None, Path]:
     return identical, model_dir
 
 
+def initial_latents(manifest: dict) -> np.ndarray:
+    """The latents every image of a site starts from (page, peer and diffusers alike)."""
+    import torch
+
+    return torch.randn((1, manifest["latent_channels"], manifest["latent_height"], manifest["latent_width"]),
+                       generator=torch.Generator().manual_seed(LATENTS_SEED)).numpy().astype("<f4")
+
+
+def run_peer(site: Path, manifest: dict, out: Path, args, device: str, model_dir: Path, tokenizer_dir: Path) -> dict:
+    """ONNX Runtime's WebGPU EP on the site's model (benchmarks/ort_peer.py, a child process), checked like the page."""
+    out.mkdir(parents=True, exist_ok=True)
+    latents = initial_latents(manifest)
+    latents.tofile(out / "latents.f32")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "ort_peer.py"), "--site", str(site), "--cache",
+           str(args.work / "cache"), "--latents", str(out / "latents.f32"), "--out", str(out), "--prompt", PROMPT,
+           "--negative", NEGATIVE, "--guidance", str(GUIDANCE), "--steps", str(args.steps), "--images",
+           str(max(5, args.images)), "--repeats", str(max(5, args.warm))]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=args.runner_timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"ort_peer ran over --runner-timeout {args.runner_timeout} s"}
+    print(proc.stdout, end="", flush=True)
+    if proc.returncode != 0:
+        (out / "stderr.log").write_text(proc.stderr)  # ORT's own log: why a mode or the export failed
+        return {"error": (proc.stderr.strip().splitlines() or ["ort_peer failed"])[-1][:2000],
+                "wall_s": round(time.perf_counter() - start, 1)}
+    result = json.loads((out / "result.json").read_text())
+    result["wall_s"] = round(time.perf_counter() - start, 1)
+    result.update(check_outputs(out, manifest, latents, args, device, model_dir, tokenizer_dir))
+    return result
+
+
+def check_outputs(out: Path, manifest: dict, latents: np.ndarray, args, device: str, model_dir: Path,
+                  tokenizer_dir: Path) -> dict:
+    """A run's io/ and pixels.f32 (the page's or the peer's) against the torch wrappers and diffusers."""
+    cfg = site_config(manifest, args.work / "cache")
+    errors = submodel_errors(cfg, out / "io", device)
+    pixels = np.fromfile(out / "pixels.f32", dtype="<f4").reshape(manifest["height"], manifest["width"], 3)
+    pipe = load_reference_pipeline(model_dir, tokenizer_dir, device=device, dtype="float32")
+    return {"submodel_errors": errors, "image": image_check(pipe, pixels, latents, args.steps)}
+
+
 def run_runner(node: str, site: Path, out: Path, latents: Path, args) -> dict:
     cmd = [node, str(RUNNER), "--site", str(site), "--out", str(out), "--latents", str(latents),
            "--prompt", PROMPT, "--negative", NEGATIVE, "--guidance", str(GUIDANCE), "--steps", str(args.steps),
-           "--images", str(args.images), "--warm", str(args.warm)]
+           "--images", str(args.images), "--warm", str(args.warm), "--launch", args.launch]
     for feature in args.dawn_feature:
         cmd += ["--dawn-feature", feature]
     if args.profile:
         cmd.append("--profile")
     if args.serial_load:
         cmd.append("--serial-load")
+    # the page's weight cache on disk, empty at first: the runner loads twice, a first and a returning visit
+    cache_dir = out / "weight-cache"
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    cmd += ["--cache-dir", str(cache_dir)]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=args.runner_timeout)
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=args.runner_timeout)
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)  # a copy of every weight: GBs for SD v1.5
     log = "\n".join(line for line in (proc.stdout + proc.stderr).splitlines() if not line.startswith("["))
     print(log, flush=True)
     if proc.returncode != 0:
@@ -133,7 +187,7 @@ def submodel_errors(cfg, io_dir: Path, device: str) -> dict:
     io = json.loads((io_dir / "io.json").read_text())
     out = {}
     for sub in submodels.names():
-        wrapper = submodels.get(sub).wrapper(cfg).to(device)
+        wrapper = code.entry(sub).wrapper(cfg).to(device)
         inputs = [torch.from_numpy(_read(io_dir, s).copy()).to(device) for s in io[sub]["inputs"]]
         with torch.no_grad():
             ref = wrapper(*inputs).float().cpu().numpy()
@@ -145,9 +199,10 @@ def submodel_errors(cfg, io_dir: Path, device: str) -> dict:
     return out
 
 
-def image_check(pipe, pixels: np.ndarray, latents: np.ndarray, size: int, steps: int) -> dict:
+def image_check(pipe, pixels: np.ndarray, latents: np.ndarray, steps: int) -> dict:
+    """``pixels``: H x W x 3 (the image's size)."""
     args = {"scheduler": "dpm++2m", "prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": steps,
-            "guidance": GUIDANCE, "size": size, "latents": latents}
+            "guidance": GUIDANCE, "width": pixels.shape[1], "height": pixels.shape[0], "latents": latents}
     ref = reference_image(pipe, **args)
     result = {"psnr_db": psnr(pixels, ref), "max_abs_diff": max_abs_diff(pixels, ref),
               "rms_diff": float(np.sqrt(np.mean((pixels.astype(np.float64) - ref) ** 2))), "wrong_inputs": {}}
@@ -192,8 +247,8 @@ def _median_ms(fn, repeats: int, sync) -> float:
     return statistics.median(times)
 
 
-def torch_timings(model_dir: Path, tokenizer_dir: Path, device: str, dtype: str, size: int, steps: int,
-                  repeats: int) -> dict:
+def torch_timings(model_dir: Path, tokenizer_dir: Path, device: str, dtype: str, width: int, height: int,
+                  steps: int, repeats: int) -> dict:
     """diffusers on ``device`` in ``dtype`` (default attention: SDPA), per submodel and per image, medians."""
     import torch
 
@@ -204,19 +259,19 @@ def torch_timings(model_dir: Path, tokenizer_dir: Path, device: str, dtype: str,
     pipe.vae.set_attn_processor(AttnProcessor2_0())
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     tdtype = getattr(torch, dtype)
-    latent = size // 8
+    latent = (height // 8, width // 8)
     ids = torch.randint(0, 49408, (2, 77), device=device)
     emb = torch.randn(2, 77, pipe.text_encoder.config.hidden_size, device=device, dtype=tdtype)
-    lat2 = torch.randn(2, 4, latent, latent, device=device, dtype=tdtype)
+    lat2 = torch.randn(2, 4, *latent, device=device, dtype=tdtype)
     lat1 = lat2[:1].contiguous()
     t = torch.tensor([500.0], device=device)
     with torch.no_grad():
         res = {"clip_ms": _median_ms(lambda: pipe.text_encoder(ids), repeats, sync),
                "unet_step_ms": _median_ms(lambda: pipe.unet(lat2, t, encoder_hidden_states=emb), repeats, sync),
                "vae_ms": _median_ms(lambda: pipe.vae.decode(lat1 / pipe.vae.config.scaling_factor), repeats, sync)}
-    latents = torch.randn(1, 4, latent, latent, generator=torch.Generator().manual_seed(LATENTS_SEED))
+    latents = torch.randn(1, 4, *latent, generator=torch.Generator().manual_seed(LATENTS_SEED))
     res["image_s"] = _median_ms(lambda: pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps,
-                                             guidance_scale=GUIDANCE, height=size, width=size,
+                                             guidance_scale=GUIDANCE, height=height, width=width,
                                              latents=latents.to(device, tdtype), output_type="np"),
                                 max(2, repeats // 4), sync) / 1000
     del pipe
@@ -259,17 +314,28 @@ def _name(s: dict) -> str:
     return f"{s.get('label', s['dtype'])}: {s['dtype']} ({s['limits_profile']})"
 
 
+def _load_s(load: dict | None) -> str:
+    """A load as the table shows it: seconds (busy download+check / pipelines / upload), where its files came
+    from."""
+    if not load:
+        return "not measured"
+    f = load.get("files", {})
+    return (f"{load['total_ms'] / 1000:.1f} ({load['download_ms'] / 1000:.1f} / {load['pipelines_ms'] / 1000:.1f} / "
+            f"{load['upload_ms'] / 1000:.1f}; {f.get('cached_files')} files cached, {f.get('fetched_files')} fetched)")
+
+
 def markdown(report: dict) -> str:
     lines = [f"### WebGPU (Dawn) vs PyTorch: {report['model']} on {report['device_name']}",
              f"({report['date']}; {report['steps']} DPM-Solver++ steps, guidance {GUIDANCE}, "
-             f"{report['image_size']}x{report['image_size']}; medians)", ""]
+             f"{report['width']}x{report['height']}; medians)", ""]
     torch_ref = report.get("torch", {})
-    lines += ["| site | load s (busy: download / pipelines / upload; submodels overlap) | clip ms | unet step ms | vae ms | s per image |"
-              " PyTorch fp16 s/img | ratio | PSNR dB |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| site | load s (busy: download / pipelines / upload; submodels overlap) | second load s (weights cached) |"
+              " clip ms | unet step ms | vae ms | s per image | PyTorch fp16 s/img | ratio | PSNR dB |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s in report["sites"]:
         r = s.get("runner", {})
         if "error" in r:
-            lines.append(f"| {_name(s)} | failed: {r['error'][:160]} | | | | | | | |")
+            lines.append(f"| {_name(s)} | failed: {r['error'][:160]} | | | | | | | | |")
             continue
         ld, c = r["load"], r["calls"]
         ref = torch_ref.get("float16", {}).get("image_s")
@@ -277,7 +343,8 @@ def markdown(report: dict) -> str:
         img = s.get("image", {})
         lines.append(
             f"| {_name(s)} | {ld['total_ms'] / 1000:.1f} ({ld['download_ms'] / 1000:.1f} / "
-            f"{ld['pipelines_ms'] / 1000:.1f} / {ld['upload_ms'] / 1000:.1f}) | {c['clip']['warm_median_ms']} | "
+            f"{ld['pipelines_ms'] / 1000:.1f} / {ld['upload_ms'] / 1000:.1f}) | {_load_s(r.get('second_load'))} | "
+            f"{c['clip']['warm_median_ms']} | "
             f"{c['unet']['warm_median_ms']} | {c['vae']['warm_median_ms']} | {spi} | {ref} | "
             f"{(spi / ref) if ref else float('nan'):.1f}x | {img.get('psnr_db', float('nan')):.1f} |")
     if torch_ref:
@@ -326,7 +393,9 @@ def markdown(report: dict) -> str:
             if ops:
                 gpu_ms = p["total_ms"] / n_calls
                 wall = calls[sub]["warm_median_ms"]
-                lines.append(f"  - per call: {ops['dispatches']} dispatches, {ops['submits']} submits, "
+                lines.append(f"  - per call ({s['runner'].get('launch', 'plain')} launch): {ops['dispatches']} "
+                             f"dispatches, {ops.get('bind_groups', '?')} bind groups created, "
+                             f"{ops.get('passes', '?')} compute passes, {ops['submits']} submits, "
                              f"{ops['writes']} buffer writes, {ops['reads']} readbacks; GPU busy {gpu_ms:.1f} ms of "
                              f"{wall} ms wall ({wall - gpu_ms:.1f} ms not covered by kernels)")
     lines += ["", "Correctness (against diffusers float32 on the same weights, prompt and latents):", ""]
@@ -344,6 +413,7 @@ def markdown(report: dict) -> str:
         if errs:
             lines.append("  - max abs error per submodel: " + ", ".join(
                 f"{k} {v['max_abs_err']:.3g} (of max |ref| {v['ref_max_abs']:.3g})" for k, v in errs.items()))
+    lines += ort_peer.markdown_lines(report, _name)
     return "\n".join(lines) + "\n"
 
 
@@ -362,7 +432,11 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="one more image per site with every kernel timed (WebGPU timestamp queries)")
     ap.add_argument("--serial-load", action="store_true", help="load the submodels one by one, not concurrently")
+    ap.add_argument("--launch", choices=["replay", "plain"], default="replay",
+                    help="the page's kernel launch path (web/src/launch.js) or tvmjs' own")
     ap.add_argument("--runner-timeout", type=int, default=1800)
+    ap.add_argument("--peer", action="append", default=[], choices=["ort"],
+                    help="also run a peer on each site's model: ort = ONNX Runtime's WebGPU EP (benchmarks/ort_peer.py)")
     ap.add_argument("--report-only", type=Path, help="re-judge a report JSON and rewrite it and its .md")
     args = ap.parse_args(argv)
     if args.report_only:
@@ -383,7 +457,7 @@ def main(argv=None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "device_name": device_name,
               "torch": {}, "sites": [], "steps": args.steps, "prompt": PROMPT, "negative_prompt": NEGATIVE,
-              "dawn_features": args.dawn_feature,
+              "dawn_features": args.dawn_feature, "launch": args.launch,
               "bar": {"psnr_db_min": PSNR_MIN_DB, "max_abs_diff_max": MAX_ABS_DIFF},
               "metric": "runner VAE output floats vs diffusers output_type='np' * 255, 0..255 scale"}
     args.results.mkdir(parents=True, exist_ok=True)
@@ -391,11 +465,12 @@ def main(argv=None) -> int:
     model_dir = tokenizer_dir = None
     sites = []
     for site_arg in args.site:  # first make every site complete (weights from the seed where shards are absent)
-        site = Path(site_arg).resolve()
+        site = Path(site_arg).resolve()  # cache/site is a link to the current version: measure that version
         manifest = json.loads((site / "model" / "manifest.json").read_text())
-        report.update(model=manifest["model"], image_size=manifest["image_size"])
-        # a site doit built lives in a directory named "site"; copies to compare get names of their own
-        label = site.name if site.name != "site" else f"{manifest['model']}-{manifest['dtype']}"
+        report.update(model=manifest["model"], width=manifest["width"], height=manifest["height"])
+        # a site doit built is named "site" (a link); copies to compare get names of their own
+        name = Path(site_arg).name
+        label = name if name != "site" else f"{manifest['model']}-{manifest['dtype']}"
         entry = {"site": str(site), "label": label, "dtype": manifest["dtype"],
                  "limits_profile": manifest.get("limits_profile"), "required_limits": manifest.get("required_limits")}
         report["sites"].append(entry)
@@ -408,14 +483,13 @@ def main(argv=None) -> int:
     if not args.no_torch and model_dir is not None:  # the reference timings first: they take seconds
         for dtype in (["float16", "float32"] if device == "cuda" else ["float32"]):
             print(f"PyTorch {dtype} on {device_name}", flush=True)
-            report["torch"][dtype] = torch_timings(model_dir, tokenizer_dir, device, dtype, report["image_size"],
-                                                   args.steps, args.torch_repeats)
+            report["torch"][dtype] = torch_timings(model_dir, tokenizer_dir, device, dtype, report["width"],
+                                                   report["height"], args.steps, args.torch_repeats)
             print(f"  {report['torch'][dtype]}", flush=True)
         write_json(partial, report)
     for site, manifest, entry in sites:
         out = args.work / f"run-{entry['label']}"
-        latents = torch.randn((1, manifest["latent_channels"], manifest["latent_size"], manifest["latent_size"]),
-                              generator=torch.Generator().manual_seed(LATENTS_SEED)).numpy().astype("<f4")
+        latents = initial_latents(manifest)
         out.mkdir(parents=True, exist_ok=True)
         latents.tofile(out / "latents.f32")
         entry["runner"] = run_runner(args.node, site, out, out / "latents.f32", args)
@@ -425,15 +499,17 @@ def main(argv=None) -> int:
         if "error" in entry["runner"]:
             continue
         entry["image_file"] = str(out / "image.png")  # under --work: a picture, not a result to commit
-        cfg = site_config(manifest, args.work / "cache")
-        entry["submodel_errors"] = submodel_errors(cfg, out / "io", device)
-        pixels = np.fromfile(out / "pixels.f32", dtype="<f4").reshape(manifest["image_size"], manifest["image_size"], 3)
-        pipe = load_reference_pipeline(model_dir, tokenizer_dir, device=device, dtype="float32")
-        entry["image"] = image_check(pipe, pixels, latents, manifest["image_size"], args.steps)
-        del pipe
+        entry.update(check_outputs(out, manifest, latents, args, device, model_dir, tokenizer_dir))
+        write_json(partial, report)
+    for site, manifest, entry in sites if "ort" in args.peer else ():
+        print(f"ONNX Runtime WebGPU EP: {entry['label']}", flush=True)
+        entry["ort"] = run_peer(site, manifest, args.work / f"ort-{entry['label']}", args, device, model_dir,
+                                site / "model" / "tokenizer")
+        entry["ratios"] = ort_peer.ratios(entry, report["torch"].get(entry["dtype"]))
         write_json(partial, report)
     partial.unlink(missing_ok=True)
     stem = f"webgpu-{report.get('model', 'none')}-{'h200' if 'H200' in device_name else device}"
+    stem += "-plain-launch" if args.launch == "plain" else ""  # tvmjs' own launch, beside the page's (replay)
     write_json(args.results / f"{stem}.json", report)
     (args.results / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))

@@ -8,12 +8,25 @@
 #                                                  SITE is a directory or LABEL=DIR (default label: model-dtype)
 #   benchmarks/gpu_bundle.sh run BUNDLE OUT [bench_webgpu.py args...]
 #                                                  there, from the repo root: unpack and run; results in OUT
+#                                                  (--peer ort adds ONNX Runtime's WebGPU EP on the same weights)
 #
 # Sizes: Node ~24 MB and dawn.node ~5 MB compressed; SD v1.5's .wasm files ~2-3 MB each compressed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WHEELS=(diffusers==0.42.1 transformers==5.23.0 importlib_metadata==10.2.0 regex==2026.11.19)
+# The ORT peer (bench_webgpu.py --peer ort), by WEBSD_BUNDLE_ORT: "plugin" (default) carries the WebGPU EP plugin
+# (7 MB), which runs on the machine's own onnxruntime (>= 1.24.4; its onnx and onnxscript export the models);
+# "full" also carries requirements.lock's onnxruntime (24 MB), which may not fit beside two SD v1.5 sites in the
+# 64 MiB a device call carries; "none" leaves ORT out.
+case "${WEBSD_BUNDLE_ORT:-plugin}" in
+    plugin) ORT_WHEELS=("$(grep -m1 '^onnxruntime-ep-webgpu==' requirements.lock)") ;;
+    full) ORT_WHEELS=("$(grep -m1 '^onnxruntime-ep-webgpu==' requirements.lock)"
+                      "$(grep -m1 '^onnxruntime==' requirements.lock)") ;;
+    none) ORT_WHEELS=() ;;
+    *) echo "WEBSD_BUNDLE_ORT must be plugin, full or none" >&2; exit 2 ;;
+esac
+LIMIT_MIB=64
 
 pack() {
     local bundle=$1; shift
@@ -23,7 +36,7 @@ pack() {
         node_modules/webgpu/dist/linux-x64 node_modules/@huggingface
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        -d "$bundle/whl" "${WHEELS[@]}"
+        -d "$bundle/whl" "${WHEELS[@]}" ${ORT_WHEELS[@]+"${ORT_WHEELS[@]}"}
     (cd "$bundle/deb" && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 libopengl0 libgles2 2>/dev/null)
     for site in "$@"; do
         local name=""
@@ -33,6 +46,10 @@ pack() {
         tar -C "$site" --exclude='params_shard_*' -cJf "$bundle/sites/$name.tar.xz" .
     done
     du -sh "$bundle"
+    local mib=$(( $(du -sk "$bundle" | cut -f1) / 1024 ))
+    if [ "$mib" -ge "$LIMIT_MIB" ]; then
+        echo "WARNING: the bundle is $mib MiB; a device call carries $LIMIT_MIB MiB in all" >&2
+    fi
 }
 
 run() {

@@ -32,7 +32,7 @@ def _choice(*values: str) -> dict:
 @dataclass(frozen=True)
 class TvmConfig:
     # The single TVM version setting: the git tag (v<version>), the apache-tvm wheel the setup installs, and the
-    # apache-tvm-ffi release (see pipeline/versions.py) all follow it.
+    # apache-tvm-ffi release (see pipeline/toolchain/versions.py) all follow it.
     version: str = "0.26.0"
     git: str = UPSTREAM_TVM_GIT
     # Default: the release tag of ``version``.
@@ -61,9 +61,12 @@ class TvmConfig:
 
     def __post_init__(self):
         self.submodule_mirror("")  # a malformed tvm.submodule_mirrors is an error at load time
+        if self.build_jobs < 0:
+            raise WebsdError(f"config tvm.build_jobs must be 0 (ninja's default) or a number of jobs; got "
+                             f"{self.build_jobs}")
 
-    def submodule_mirror(self, repo_name: str) -> str:
-        """The configured mirror of a submodule by its repository name ('' when none)."""
+    def submodule_mirror_map(self) -> dict[str, str]:
+        """``tvm.submodule_mirrors`` as ``{repository name: mirror}``."""
         mirrors = {}
         for item in filter(None, (i.strip() for i in self.submodule_mirrors.split(","))):
             name, sep, url = item.partition("=")
@@ -71,9 +74,13 @@ class TvmConfig:
                 raise WebsdError(f"config tvm.submodule_mirrors: expected name=path pairs separated by commas, "
                                  f"got {item!r}")
             mirrors[name.strip()] = url.strip()
+        return mirrors
+
+    def submodule_mirror(self, repo_name: str) -> str:
+        """The configured mirror of a submodule by its repository name ('' when none)."""
         if repo_name == "tvm-ffi" and self.ffi_mirror:
             return self.ffi_mirror
-        return mirrors.get(repo_name, "")
+        return self.submodule_mirror_map().get(repo_name, "")
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,29 @@ class ModelConfig:
     # diffusers folder.
     name: str = "tiny"
     dtype: str = field(default="float32", metadata=_choice("float32", "float16"))
-    image_size: int = 0  # 0: the model's own default (tiny: 64, SD v1.5: 512)
+    image_size: int = 0  # square shorthand: width and height; 0: the model's own default (tiny: 64, SD v1.5: 512)
+    width: int = 0  # pixels; 0: model.image_size, else the model's own
+    height: int = 0  # pixels; 0: model.image_size, else the model's own
     seed: int = 0
+    # LoRA files fused into the weights at build time: comma-separated ``path[:scale]`` (pipeline/model/lora.py)
+    lora: str = ""
     # the llvm (CPU) build and the verify_* tasks that check it against PyTorch: "auto" = only for models small
     # enough for the unscheduled CPU build (tiny); an SD v1.5 UNet forward takes > 18 min there.
     verify: str = field(default="auto", metadata=_choice("auto", "on", "off"))
+
+    def __post_init__(self):
+        for key in ("image_size", "width", "height"):
+            if getattr(self, key) < 0:
+                raise WebsdError(f"config model.{key} must be a number of pixels (0: the model's own); got "
+                                 f"{getattr(self, key)}")
+
+    @property
+    def size_key(self) -> str:
+        """The image size as the output paths name it: ``default``, ``<n>`` (square), ``<width>x<height>``."""
+        width, height = self.width or self.image_size, self.height or self.image_size
+        if width == height:
+            return str(width or "default")
+        return f"{width or 'default'}x{height or 'default'}"
 
 
 @dataclass(frozen=True)
@@ -97,10 +122,10 @@ class LinkConfig:
 
 @dataclass(frozen=True)
 class WebgpuConfig:
-    # The WebGPU limits every kernel must fit (pipeline/webgpu_limits.py): "default" = WebGPU's default limits,
+    # The WebGPU limits every kernel must fit (pipeline/webgpu/limits.py): "default" = WebGPU's default limits,
     # which any conforming browser offers; "desktop" = what tvmjs asks for (desktop Chrome grants it).
     limits: str = field(default="default", metadata=_choice("default", "desktop"))
-    # How dlight's Matmul rule tiles matmuls and convolutions (pipeline.gpu_kernels.MATMUL_CONFIGS, measured in
+    # How dlight's Matmul rule tiles matmuls and convolutions (pipeline.webgpu.kernels.MATMUL_CONFIGS, measured in
     # benchmarks/results/webgpu-sd15-random-h200.md).
     matmul: str = field(default="dlight", metadata=_choice("dlight", "k16", "cuda", "wide"))
 
@@ -109,6 +134,33 @@ class WebgpuConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise WebsdError(f"config web.port must be a TCP port, 1-65535 (0: any free port); got {self.port}")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    # The shared build cache (pipeline/remote_cache.py): s3://bucket/prefix on any S3-compatible store. Endpoint and
+    # credentials are the standard AWS ones (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/...), never here.
+    remote: str = ""
+    # read: use entries others stored; read-write: also store what this machine builds (CI, a release machine)
+    remote_mode: str = field(default="read", metadata=_choice("off", "read", "read-write"))
+
+    def __post_init__(self):
+        if self.remote and not (self.remote.startswith("s3://") and self.remote[5:].split("/", 1)[0]):
+            raise WebsdError(f"config cache.remote must look like s3://bucket/prefix; got {self.remote!r}")
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    # where `doit publish` uploads the site: s3://bucket/prefix (same AWS endpoint and credentials as the cache)
+    remote: str = ""
+
+    def __post_init__(self):
+        if self.remote and not (self.remote.startswith("s3://") and self.remote[5:].split("/", 1)[0]):
+            raise WebsdError(f"config publish.remote must look like s3://bucket/prefix; got {self.remote!r}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +180,8 @@ class Config:
     webgpu: WebgpuConfig = WebgpuConfig()
     web: WebConfig = WebConfig()
     paths: PathsConfig = PathsConfig()
+    cache: CacheConfig = CacheConfig()
+    publish: PublishConfig = PublishConfig()
 
     def get(self, dotted: str) -> Any:
         section, key = dotted.split(".", 1)
@@ -140,7 +194,7 @@ class Config:
 
 _SECTION_TYPES = {"tvm": TvmConfig, "model": ModelConfig, "link": LinkConfig, "webgpu": WebgpuConfig,
                   "web": WebConfig,
-                  "paths": PathsConfig}
+                  "paths": PathsConfig, "cache": CacheConfig, "publish": PublishConfig}
 
 
 def known_keys() -> list[str]:

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from doit.exceptions import TaskFailed
+from doit.dependency import SqliteDB
+from doit.exceptions import InvalidTask, TaskFailed
 from doit.reporter import ConsoleReporter
 
 from .config import PROJECT_ROOT
 from .errors import WebsdError
+from .fs_errors import explain, low_space
 from .fsutil import write_json
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -64,7 +67,14 @@ def use_md5_memo(path: Path) -> None:
     except (OSError, ValueError):
         pass
     loaded = dict(_md5_memo)
-    atexit.register(lambda: _md5_memo != loaded and write_json(_memo_path, _md5_memo))
+    atexit.register(lambda: _md5_memo != loaded and _save_md5_memo())
+
+
+def _save_md5_memo() -> None:
+    try:
+        write_json(_memo_path, _md5_memo)
+    except OSError:
+        pass  # only a memo (a full disk, a read-only cache): the next run hashes again
 
 
 def _md5(path: str, st: os.stat_result) -> str:
@@ -116,6 +126,7 @@ class file_states:  # noqa: N801 - named like doit's own uptodate checks (config
 
     def __call__(self, task, values):
         self.known = dict(values.get("file_states") or {})
+        _checked_inputs[task.name] = self.paths
         return all(p in self.known and os.path.exists(p) and not _modified(p, self.known[p]) for p in self.paths)
 
     def __repr__(self):
@@ -123,17 +134,94 @@ class file_states:  # noqa: N801 - named like doit's own uptodate checks (config
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# the dependency database: every finished task is committed at once
+
+# task name -> the input paths its file_states check saw in this process: set only for tasks doit checked for
+# staleness in this run, so a removal of one of them is a failure of this run (not `doit forget` or `doit clean`)
+_checked_inputs: dict[str, list[str]] = {}
+
+
+class CommittingSqliteDB(SqliteDB):
+    """doit's sqlite3 backend, committing each task's record as soon as doit has saved it (pyproject.toml
+    registers it as the ``websd`` backend; dodo.py selects it).
+
+    doit 0.37 writes its database only when a run ends, so a killed run lost every stage it had finished, and a
+    failed task's removal wiped the states it kept for other configurations. A backend is doit's documented plug-in
+    point for this; per-stage records of our own would duplicate what file_states and config_changed already keep.
+    - ``Dependency.save_success`` always sets ``deps:`` last: that is when a task's record is complete, and it is
+      written and committed in one transaction (a kill before it leaves the task's previous record).
+    - A task that failed in this run loses only the states of the inputs this configuration read (so it runs again
+      here), not those of other configurations; other tasks' records are untouched. ``doit forget``/``clean``
+      still remove the whole record.
+    """
+
+    desc = "sqlite3, committed after every task (websd)"
+
+    def __init__(self, name, codec, *, module_name=None):
+        try:
+            Path(name).parent.mkdir(parents=True, exist_ok=True)
+            super().__init__(name, codec, module_name=module_name)
+        except (OSError, sqlite3.Error) as e:
+            raise _one_line(e, Path(name).parent) from None
+
+    def set(self, task_id, dependency, value):
+        super().set(task_id, dependency, value)
+        if dependency == "deps:":
+            self._commit(task_id)
+
+    def remove(self, task_id):
+        inputs = _checked_inputs.pop(task_id, None)
+        data = self._cache.get(task_id) or self._get_task_data(task_id)
+        if inputs is None or not data:
+            super().remove(task_id)
+            self._conn.commit()
+            return
+        data = self._cache[task_id] = dict(data)
+        values = dict(data.get("_values_:") or {})
+        values["file_states"] = {p: s for p, s in (values.get("file_states") or {}).items() if p not in inputs}
+        data["_values_:"] = values
+        self._commit(task_id)
+
+    def _commit(self, task_id):
+        try:
+            self._conn.execute("insert or replace into doit values (?,?)",
+                               (task_id, self.codec.encode(self._cache[task_id])))
+            self._conn.commit()
+        except sqlite3.Error as e:  # a full disk: doit reports an InvalidTask as one line and stops
+            self._dirty.clear()  # nothing left for dump() to fail on a second time
+            raise _one_line(e, Path(self.name).parent) from None
+        self._dirty.discard(task_id)
+
+    def dump(self):
+        try:
+            super().dump()
+        except sqlite3.Error as e:
+            raise _one_line(e, Path(self.name).parent) from None
+
+
+def _one_line(exc: BaseException, cache_dir: Path) -> InvalidTask:
+    """doit prints an ``InvalidTask`` as one ``ERROR:`` line (any other exception from its machinery: a traceback)."""
+    err = explain(exc, cache_dir)
+    return InvalidTask(str(err) if err else f"dependency database {cache_dir / '.doit.sqlite3'}: {exc}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # running
 
 
-def python_stage(fn: Callable, *args, **kwargs) -> Callable:
-    """Wrap a stage function as a doit python-action: a ``WebsdError`` becomes a one-line failure."""
+def python_stage(fn: Callable, *args, cache_dir: Path = Path("cache")) -> Callable:
+    """Wrap a stage function as a doit python-action: a ``WebsdError``, or a file-system failure a user can fix
+    (pipeline.fs_errors, e.g. a full disk under ``cache_dir``), becomes a one-line failure; other errors keep their
+    traceback."""
 
     def action():
         try:
-            fn(*args, **kwargs)
-        except WebsdError as e:
-            return TaskFailed(str(e))
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - anything else is re-raised below
+            err = explain(e, cache_dir)
+            if err is None:
+                raise
+            return TaskFailed(str(err))
         return None
 
     action.__name__ = fn.__name__
@@ -161,16 +249,22 @@ def subprocess_stage(task_name: str, stage: str, submodel: str, overrides: dict[
         last_error = ""
         assert proc.stderr is not None
         for line in proc.stderr:
-            sys.stderr.write(line)
-            if line.startswith("error:"):
+            if line.startswith("error:"):  # printed once, by the reporter, as this task's failure
                 last_error = line[len("error:"):].strip()
+            else:
+                sys.stderr.write(line)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.time() - start
         if proc.returncode != 0:
-            return TaskFailed(last_error or f"{stage} {submodel} exited with {proc.returncode}")
-        write_json(stats_path(cache_dir, task_name),
-                   {"task": task_name, "seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)})
+            # a tool that ran out of disk often says so in its own words (LLVM: "IO failure on output stream")
+            full = None if last_error else low_space(cache_dir)
+            return TaskFailed(str(full) if full else last_error or f"{stage} {submodel} exited with {proc.returncode}")
+        try:
+            write_json(stats_path(cache_dir, task_name), {"task": task_name, "seconds": round(seconds, 2),
+                                                          "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)})
+        except OSError as e:
+            return TaskFailed(str(explain(e, cache_dir) or e))
         return None
 
     action.__name__ = f"run_stage_{stage}_{submodel}"
@@ -220,8 +314,11 @@ def acquire_tree_lock(cache_dir: Path, wait: bool = True) -> None:
     global _lock_file
     if _lock_file is not None:
         return
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    f = open(cache_dir / ".doit.lock", "a+")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        f = open(cache_dir / ".doit.lock", "a+")
+    except OSError as e:
+        raise explain(e, cache_dir) or WebsdError(f"cannot use the cache directory {cache_dir} ({e})") from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -267,7 +364,11 @@ class SummaryReporter(ConsoleReporter):
 
     def add_success(self, task):
         if self._visible(task):
-            self.rows.append((task.name, "ran", time.time() - self.started.get(task.name, time.time())))
+            from .remote_cache import TRANSFERS  # what the remote cache moved for this task (pipeline.remote_cache)
+
+            hit = TRANSFERS.get(task.name)
+            status = "remote" if hit and hit.status == "hit" else "ran"
+            self.rows.append((task.name, status, time.time() - self.started.get(task.name, time.time())))
 
     def add_failure(self, task, fail):
         if self._visible(task):
@@ -301,16 +402,37 @@ class SummaryReporter(ConsoleReporter):
             for name, status, seconds in self.rows:
                 self.write(f"{name:24} {status:10} {'' if seconds is None else f'{seconds:.1f}s'}\n")
             return
-        table = Table(title=f"websd: {sum(r[1] == 'ran' for r in self.rows)} ran, "
+        from .remote_cache import TRANSFERS
+
+        remote = f", {sum(r[1] == 'remote' for r in self.rows)} from the remote cache" if TRANSFERS else ""
+        table = Table(title=f"websd: {sum(r[1] == 'ran' for r in self.rows)} ran{remote}, "
                             f"{sum(r[1] == 'up to date' for r in self.rows)} up to date, "
                             f"{time.time() - self.run_start:.1f}s", title_justify="left")
         table.add_column("task")
         table.add_column("status")
         table.add_column("time", justify="right")
-        style = {"ran": "green", "up to date": "dim", "FAILED": "bold red"}
+        if TRANSFERS:
+            table.add_column("remote", justify="right")
+        style = {"ran": "green", "remote": "cyan", "up to date": "dim", "FAILED": "bold red"}
         for name, status, seconds in self.rows:
-            table.add_row(name, f"[{style[status]}]{status}[/]", "" if seconds is None else f"{seconds:.1f}s")
+            cells = [name, f"[{style[status]}]{status}[/]", "" if seconds is None else f"{seconds:.1f}s"]
+            if TRANSFERS:
+                t = TRANSFERS.get(name)
+                cells.append("" if t is None else _transfer_cell(t))
+            table.add_row(*cells)
         Console(file=self.outstream, force_terminal=None, width=100).print(table)
+        if TRANSFERS:
+            self.write(f"remote cache: {sum(t.down for t in TRANSFERS.values()) / 1e6:.1f} MB down, "
+                       f"{sum(t.up for t in TRANSFERS.values()) / 1e6:.1f} MB up\n")
+
+
+def _transfer_cell(t) -> str:
+    """The remote-cache column: what moved for one task ("12.3 MB down", "4.5 MB up", "miss", "warning")."""
+    if t.down:
+        return f"{t.down / 1e6:.1f} MB down"
+    if t.up or t.status == "stored":
+        return f"{t.up / 1e6:.1f} MB up"
+    return t.status
 
 
 def doit_cli_vars() -> dict[str, str]:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -43,6 +44,63 @@ def atomic_path(target: Path) -> Iterator[Path]:
             os.replace(work, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, prefix: str) -> Iterator[Path]:
+    """A temporary directory ``<parent>/<prefix>XXXXXXXX``, removed when the block ends; leftovers of earlier
+    blocks with the same prefix (a SIGKILL skips the cleanup) are removed first. Callers hold the tree lock, so no
+    live writer owns them."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.glob(f"{glob.escape(prefix)}*"):
+        shutil.rmtree(old, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def versions_dir(link: Path) -> Path:
+    """Where the versions behind ``link`` (see ``publish_versioned``) live: ``<link>-versions`` beside it."""
+    return Path(link).parent / f"{Path(link).name}-versions"
+
+
+@contextlib.contextmanager
+def publish_versioned(link: Path, keep: int = 3) -> Iterator[Path]:
+    """Yield a new empty directory; when the block succeeds, the symlink ``link`` points at it, switched by one
+    ``rename``: a reader resolving ``link`` sees the previous version or this one, whole, never neither.
+
+    Versions live in ``versions_dir(link)``, named by creation time. The ``keep`` newest stay (a request that
+    resolved the link just before a switch is still reading its version); older ones, and the unfinished ones of
+    killed builds, are removed. A plain directory at ``link`` (made before versioning) becomes a version once.
+    """
+    link = Path(link)
+    versions = versions_dir(link)
+    versions.mkdir(parents=True, exist_ok=True)
+    for old in versions.glob(".new-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    for old in link.parent.glob(f".{glob.escape(link.name)}.link-*"):
+        old.unlink()
+    name = f"{time.time_ns():020d}"  # sorts by age
+    work = versions / f".new-{name}"
+    work.mkdir()
+    try:
+        yield work
+        os.rename(work, versions / name)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    if link.is_dir() and not link.is_symlink():
+        os.rename(link, versions / f"{0:020d}")  # the only moment without a link: once, on the first switch
+    tmp_link = link.parent / f".{link.name}.link-{name}"
+    os.symlink(os.path.relpath(versions / name, link.parent), tmp_link)
+    os.replace(tmp_link, link)
+    current = os.path.realpath(link)
+    for old in sorted(p for p in versions.iterdir() if not p.name.startswith("."))[:-keep]:
+        if os.path.realpath(old) != current:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

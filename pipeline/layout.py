@@ -5,8 +5,12 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from .config import Config, TvmConfig
+
+# the index of a tvmjs tensor cache (what the shard stage writes whatever TVM's writer calls it, and the page reads)
+TENSOR_CACHE_JSON = "tensor-cache.json"
 
 
 def model_key(model_name: str) -> str:
@@ -28,13 +32,18 @@ class Layout:
     cache: Path
     model_name: str
     dtype: str
-    size: str  # the image size, or "default" for the model's own
+    size: str  # the image size: "default" (the model's own), "<n>" (square) or "<width>x<height>"
     tvm: str = TvmConfig().resolved_ref  # tvm_key of the TVM ref (default: the default tvm.version's tag)
+
+    # the config keys that decide the output paths (from_config reads exactly these, and paths.cache): switching
+    # one writes elsewhere, so switching back finds the outputs still there and re-runs nothing
+    PATH_KEYS: ClassVar[tuple[str, ...]] = ("model.name", "model.dtype", "model.image_size", "model.width",
+                                            "model.height", "tvm.version", "tvm.ref")
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Layout":
         ref = f"{cfg.tvm.version}-{cfg.tvm.ref}" if cfg.tvm.ref else cfg.tvm.resolved_ref
-        return cls(cfg.paths.cache_dir, cfg.model.name, cfg.model.dtype, str(cfg.model.image_size or "default"),
+        return cls(cfg.paths.cache_dir, cfg.model.name, cfg.model.dtype, cfg.model.size_key,
                    tvm_key(ref))
 
     @property
@@ -61,7 +70,7 @@ class Layout:
 
     @property
     def tvm_build_stamp(self) -> Path:
-        """Which TVM later stages run against (wheel or source build): see pipeline.tvm_build."""
+        """Which TVM later stages run against (wheel or source build): see pipeline.toolchain.tvm_build."""
         return self.tvm_dir / "build.json"
 
     @property
@@ -89,7 +98,7 @@ class Layout:
         return self.variant_dir / "compile"
 
     def webgpu_objects(self, submodel: str) -> Path:
-        """compile's WebGPU build: wasm object files in a tar (pipeline.wasm_link links them)."""
+        """compile's WebGPU build: wasm object files in a tar (pipeline.model.wasm_link links them)."""
         return self.compile_dir() / f"{submodel}.webgpu.tar"
 
     def compile_json(self, submodel: str) -> Path:
@@ -101,6 +110,15 @@ class Layout:
 
     def params_dir(self, submodel: str) -> Path:
         return self.variant_dir / "params" / submodel
+
+    def tensor_cache_index(self, submodel: str) -> Path:
+        """The shard stage's tensor cache index (the shards are listed in it)."""
+        return self.params_dir(submodel) / TENSOR_CACHE_JSON
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        """The CLIP tokenizer files the page loads (per model: not per dtype, size or TVM)."""
+        return self.model_dir / "tokenizer"
 
     def verify_report(self, submodel: str) -> Path:
         return self.variant_dir / "verify" / f"{submodel}.json"

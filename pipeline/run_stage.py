@@ -11,9 +11,10 @@ import sys
 import time
 import warnings
 
-from . import stages, submodels
+from . import code_deps, stages, submodels
 from .config import load_config
 from .errors import WebsdError
+from .fs_errors import explain, low_space
 
 
 def _record_executed_files(path: str):
@@ -21,7 +22,7 @@ def _record_executed_files(path: str):
     on function calls), written to that path at exit. tests/test_stages.py checks it against the stage's derived
     code dependencies."""
     executed: set[str] = set()
-    root = str(stages.PACKAGE_DIR)
+    root = str(code_deps.PACKAGE_DIR)
 
     def hook(frame, event, arg):
         if event == "call" and frame.f_code.co_filename.startswith(root):
@@ -43,7 +44,7 @@ def run(name: str, sub: str | None, overrides: dict[str, str]) -> object:
     report = os.environ.get("WEBSD_REPORT_MODULES")
     executed = _record_executed_files(report) if report else None
     try:
-        return stage.run(cfg, sub) if stage.per_submodel else stage.run(cfg)
+        return stage.run(cfg, sub)
     finally:
         if executed is not None:
             sys.setprofile(None)
@@ -84,6 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         run(name, sub, overrides)
     except WebsdError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - a full disk or read-only cache is one line; anything else re-raised
+        cache = load_config(cli=overrides).paths.cache_dir
+        err = explain(e, cache) or low_space(cache)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{name} {sub or ''}: done in {time.perf_counter() - start:.1f} s".replace("  ", " "))
     return 0

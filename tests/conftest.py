@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -26,16 +27,52 @@ needs_tvm_source = pytest.mark.skipif(
            f"{user_config_path()}) to a TVM git mirror to run this test",
 )
 
+LAVAPIPE_ICD = ROOT / ".venv" / "lavapipe" / "lvp_icd.json"
+
+
+def runner_env() -> dict:
+    """The environment that makes Dawn (npm ``webgpu``) use lavapipe, the software Vulkan driver."""
+    return {**os.environ, "VK_ICD_FILENAMES": str(LAVAPIPE_ICD), "XDG_RUNTIME_DIR": os.environ.get(
+        "XDG_RUNTIME_DIR", "/tmp")}
+
+
+@pytest.fixture(scope="session")
+def node():
+    """Node with Dawn and lavapipe (the headless runner, tests/node/run_wgsl.mjs)."""
+    # ./setup.sh installs all three; in CI a missing one is a broken setup, not a reason to skip
+    missing = pytest.fail if os.environ.get("CI") else pytest.skip
+    path = shutil.which("node")
+    if path is None:
+        missing("node is not installed (the runner needs Node >= 20)")
+    if not (ROOT / "web" / "node_modules" / "webgpu").is_dir():
+        missing("web/node_modules/webgpu is missing: run ./setup.sh (npm install in web/)")
+    if not LAVAPIPE_ICD.is_file():
+        missing(f"{LAVAPIPE_ICD} is missing: ./setup.sh unpacks lavapipe there (needs the backports suite)")
+    return path
+
 
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     """No test sees the developer's user config or WEBSD_* variables, nor writes into the repo's cache/."""
     for name in list(os.environ):
-        if name.startswith("WEBSD_"):
+        if name.startswith(("WEBSD_", "AWS_")):  # nor the developer's AWS credentials (tests/s3_server.py has its own)
             monkeypatch.delenv(name)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.setenv("WEBSD_PATHS_CACHE", str(tmp_path / "cache"))
     yield
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """A real S3 server (SeaweedFS) on 127.0.0.1 for one test, with buckets ``cache`` and ``site``; stopped after."""
+    from tests.s3_server import SeaweedS3, available
+
+    why = available()
+    if why:  # ./setup.sh installs it; in CI a missing server is a broken setup, not a reason to skip
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
+    server = SeaweedS3(tmp_path / "seaweed").start()
+    yield server
+    server.stop()
 
 
 @dataclass

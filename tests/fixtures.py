@@ -69,3 +69,30 @@ def matmul_add_relu():
             return y
 
     return MatmulAddRelu
+
+
+def make_lora(model_dir: Path, out: Path, seed: int, components=("unet", "text_encoder"), rank: int = 4) -> Path:
+    """A LoRA for the diffusers folder ``model_dir`` (the tiny model's), made with peft as diffusers' training
+    scripts make one (random non-zero A and B, so fusing it changes the weights), saved by
+    ``StableDiffusionPipeline.save_lora_weights``; returns the .safetensors path."""
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(seed)
+    layers = {}
+    if "unet" in components:
+        unet = UNet2DConditionModel.from_pretrained(model_dir / "unet", local_files_only=True)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        layers["unet_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    if "text_encoder" in components:
+        text = CLIPTextModel.from_pretrained(model_dir / "text_encoder", local_files_only=True)
+        text.add_adapter(LoraConfig(r=rank, lora_alpha=2 * rank, init_lora_weights=False,
+                                    target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+        layers["text_encoder_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(text))
+    out.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(out, safe_serialization=True, **layers)
+    return out / "pytorch_lora_weights.safetensors"

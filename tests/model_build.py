@@ -35,22 +35,22 @@ def tiny_config(cache: Path, **overrides) -> Config:
     return load_config(cli={"paths.cache": str(cache), **overrides})
 
 
-def build_tiny(dtype: str = "float32", subs: tuple[str, ...] = SUBS) -> Config:
-    """Every model stage of the tiny model for ``subs`` (memoized per session)."""
-    key = (dtype, subs)
+def build_tiny(dtype: str = "float32", subs: tuple[str, ...] = SUBS, **overrides: str) -> Config:
+    """Every model stage of the tiny model for ``subs`` (memoized per session); ``overrides``: more config."""
+    key = (dtype, subs, tuple(sorted(overrides.items())))
     if key not in _BUILDS:
-        from pipeline import compile as compile_stage
-        from pipeline import hf, shard, trace, verify
+        from pipeline.model import compile as compile_stage
+        from pipeline.model import hf, shard, trace, verify
 
-        cfg = tiny_config(_cache_root() / "cache", **{"model.dtype": dtype})
+        cfg = tiny_config(_cache_root() / "cache", **{"model.dtype": dtype, **overrides})
         if not hf.weight_files(cfg, "text_encoder")[0].exists():
             hf.materialize(cfg)
         for sub in subs:
             if not trace.paths(cfg, sub)[0].exists():
-                trace.trace(cfg, sub)
-            compile_stage.compile_submodel(cfg, sub)
-            shard.shard(cfg, sub)
-            verify.verify(cfg, sub)
+                trace.run(cfg, sub)
+            compile_stage.run(cfg, sub)
+            shard.run(cfg, sub)
+            verify.run(cfg, sub)
         _BUILDS[key] = cfg
     return _BUILDS[key]
 
@@ -66,9 +66,15 @@ def tiny_f16_clip() -> Config:
 
 
 @pytest.fixture(scope="session")
+def tiny_wide() -> Config:
+    """The tiny model's UNet and VAE at a non-square size, 64 wide and 48 high."""
+    return build_tiny("float32", ("unet", "vae"), **{"model.width": "64", "model.height": "48"})
+
+
+@pytest.fixture(scope="session")
 def tiny_weights() -> Config:
     """Only the materialized tiny diffusers folder (no TVM)."""
-    from pipeline import hf
+    from pipeline.model import hf
 
     cfg = tiny_config(_cache_root() / "cache")
     if not hf.weight_files(cfg, "text_encoder")[0].exists():

@@ -59,17 +59,19 @@ def test_project_pyproject_is_valid_and_cli_prints_version(capsys):
     assert "tvm.mirror" in known_keys()
 
 
-def test_submodule_mirrors_by_repository_name():
+def test_submodule_mirrors_by_repository_name(tmp_path):
     from pipeline.config import load_config
 
-    cfg = load_config(pyproject=None, env={"WEBSD_TVM_SUBMODULE_MIRRORS": "dmlc-core=/m/dmlc-core.git, rang=/m/rang"})
+    # an env without XDG_CONFIG_HOME would read the developer's own ~/.config/websd (its tvm.ffi_mirror wins below)
+    xdg = {"XDG_CONFIG_HOME": str(tmp_path)}
+    cfg = load_config(pyproject=None, env={**xdg, "WEBSD_TVM_SUBMODULE_MIRRORS": "dmlc-core=/m/dmlc-core.git, rang=/m/rang"})
     assert cfg.tvm.submodule_mirror("dmlc-core") == "/m/dmlc-core.git"
     assert cfg.tvm.submodule_mirror("rang") == "/m/rang"
     assert cfg.tvm.submodule_mirror("dlpack") == ""
     # tvm.ffi_mirror is the tvm-ffi entry; the list may name it too
-    assert load_config(pyproject=None, env={"WEBSD_TVM_SUBMODULE_MIRRORS": "tvm-ffi=/m/ffi"}).tvm.submodule_mirror(
+    assert load_config(pyproject=None, env={**xdg, "WEBSD_TVM_SUBMODULE_MIRRORS": "tvm-ffi=/m/ffi"}).tvm.submodule_mirror(
         "tvm-ffi") == "/m/ffi"
-    assert load_config(pyproject=None, env={"WEBSD_TVM_FFI_MIRROR": "/m/f"}).tvm.submodule_mirror("tvm-ffi") == "/m/f"
+    assert load_config(pyproject=None, env={**xdg, "WEBSD_TVM_FFI_MIRROR": "/m/f"}).tvm.submodule_mirror("tvm-ffi") == "/m/f"
 
 
 def test_a_bad_submodule_mirror_entry_is_one_line():

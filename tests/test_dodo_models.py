@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -208,10 +209,14 @@ def test_only_stale_model_stages_run(tmp_path, fake_tvm_env):
     weights.write_bytes(original_weights)
     temps, killed_output = run_killed_mid_write(project, ["verify", "shard"], env,
                                                 cache / "models" / "tiny" / f"float32-default-tvm-{TVM}" / "compile", "unet.")
-    assert ".  compile_unet" in killed_output
+    started = re.findall(r"^\.  (\S+)", killed_output, re.M)
+    assert started[-1] == "compile_unet", killed_output
+    finished = set(started[:-1])  # doit's order among independent tasks varies from run to run (shard_unet may
+    assert "trace_unet" in finished, killed_output  # come before or after compile_unet)
     resumed = doit("verify", "shard")
-    # doit saves its state at the end of a run, so the killed run's finished tasks run again too
-    assert resumed.executed == tasks("trace compile shard verify", ["unet"]), resumed.output
+    # each task's state is committed as it finishes (doit_support.CommittingSqliteDB): what finished before the kill
+    # (trace_unet, perhaps shard_unet) stays done; the killed compile_unet and what was still to come run
+    assert resumed.executed == tasks("compile shard verify", ["unet"]) - finished, (killed_output, resumed.output)
     assert artifacts(cache) == built, "an interrupted and resumed build differs from an uninterrupted one"
     assert leftovers(cache) == [], f"temps left beside the targets (seen at the kill: {temps})"
     assert doit("verify", "shard").executed == set()
@@ -275,3 +280,64 @@ def test_switching_tvm_version_rebuilds_nothing_the_second_time(real_cache):
     for version in ("0.26.0", "0.21.0", "0.26.0"):
         again = doit(f"tvm.version={version}")
         assert again.executed == set() and toolchain <= again.uptodate, (version, again.output[-5000:])
+
+
+def test_lora_change_reruns_only_weight_stages(tmp_path, fake_tvm_env):
+    """The LoRA twin of the weight change above: model.lora (a file, its scale, its content) re-runs shard and
+    verify of the submodels it fuses into (clip, unet), never trace, compile or the VAE; a bad LoRA file is one
+    line and destroys nothing built."""
+    from tests.fixtures import make_lora
+
+    env, cache = fake_tvm_env
+    project = copy_project(tmp_path / "project")
+
+    def doit(*args, ok=True):
+        res = run_doit(*args, cwd=project, env=env)
+        assert (res.returncode == 0) == ok, res.output
+        return res
+
+    everything = {"tvm_checkout", "tvm_build", "weights"} | tasks("trace compile shard verify")
+    assert doit("verify", "shard").executed == everything
+    built = artifacts(cache)
+    folder = cache / "models" / "tiny" / "diffusers"
+    lora_file = make_lora(folder, tmp_path / "lora", seed=1)
+    weight_side = tasks("shard verify", ["clip", "unet"])
+
+    fused = doit("verify", "shard", f"model.lora={lora_file}:0.8")
+    assert fused.executed == weight_side, fused.output
+    with_lora = artifacts(cache)
+    variant = f"float32-default-tvm-{TVM}"
+    for sub in ("clip", "unet"):
+        assert with_lora[f"{variant}/params/{sub}/params_shard_0.bin"] != built[f"{variant}/params/{sub}/params_shard_0.bin"]
+        report = json.loads((cache / "models/tiny" / variant / "verify" / f"{sub}.json").read_text())
+        assert report["passed"], report
+    def graph_side(found):  # traces, compiles and everything of the VAE: what a LoRA must leave alone
+        return {k: v for k, v in found.items() if "vae" in k or not ("/params/" in k or "/verify/" in k)}
+
+    assert graph_side(with_lora) == graph_side(built)
+    assert doit("verify", "shard", f"model.lora={lora_file}:0.8").executed == set()
+
+    # only the scale
+    rescaled = doit("verify", "shard", f"model.lora={lora_file}:0.3")
+    assert rescaled.executed == weight_side, rescaled.output
+    assert artifacts(cache)[f"{variant}/params/unet/params_shard_0.bin"] != with_lora[f"{variant}/params/unet/params_shard_0.bin"]
+    # only the file's content (same path and scale): a LoRA for the UNet alone
+    make_lora(folder, tmp_path / "lora", seed=2, components=("unet",))
+    refilled = doit("verify", "shard", f"model.lora={lora_file}:0.3")
+    assert refilled.executed == weight_side, refilled.output
+
+    # a corrupt LoRA: one line, non-zero exit, and the shards still there
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    before = artifacts(cache)
+    failed = doit("verify", "shard", f"model.lora={bad}", ok=False)
+    assert "cannot read LoRA" in failed.output and "Traceback" not in failed.output, failed.output
+    assert artifacts(cache) == before
+    missing = doit("verify", "shard", f"model.lora={tmp_path / 'missing.safetensors'}", ok=False)
+    assert "is not a file" in missing.output and "Traceback" not in missing.output, missing.output
+
+    # no LoRA again: the base weights, byte for byte
+    back = doit("verify", "shard")
+    assert back.executed == weight_side, back.output
+    assert artifacts(cache) == built
+    assert doit("verify", "shard").executed == set()

@@ -1,16 +1,22 @@
 import fcntl
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
+from conftest import ROOT  # tests/conftest.py
 
 from pipeline import doit_support as ds
 from pipeline.errors import WebsdError
 
 
 class FakeTask:
-    def __init__(self):
+    def __init__(self, name="t"):
+        self.name = name
         self.value_savers = []
 
 
@@ -103,3 +109,98 @@ def test_file_states_keeps_the_states_of_files_other_configurations_read(tmp_pat
     assert run(f32, values)[0] is False
     f32.unlink()
     assert run(f32, values)[0] is False
+
+
+# --- the committing backend, on a two-task dodo.py of its own --------------------------------------------------
+
+_DODO = '''
+import os, signal
+from pathlib import Path
+from pipeline import doit_support as ds
+
+CFG = os.environ.get("CFG", "a")  # a configuration: its inputs and outputs have their own paths (like Layout)
+DOIT_CONFIG = {"backend": os.environ["BACKEND"], "dep_file": ".doit.sqlite3", "verbosity": 2}
+
+
+def _copy(name):
+    def action():
+        if name == "second" and os.environ.get("KILL"):
+            os.killpg(0, signal.SIGKILL)  # like a user's kill of the whole process group
+        if name == "second" and os.environ.get("FAIL"):
+            return False
+        Path(f"{name}.{CFG}.out").write_text(Path(f"in.{CFG}").read_text())
+    return action
+
+
+def task_first():
+    return {"actions": [_copy("first")], "targets": [f"first.{CFG}.out"], "uptodate": [ds.file_states([f"in.{CFG}"])]}
+
+
+def task_second():
+    return {"actions": [_copy("second")], "targets": [f"second.{CFG}.out"], "task_dep": ["first"],
+            "uptodate": [ds.file_states([f"in.{CFG}", f"first.{CFG}.out"])]}
+'''
+
+
+def _mini_project(tmp_path):
+    (tmp_path / "dodo.py").write_text(_DODO)
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.doit.plugins.backend]\nwebsd = "pipeline.doit_support:CommittingSqliteDB"\n')
+    for cfg in "ab":
+        (tmp_path / f"in.{cfg}").write_text(cfg)
+    return tmp_path
+
+
+def _doit(project, backend, **env):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BACKEND": backend, **env}
+    proc = subprocess.run([sys.executable, "-m", "doit"], cwd=project, env=env, capture_output=True, text=True,
+                          start_new_session=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    return proc.returncode, set(re.findall(r"^\.  (\S+)", out, re.M)), out
+
+
+@pytest.mark.parametrize("backend", ["websd", "sqlite3"])
+def test_a_killed_run_keeps_the_tasks_it_finished(tmp_path, backend):
+    project = _mini_project(tmp_path)
+    rc, ran, out = _doit(project, backend, KILL="1")
+    assert rc == -signal.SIGKILL and ran == {"first", "second"}, out
+    rc, ran, out = _doit(project, backend)
+    assert rc == 0, out
+    # doit's own sqlite3 backend writes its database only when a run ends: the control that this test can fail
+    assert ran == ({"second"} if backend == "websd" else {"first", "second"}), out
+
+
+@pytest.mark.parametrize("backend", ["websd", "sqlite3"])
+def test_a_failed_task_keeps_its_other_configurations_and_other_tasks(tmp_path, backend):
+    project = _mini_project(tmp_path)
+    assert _doit(project, backend, CFG="a")[:2] == (0, {"first", "second"})
+    rc, ran, out = _doit(project, backend, CFG="b", FAIL="1")
+    assert rc != 0 and ran == {"first", "second"}, out
+    rc, ran, out = _doit(project, backend, CFG="a")  # back to a: nothing of a changed
+    assert rc == 0
+    assert ran == (set() if backend == "websd" else {"second"}), out
+    rc, ran, out = _doit(project, backend, CFG="b")  # b: only the task that failed runs again
+    assert rc == 0 and ran == {"second"}, out
+
+
+def test_summary_marks_remote_hits_and_bytes_moved(monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    from pipeline import remote_cache
+    from pipeline.doit_support import SummaryReporter
+
+    monkeypatch.setattr(remote_cache, "TRANSFERS", {"shard_unet": remote_cache.Transfer("hit", down=12_500_000),
+                                                    "compile_unet": remote_cache.Transfer("stored", up=3_000_000)})
+    out = io.StringIO()
+    rep = SummaryReporter(out, {})
+    for name in ("shard_unet", "compile_unet"):
+        task = SimpleNamespace(name=name, actions=[object()], title=lambda: name)
+        rep.execute_task(task)
+        rep.add_success(task)
+    rep.complete_run()
+    text = out.getvalue()
+    assert "1 ran, 1 from the remote cache" in text
+    assert re.search(r"shard_unet\s+│ remote .*12\.5 MB down", text), text
+    assert re.search(r"compile_unet\s+│ ran .*3\.0 MB up", text), text
+    assert "remote cache: 12.5 MB down, 3.0 MB up" in text

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -41,3 +42,48 @@ def test_a_failed_write_keeps_the_old_target_and_no_temp(tmp_path):
         pass
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_publish_versioned_switches_a_symlink_and_prunes_old_versions(tmp_path):
+    from pipeline.fsutil import publish_versioned, versions_dir
+
+    link = tmp_path / "site"
+    link.mkdir()
+    (link / "index.html").write_text("before versioning")  # a site from before: becomes a version, then pruned
+    seen = []
+    for n in range(5):
+        with publish_versioned(link, keep=3) as work:
+            (work / "index.html").write_text(f"v{n}")
+            assert (link / "index.html").read_text() == ("before versioning" if n == 0 else f"v{n - 1}")
+        seen.append(os.path.realpath(link))
+        assert link.is_symlink() and (link / "index.html").read_text() == f"v{n}"
+    kept = sorted(p.name for p in versions_dir(link).iterdir())
+    assert len(kept) == 3 and [os.path.realpath(versions_dir(link) / k) for k in kept] == seen[-3:]
+    # a build that fails (or is killed) leaves the served version alone; its leftover goes on the next build
+    try:
+        with publish_versioned(link) as work:
+            (work / "index.html").write_text("half")
+            raise RuntimeError("stage failed")
+    except RuntimeError:
+        pass
+    assert (link / "index.html").read_text() == "v4"
+    (versions_dir(link) / ".new-killed").mkdir()
+    (tmp_path / ".site.link-killed").symlink_to("nowhere")
+    with publish_versioned(link) as work:
+        (work / "index.html").write_text("v5")
+    assert not (versions_dir(link) / ".new-killed").exists() and not (tmp_path / ".site.link-killed").is_symlink()
+    assert (link / "index.html").read_text() == "v5"
+
+
+def test_scratch_dir_removes_what_a_killed_run_left(tmp_path):
+    from pipeline.fsutil import scratch_dir
+
+    left = tmp_path / ".tvmjs-build.abcd1234"
+    left.mkdir()
+    (left / "big.o").write_bytes(b"x" * 100)
+    other = tmp_path / ".tvmjs-other"
+    other.mkdir()
+    with scratch_dir(tmp_path, ".tvmjs-build.") as tmp:
+        assert tmp.is_dir() and tmp.name.startswith(".tvmjs-build.")
+        assert not left.exists()
+    assert not tmp.exists() and other.exists()

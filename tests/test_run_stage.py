@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from pipeline import models, trace
+from pipeline import models
+from pipeline.model import trace
 from pipeline.fsutil import sha256_file
 from tests.model_build import run_stage as run_cli
 from tests.model_build import tiny_config, tiny_f32, tiny_weights  # noqa: F401 - fixtures

@@ -1,7 +1,8 @@
-"""The stage table (pipeline/stages.py) and dodo.py's wiring of it.
+"""The stage table (pipeline/stages.py), the code dependencies it derives (pipeline/code_deps.py) and dodo.py's
+wiring of them.
 
 * No import cycles inside pipeline/ (every import counted, those inside functions too).
-* A stage's derived code (``stages.code_files``) covers every project file its run executes (recorded by a profile
+* A stage's derived code (``Stage.code_files``, pipeline.code_deps) covers every project file its run executes (recorded by a profile
   hook in ``python -m pipeline.run_stage``; the tiny model, the stages that need no TVM source).
 * For every project module, a behaviour change makes ``doit list --status`` report stale exactly the tasks whose
   derived code includes that module, and nothing else.
@@ -18,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from pipeline import stages
+from pipeline import code_deps, stages
 from pipeline.config import load_config
 
-MODULES = sorted(stages._module_name(p) for p in stages.PACKAGE_DIR.rglob("*.py"))
+MODULES = sorted(code_deps._module_name(p) for p in code_deps.PACKAGE_DIR.rglob("*.py"))
 
 
 def _cycles(graph: dict[str, tuple[str, ...]]) -> list[list[str]]:
@@ -43,7 +44,7 @@ def _cycles(graph: dict[str, tuple[str, ...]]) -> list[list[str]]:
 
 
 def test_no_import_cycles_in_pipeline():
-    graph = {m: stages.imports_of(m) for m in MODULES}
+    graph = {m: code_deps.imports_of(m) for m in MODULES}
     assert not _cycles(graph), _cycles(graph)
 
 
@@ -52,28 +53,28 @@ def test_the_cycle_check_finds_a_cycle():
 
 
 def test_imports_inside_functions_count(tmp_path):
-    # pipeline/site.py imports manifest at module level; hf imports models; submodels import hf inside functions
-    assert "pipeline.hf" in stages.imports_of("pipeline.submodels.unet")
-    assert "pipeline.manifest" in stages.imports_of("pipeline.site")
+    # pipeline/page/site.py imports manifest at module level; hf imports models; submodels import hf inside functions
+    assert "pipeline.model.hf" in code_deps.imports_of("pipeline.submodels.unet")
+    assert "pipeline.page.manifest" in code_deps.imports_of("pipeline.page.site")
 
 
 def test_registry_entries_are_code_only_when_selected():
     cfg = load_config(pyproject=None, cli={"model.name": "tiny"})
     trace = stages.get("trace")
-    names = {p.relative_to(stages.PACKAGE_DIR).as_posix() for p in stages.code_files(trace, cfg, "unet")}
-    assert {"submodels/unet.py", "submodels/attention.py", "models/tiny.py", "trace.py", "hf.py"} <= names
+    names = {p.relative_to(code_deps.PACKAGE_DIR).as_posix() for p in trace.code_files(cfg, "unet")}
+    assert {"submodels/unet.py", "submodels/attention.py", "models/tiny.py", "model/trace.py", "model/hf.py"} <= names
     assert not {"submodels/vae.py", "submodels/clip.py", "models/sd15_random.py"} & names
-    shard = {p.name for p in stages.code_files(stages.get("shard"), cfg, "unet")}
+    shard = {p.name for p in stages.get("shard").code_files(cfg, "unet")}
     assert "unet.py" not in shard and "trace.py" not in shard  # a wrapper edit does not re-shard
 
 
 def test_only_the_selected_tvm_adapter_is_code():
-    """tvm.version selects one adapter of pipeline/tvm_versions: editing v0.21's leaves a v0.26 build fresh."""
+    """tvm.version selects one adapter of pipeline/toolchain/tvm_versions: editing v0.21's leaves a v0.26 build fresh."""
     for version, mine, other in (("0.26.0", "v0_26.py", "v0_21.py"), ("0.21.0", "v0_21.py", "v0_26.py")):
         cfg = load_config(pyproject=None, cli={"tvm.version": version})
-        names = {p.name for p in stages.code_files(stages.get("compile"), cfg, "unet")}
+        names = {p.name for p in stages.get("compile").code_files(cfg, "unet")}
         assert mine in names and other not in names, (version, names)
-        assert "v0_21.py" not in {p.name for p in stages.code_files(stages.get("trace"), cfg, "unet")}
+        assert "v0_21.py" not in {p.name for p in stages.get("trace").code_files(cfg, "unet")}
 
 
 # --- the derived code covers what a stage runs --------------------------------------------------------------------
@@ -93,8 +94,8 @@ def test_code_files_cover_every_file_a_stage_executes(tmp_path):
                               text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         executed = {Path(p) for p in report.read_text().split()}
-        orchestration = {stages.PACKAGE_DIR / f for f in ("run_stage.py", "stages.py")}
-        code = set(stages.code_files(stages.get(name), cfg, sub))
+        orchestration = {code_deps.PACKAGE_DIR / f for f in ("run_stage.py", "stages.py")}
+        code = set(stages.get(name).code_files(cfg, sub))
         assert executed - orchestration, f"{name}: nothing recorded"
         assert executed - orchestration <= code, f"{name} ran code it does not depend on: {executed - code - orchestration}"
 
@@ -152,7 +153,7 @@ def test_a_module_change_makes_exactly_its_stages_stale(tmp_path):
     before = _status(project, env)
     assert {t for t, s in before.items() if s == "R"} <= always, before
 
-    code = {(s, sub): {p.relative_to(stages.PACKAGE_DIR) for p in stages.code_files(s, cfg, sub)}
+    code = {(s, sub): {p.relative_to(code_deps.PACKAGE_DIR) for p in s.code_files(cfg, sub)}
             for s in stages.STAGES for sub in s.subs()}
     checked = 0
     for module in sorted((project / "pipeline").rglob("*.py")):
@@ -167,3 +168,35 @@ def test_a_module_change_makes_exactly_its_stages_stale(tmp_path):
         assert stale == expected, f"{rel}: stale {sorted(stale)}, its code is in {sorted(expected)}"
         checked += 1
     assert checked == len(MODULES)
+
+
+# --- one shape for every stage module --------------------------------------------------------------------------
+
+
+def test_every_stage_module_has_the_stage_shape():
+    for stage in stages.STAGES:
+        assert callable(stage.module.run), stage.name
+        assert stage.always or callable(stage.module.outputs), stage.name
+
+
+def test_a_stage_function_of_the_wrong_arity_is_refused_when_the_table_loads():
+    import types
+
+    module = types.ModuleType("pipeline.fake_stage")
+    module.run = lambda cfg: None
+    module.outputs = lambda cfg, sub: []
+    with pytest.raises(TypeError, match=r"fake_stage.run takes 1 positional arguments, a per-submodel stage"):
+        stages.Stage("fake", "a fake", module, per_submodel=True)
+    module.run = lambda cfg, sub, which=None: None
+    assert stages.Stage("fake", "a fake", module, per_submodel=True).run(None, "clip") is None
+    with pytest.raises(TypeError, match=r"fake_stage.run takes 2 positional arguments, a stage function takes 1"):
+        stages.Stage("fake", "a fake", module)
+    module.fingerprint = lambda cfg: None  # per submodel, a fingerprint takes (cfg, sub) like the rest
+    with pytest.raises(TypeError, match=r"fake_stage.fingerprint takes 1 positional arguments, a per-submodel"):
+        stages.Stage("fake", "a fake", module, per_submodel=True)
+    module.fingerprint = lambda cfg, sub: [sub]
+    assert stages.Stage("fake", "a fake", module, per_submodel=True).fingerprint(None, "unet") == ["unet"]
+    del module.fingerprint
+    del module.outputs
+    with pytest.raises(TypeError, match="needs run and outputs"):
+        stages.Stage("fake", "a fake", module, per_submodel=True)

@@ -4,12 +4,9 @@ Same shapes, parameter counts and kernels as the real model, so it measures buil
 buffer limits of a 512x512 build without needing the real weights.
 """
 
-from .schedules import SD1_SCHEDULER
+from .family import ModelFamily
 
-
-SCHEDULER = SD1_SCHEDULER
-
-COMPONENTS = {
+FAMILY = ModelFamily(module=__name__, components={
     "text_encoder": ("transformers.CLIPTextModel", {
         "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
         "num_hidden_layers": 12, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
@@ -29,4 +26,4 @@ COMPONENTS = {
         "scaling_factor": 0.18215,
         "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
     }),
-}
+})

@@ -4,13 +4,9 @@ Small enough that every stage runs in seconds, yet it has every kind of layer th
 attention, ResNet blocks, up/down sampling, group norm). The text encoder keeps CLIP's real vocabulary so the real
 tokenizer's ids index it.
 """
-from .schedules import SD1_SCHEDULER
+from .family import ModelFamily
 
-SCHEDULER = SD1_SCHEDULER
-# small enough for the unscheduled llvm (CPU) build: a plain `doit` verifies it against PyTorch
-CPU_VERIFY = True
-
-COMPONENTS = {
+FAMILY = ModelFamily(module=__name__, cpu_verify=True, components={
     "text_encoder": ("transformers.CLIPTextModel", {
         "vocab_size": 49408, "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
         "num_hidden_layers": 2, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
@@ -28,4 +24,4 @@ COMPONENTS = {
         "block_out_channels": [8, 16, 32, 32], "norm_num_groups": 8, "scaling_factor": 0.18215,
         "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
     }),
-}
+})

@@ -6,19 +6,17 @@ neither compiled nor downloaded. The wrapper applies 1/scaling_factor (and shift
 from __future__ import annotations
 
 from ..config import Config
-from .attention import BoundedAttnProcessor
-
-COMPONENT = "vae"
-OUTPUT = "image"
+from . import get
+from .attention import FusedAttnProcessor
 
 
 def wrapper(cfg: Config):
     import torch
 
-    from .. import hf
+    from ..model import hf
 
-    vae = hf.load_component(cfg, COMPONENT)
-    vae.set_attn_processor(BoundedAttnProcessor())
+    vae = hf.load_component(cfg, get("vae").component)
+    vae.set_attn_processor(FusedAttnProcessor())
     scaling = float(vae.config.scaling_factor)
     shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
     use_post_quant_conv = getattr(vae.config, "use_post_quant_conv", True) and vae.post_quant_conv is not None
@@ -46,6 +44,6 @@ def wrapper(cfg: Config):
 def inputs(dims, generator) -> dict:
     import torch
 
-    size = dims.latent_size
     # latents as the sampler produces them: unit variance in the scaled space
-    return {"latents": torch.randn((1, dims.latent_channels, size, size), generator=generator)}
+    return {"latents": torch.randn((1, dims.latent_channels, dims.latent_height, dims.latent_width),
+                                   generator=generator)}

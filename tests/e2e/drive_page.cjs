@@ -24,29 +24,7 @@
 
 const fs = require("node:fs");
 const path = require("node:path");
-
-const WEB = path.resolve(__dirname, "..", "..", "web");
-let chromium;
-try {
-  ({ chromium } = require(path.join(WEB, "node_modules", "playwright-core")));
-} catch (err) {
-  console.error("playwright-core is not installed: run `npm install` in web/ (it is a devDependency there)");
-  process.exit(3);
-}
-
-// Chromium's WebGPU on SwiftShader (CPU) needs --enable-unsafe-webgpu; the rest keeps a headless run quiet,
-// offline and independent of the machine's profile (no sandbox: tests may run as root in a container).
-const CHROMIUM_ARGS = [
-  "--enable-unsafe-webgpu",
-  "--no-sandbox",
-  "--disable-dev-shm-usage",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
-const EXECUTABLE = process.env.WEBSD_CHROMIUM || "/usr/bin/chromium";
+const { launch, watchConsole } = require("./browser.cjs");
 
 // In the page: type generate() options into the controls (ids from index.html).
 function fillControls(opts) {
@@ -97,16 +75,9 @@ async function main() {
   const result = { loadState: null, error: null, loadMs: null, runs: [], canvasBlank: null, console: [] };
   const started = Date.now();
   // a persistent context on a fresh directory is the only way to choose the profile directory with playwright
-  const context = await chromium.launchPersistentContext(spec.userDataDir, {
-    executablePath: EXECUTABLE, headless: true, args: CHROMIUM_ARGS, viewport: { width: 900, height: 1000 },
-  });
+  const { context, page } = await launch(spec.userDataDir, timeout);
   try {
-    const page = context.pages()[0] ?? await context.newPage();
-    page.setDefaultTimeout(timeout);
-    page.on("console", (m) => {
-      if (m.type() === "error" || m.type() === "warning") result.console.push(`${m.type()}: ${m.text()}`);
-    });
-    page.on("pageerror", (e) => result.console.push(`pageerror: ${e.message}`));
+    watchConsole(page, result.console);
 
     await page.goto(spec.url);
     await page.waitForFunction(() => ["ready", "error", "done"].includes(document.body.dataset.state), null,

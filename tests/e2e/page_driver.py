@@ -3,14 +3,16 @@ altered copies of a site (a tampered or a missing shard) without touching the bu
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import subprocess
 import threading
+import urllib.parse
 from pathlib import Path
 
-from pipeline.serve import make_server
+from pipeline.page.serve import make_server
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "drive_page.cjs"
@@ -29,10 +31,41 @@ def missing_tools() -> str | None:
     return None
 
 
+def _recording(handler):
+    """``handler`` (pipeline.page.serve's, a functools.partial of the class) that also logs every path it is asked for,
+    answers 503 for the paths in the server's ``failing`` set (a dropped download), and serves the log at
+    ``/__test/requests`` and takes ``/__test/fail?path=<site path>`` (none: stop failing) for the browser driver."""
+    class Recording(handler.func):
+        def do_GET(self):
+            url = urllib.parse.urlsplit(self.path)
+            if url.path == "/__test/requests":
+                return self._reply(200, json.dumps(self.server.requests).encode())
+            if url.path == "/__test/fail":
+                self.server.failing = set(urllib.parse.parse_qs(url.query).get("path", []))
+                return self._reply(200, b"[]")
+            self.server.requests.append(url.path.lstrip("/"))
+            if url.path.lstrip("/") in self.server.failing:
+                return self._reply(503, b"[]")
+            return super().do_GET()
+
+        def _reply(self, status, body):
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return functools.partial(Recording, *handler.args, **handler.keywords)
+
+
 @contextlib.contextmanager
-def serving(site_dir: Path):
-    """The site served by pipeline.serve on 127.0.0.1 at a free port; yields the base URL."""
+def serving(site_dir: Path, record: bool = False):
+    """The site served by pipeline.page.serve on 127.0.0.1 at a free port; yields the base URL. ``record``: with the
+    request log and failure switch of ``_recording``."""
     server = make_server(Path(site_dir), "127.0.0.1", 0, quiet=True)
+    if record:
+        server.RequestHandlerClass = _recording(server.RequestHandlerClass)
+        server.requests, server.failing = [], set()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -77,7 +110,7 @@ def drive_page(url: str, work_dir: Path, runs: list[dict] = (), screenshot: Path
 
 
 def altered_site(site_dir: Path, dest: Path, corrupt: str | None = None, remove: str | None = None) -> Path:
-    """A copy of ``site_dir`` at ``dest`` made of symlinks to the original files (the build output is never
+    """A copy of ``site_dir`` at ``dest`` made of hard links to the original files (the build output is never
     written), with the file ``corrupt`` (a path inside the site) replaced by a copy with one byte flipped, and the
     file ``remove`` left out."""
     site_dir, dest = Path(site_dir), Path(dest)
@@ -91,8 +124,11 @@ def altered_site(site_dir: Path, dest: Path, corrupt: str | None = None, remove:
             data = bytearray(src.read_bytes())
             data[len(data) // 2] ^= 0xFF
             target.write_bytes(bytes(data))
-        else:
-            target.symlink_to(src.resolve())
+        else:  # a link, not a symlink: the server refuses files that resolve outside the site it serves
+            try:
+                os.link(src.resolve(), target)
+            except OSError:
+                shutil.copy2(src, target)
     for name in (corrupt, remove):
         if name is not None and not (site_dir / name).is_file():
             raise AssertionError(f"{name} is not a file of {site_dir}")

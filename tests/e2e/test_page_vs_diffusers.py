@@ -1,4 +1,4 @@
-"""End to end: the built site, served by pipeline.serve and run in headless Chromium (WebGPU on SwiftShader), makes
+"""End to end: the built site, served by pipeline.page.serve and run in headless Chromium (WebGPU on SwiftShader), makes
 the image diffusers' StableDiffusionPipeline makes from the same weights, prompt, negative prompt, initial latents,
 guidance and scheduler; and a tampered or missing weight shard stops the page with a message instead of an image.
 
@@ -9,7 +9,9 @@ tests/conftest.py: ``real_cache``; WEBSD_TEST_REAL_CACHE keeps it between sessio
 times, screenshot path - is written to ``<cache>/e2e/report.json`` (outside the served directory: a site rebuild
 replaces that one as a whole).
 
-Every test runs once per TVM version of TVM_VERSIONS: the default (0.26.0), and 0.21.0 when the cache already has a
+Every test runs once per model of MODELS (the tiny SD 1.x, and the tiny SD 2.1: SD 2.x layout, v-prediction, a
+tokenizer that pads with "!") on the default TVM, and for the tiny SD 1.x once per TVM version of TVM_VERSIONS:
+the default (0.26.0), and 0.21.0 when the cache already has a
 v0.21 build (``doit tvm_build tvm.version=0.21.0``: a ~70 min source build, so the test never starts one; it skips
 with that reason instead). The v0.21 report is ``<cache>/e2e-tvm0.21.0/report.json``.
 
@@ -41,11 +43,12 @@ from pipeline.config import TvmConfig
 from pipeline.layout import Layout, tvm_key
 from conftest import real_env, run_doit  # tests/conftest.py (pytest puts tests/ on sys.path)
 from tests.e2e.page_driver import altered_site, drive_page, missing_tools, serving
-from pipeline.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image
+from pipeline.page.reference import load_reference_pipeline, max_abs_diff, psnr, reference_image
 
 pytestmark = [pytest.mark.tvm_source, pytest.mark.slow]
 
 MODEL, DTYPE = "tiny", "float32"
+MODELS = (MODEL, "tiny-sd21")
 PROMPT = "a photo of an astronaut riding a horse"
 NEGATIVE = "blurry, low quality"
 GUIDANCE = 7.5
@@ -55,6 +58,8 @@ PAGE_SEED = 1234  # the page's own torch-compatible seeded noise vs diffusers wi
 PSNR_MIN_DB = 30.0
 DEFAULT_TVM = TvmConfig().version
 TVM_VERSIONS = (DEFAULT_TVM, "0.21.0")
+# (model, TVM version) of each built site
+SITES = (*((m, DEFAULT_TVM) for m in MODELS), *((MODEL, v) for v in TVM_VERSIONS if v != DEFAULT_TVM))
 MAX_ABS_DIFF = 1.0  # of 255
 
 # name -> (scheduler, initial noise, how the page is driven), all in one page load. "api": window.websd.generate()
@@ -74,33 +79,36 @@ class BuiltSite:
     tokenizer_dir: Path
     manifest: dict
     tvm_version: str
+    model: str = MODEL
 
     @property
     def out_dir(self) -> Path:
-        return self.cache / ("e2e" if self.tvm_version == DEFAULT_TVM else f"e2e-tvm{self.tvm_version}")
+        parts = ([] if self.model == MODEL else [self.model]) + \
+            ([] if self.tvm_version == DEFAULT_TVM else [f"tvm{self.tvm_version}"])
+        return self.cache / "-".join(["e2e", *parts])
 
 
-@pytest.fixture(scope="module", params=TVM_VERSIONS, ids=lambda v: f"tvm{v}")
+@pytest.fixture(scope="module", params=SITES, ids=lambda s: f"{s[0]}-tvm{s[1]}")
 def built_site(request) -> BuiltSite:
-    version = request.param
+    model, version = request.param
     why = missing_tools()
     if why:  # before real_cache, which may spend minutes building the runtime
         pytest.skip(why)
     real_cache = request.getfixturevalue("real_cache")
     if version != DEFAULT_TVM:
-        stamp = Layout(real_cache, MODEL, DTYPE, "default", tvm_key(f"v{version}")).tvm_build_stamp
+        stamp = Layout(real_cache, model, DTYPE, "default", tvm_key(f"v{version}")).tvm_build_stamp
         if not stamp.exists():
             pytest.skip(f"no TVM v{version} build in {real_cache}: run `doit tvm_build tvm.version={version}` with "
                         f"WEBSD_PATHS_CACHE={real_cache} first (a source build, ~70 min on 2 cores), or point "
                         f"WEBSD_TEST_REAL_CACHE at a cache that has one")
-    res = run_doit("site", env=real_env(real_cache, WEBSD_MODEL_NAME=MODEL, WEBSD_MODEL_DTYPE=DTYPE,
+    res = run_doit("site", env=real_env(real_cache, WEBSD_MODEL_NAME=model, WEBSD_MODEL_DTYPE=DTYPE,
                                         WEBSD_MODEL_IMAGE_SIZE="0", WEBSD_TVM_VERSION=version), timeout=3 * 3600)
     assert res.returncode == 0, f"`doit site` failed:\n{res.output[-20000:]}"
-    layout = Layout(real_cache, MODEL, DTYPE, "default")
+    layout = Layout(real_cache, model, DTYPE, "default")
     manifest = json.loads((layout.site_dir / "model" / "manifest.json").read_text())
-    assert (manifest["model"], manifest["dtype"]) == (MODEL, DTYPE)
+    assert (manifest["model"], manifest["dtype"]) == (model, DTYPE)
     return BuiltSite(real_cache, layout.site_dir, layout.model_dir / "diffusers", layout.model_dir / "tokenizer",
-                     manifest, version)
+                     manifest, version, model)
 
 
 def _shard(manifest: dict, sub: str) -> str:
@@ -127,7 +135,7 @@ def e2e(built_site: BuiltSite) -> dict:
     out = built_site.out_dir
     out.mkdir(parents=True, exist_ok=True)
     m = built_site.manifest
-    shape = (1, m["latent_channels"], m["latent_size"], m["latent_size"])
+    shape = (1, m["latent_channels"], m["latent_height"], m["latent_width"])
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(LATENTS_SEED)).numpy()
     latents_file = out / "latents.f32"
     latents.astype("<f4").tofile(latents_file)
@@ -146,7 +154,7 @@ def e2e(built_site: BuiltSite) -> dict:
 
     pipe = load_reference_pipeline(built_site.model_dir, built_site.tokenizer_dir)
     ref_args = {"prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": STEPS, "guidance": GUIDANCE,
-                "size": m["image_size"]}
+                "width": m["width"], "height": m["height"]}
     results = {}
     for run in page["runs"]:
         scheduler, noise, via = RUNS[run["name"]]
@@ -179,8 +187,8 @@ def e2e(built_site: BuiltSite) -> dict:
             "wrong_input_psnr_db": {k: psnr(page_img, v) for k, v in wrong.items()},
         }
     report = {
-        "model": MODEL, "dtype": DTYPE, "tvm_version": built_site.tvm_version, "tvm": m.get("tvm"),
-        "image_size": m["image_size"], "steps": STEPS, "guidance": GUIDANCE,
+        "model": built_site.model, "dtype": DTYPE, "tvm_version": built_site.tvm_version, "tvm": m.get("tvm"),
+        "width": m["width"], "height": m["height"], "steps": STEPS, "guidance": GUIDANCE,
         "prompt": PROMPT, "negative_prompt": NEGATIVE,
         "metric": "page pixels vs diffusers output_type='np' * 255 on the 0..255 scale: PSNR (peak 255) and max "
                   "abs diff; api runs: the VAE output floats, form runs: canvas bytes vs the reference rounded",

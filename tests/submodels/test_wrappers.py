@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import hf, models, submodels
+from pipeline.model import hf
+from pipeline import models, submodels
+from pipeline.submodels import code
 from pipeline.errors import WebsdError
 from tests.model_build import tiny_weights  # noqa: F401 - fixture
 
@@ -17,9 +19,9 @@ def test_clip_takes_int32_ids_and_returns_the_last_hidden_state(tiny_weights):  
     import torch
 
     dims = models.dims(tiny_weights)
-    inputs = submodels.clip.inputs(dims, torch.Generator().manual_seed(0))
+    inputs = code.entry("clip").inputs(dims, torch.Generator().manual_seed(0))
     assert inputs["input_ids"].dtype == torch.int32 and inputs["input_ids"].shape == (2, 77)
-    wrapper = submodels.clip.wrapper(tiny_weights)
+    wrapper = code.entry("clip").wrapper(tiny_weights)
     reference = hf.load_component(tiny_weights, "text_encoder")
     with torch.no_grad():
         out = wrapper(inputs["input_ids"])
@@ -34,15 +36,15 @@ def test_unet_applies_classifier_free_guidance(tiny_weights):  # noqa: F811
     import torch
 
     dims = models.dims(tiny_weights)
-    x = submodels.unet.inputs(dims, torch.Generator().manual_seed(0))
-    wrapper = submodels.unet.wrapper(tiny_weights)
+    x = code.entry("unet").inputs(dims, torch.Generator().manual_seed(0))
+    wrapper = code.entry("unet").wrapper(tiny_weights)
     unet = hf.load_component(tiny_weights, "unet")
     with torch.no_grad():
         uncond = unet(x["latents"], x["timestep"], encoder_hidden_states=x["text_emb"][:1]).sample
         cond = unet(x["latents"], x["timestep"], encoder_hidden_states=x["text_emb"][1:]).sample
         guided = wrapper(x["latents"], x["timestep"], x["text_emb"], torch.tensor([7.5]))
         only_cond = wrapper(x["latents"], x["timestep"], x["text_emb"], torch.tensor([1.0]))
-    assert guided.shape == (1, 4, dims.latent_size, dims.latent_size)
+    assert guided.shape == (1, 4, dims.latent_height, dims.latent_width)
     assert torch.allclose(only_cond, cond, atol=1e-5)
     assert torch.allclose(guided, uncond + 7.5 * (cond - uncond), atol=1e-4)
 
@@ -51,15 +53,76 @@ def test_vae_decodes_scaled_latents_to_nhwc_pixels(tiny_weights):  # noqa: F811
     import torch
 
     dims = models.dims(tiny_weights)
-    latents = submodels.vae.inputs(dims, torch.Generator().manual_seed(0))["latents"]
-    wrapper = submodels.vae.wrapper(tiny_weights)
+    latents = code.entry("vae").inputs(dims, torch.Generator().manual_seed(0))["latents"]
+    wrapper = code.entry("vae").wrapper(tiny_weights)
     vae = hf.load_component(tiny_weights, "vae")
     with torch.no_grad():
         pixels = wrapper(latents)
         decoded = vae.decode(latents / vae.config.scaling_factor).sample
     expected = ((decoded / 2 + 0.5).clamp(0, 1) * 255).permute(0, 2, 3, 1)
-    assert pixels.shape == (1, dims.image_size, dims.image_size, 3)
+    assert pixels.shape == (1, dims.height, dims.width, 3)
     assert float(pixels.min()) >= 0 and float(pixels.max()) <= 255
     assert torch.allclose(pixels, expected, atol=1e-3)
     # only the decoder half is traced and shipped
     assert not any(n.startswith("encoder.") or n.startswith("quant_conv.") for n, _ in wrapper.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def tiny_turbo_weights(tmp_path_factory):
+    """The materialized tiny SD-Turbo (SD 2.x layout, no classifier-free guidance)."""
+    from tests.model_build import tiny_config
+
+    cfg = tiny_config(tmp_path_factory.mktemp("turbo") / "cache", **{"model.name": "tiny-turbo"})
+    hf.materialize(cfg)
+    return cfg
+
+
+def test_guidance_free_model_runs_the_unet_once_at_batch_1(tiny_turbo_weights):
+    import torch
+
+    dims = models.dims(tiny_turbo_weights)
+    assert not dims.classifier_free and dims.text_batch == 1
+    x = code.entry("unet").inputs(dims, torch.Generator().manual_seed(0))
+    assert list(x) == ["latents", "timestep", "text_emb"]  # no guidance input
+    assert x["text_emb"].shape == (1, 77, dims.text_hidden)
+    ids = code.entry("clip").inputs(dims, torch.Generator().manual_seed(0))["input_ids"]
+    assert ids.shape == (1, 77)
+    wrapper = code.entry("unet").wrapper(tiny_turbo_weights)
+    unet = hf.load_component(tiny_turbo_weights, "unet")
+    assert unet.config.use_linear_projection and list(unet.config.attention_head_dim) == [2, 4]
+    with torch.no_grad():
+        out = wrapper(*x.values())
+        expected = unet(x["latents"], x["timestep"], encoder_hidden_states=x["text_emb"]).sample
+    assert out.shape == (1, 4, dims.latent_height, dims.latent_width)
+    assert torch.allclose(out, expected, atol=1e-6)
+    with torch.no_grad():
+        emb = code.entry("clip").wrapper(tiny_turbo_weights)(ids)
+    assert emb.shape == (1, 77, dims.text_hidden)
+
+
+def test_lcm_unet_embeds_the_guidance_scale_at_batch_1(tmp_path):
+    import torch
+    from diffusers import LatentConsistencyModelPipeline
+
+    from pipeline.submodels.unet import guidance_scale_embedding
+    from tests.model_build import tiny_config
+
+    cfg = tiny_config(tmp_path / "cache", **{"model.name": "tiny-lcm"})
+    hf.materialize(cfg)
+    dims = models.dims(cfg)
+    assert dims.guidance_embedding and not dims.classifier_free and dims.text_batch == 1
+    x = code.entry("unet").inputs(dims, torch.Generator().manual_seed(0))
+    assert list(x) == ["latents", "timestep", "text_emb", "guidance_scale"]
+    x["guidance_scale"] = torch.tensor([8.0])
+    w = x["guidance_scale"] - 1  # LCM's w: the pipeline embeds the scale minus one
+    # diffusers' own embedding (a method that uses nothing of its pipeline)
+    expected_emb = LatentConsistencyModelPipeline.get_guidance_scale_embedding(None, w, embedding_dim=32)
+    assert torch.allclose(guidance_scale_embedding(w, 32), expected_emb, atol=1e-6)
+    unet = hf.load_component(cfg, "unet")
+    with torch.no_grad():
+        out = code.entry("unet").wrapper(cfg)(*x.values())
+        expected = unet(x["latents"], x["timestep"], encoder_hidden_states=x["text_emb"],
+                        timestep_cond=expected_emb).sample
+        other = code.entry("unet").wrapper(cfg)(x["latents"], x["timestep"], x["text_emb"], torch.tensor([2.0]))
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert not torch.allclose(out, other, atol=1e-3)  # the scale reaches the UNet

@@ -3,8 +3,9 @@
     python -m tests.web.make_fixtures [OUT_DIR]      # default: web/test/fixtures (git-ignored)
 
 writes
-  tokenizer/                 CLIP tokenizer files, by pipeline.tokenizer.write_clip_tokenizer
+  tokenizer/                 CLIP tokenizer files, by pipeline.page.tokenizer.write_clip_tokenizer
   tokenizer_ids.json         PROMPTS and their ids from transformers' CLIPTokenizer (padded/truncated to 77)
+  tokenizer_sd2/, tokenizer_sd2_ids.json   the same with SD 2.x's settings (pads with "!")
   schedulers.json            diffusers scheduler runs: timesteps, sigmas, and every step's input and output
   randn.json                 torch.randn values for a few seeds (the page's seeded latents)
   pipeline_loop.json         diffusers' denoising loop with a stand-in UNet (seeded latents to final latents)
@@ -86,12 +87,18 @@ PROMPTS = [
 ]
 
 
-def write_tokenizer_fixture(out: Path) -> None:
-    from pipeline.tokenizer import clip_tokenizer, encode_prompts, write_clip_tokenizer
+# fixture name -> pad token: SD v1.x's tokenizer and SD 2.x's (pipeline.models.family.TokenizerSettings)
+TOKENIZERS = {"tokenizer": "<|endoftext|>", "tokenizer_sd2": "!"}
 
-    write_clip_tokenizer(out / "tokenizer")
-    ids = encode_prompts(clip_tokenizer(), PROMPTS)
-    _write_json(out / "tokenizer_ids.json", {"prompts": PROMPTS, "input_ids": ids})
+
+def write_tokenizer_fixture(out: Path) -> None:
+    from pipeline.page.tokenizer import clip_tokenizer, encode_prompts, write_clip_tokenizer
+
+    for name, pad in TOKENIZERS.items():
+        write_clip_tokenizer(out / name, pad_token=pad)
+        # the reference: transformers' CLIPTokenizer as diffusers loads it from the folder just written
+        ids = encode_prompts(clip_tokenizer(source=out / name), PROMPTS)
+        _write_json(out / f"{name}_ids.json", {"prompts": PROMPTS, "pad_token": pad, "input_ids": ids})
 
 
 # Stable Diffusion v1.5's scheduler_config.json (a PNDM config; the pipeline swaps schedulers with from_config).
@@ -127,7 +134,25 @@ SCHEDULER_CASES = [
     ("euler", 15, {"timestep_spacing": "leading"}),
     ("euler", 25, {"timestep_spacing": "trailing"}),
     ("euler", 20, {"prediction_type": "v_prediction"}),
+    # SD-Turbo's schedule (pipeline.models.sd_turbo_random.SCHEDULER): trailing spacing, 1-4 steps
+    ("euler-a", 1, {"timestep_spacing": "trailing"}),
+    ("euler-a", 4, {"timestep_spacing": "trailing"}),
+    ("euler-a", 20, {}),
+    ("euler-a", 15, {"timestep_spacing": "leading"}),
+    ("euler-a", 10, {"prediction_type": "v_prediction"}),
+    ("euler", 1, {"timestep_spacing": "trailing"}),
+    ("euler", 1, {}),  # linspace with one step: numpy gives [0]
+    # LCM (pipeline.models.lcm_random.SCHEDULER): 1-8 steps of the 50-step distillation schedule
+    ("lcm", 4, {"set_alpha_to_one": True, "original_inference_steps": 50, "timestep_scaling": 10.0}),
+    ("lcm", 1, {"set_alpha_to_one": True}),
+    ("lcm", 3, {"set_alpha_to_one": True}),
+    ("lcm", 8, {}),
+    ("lcm", 6, {"prediction_type": "v_prediction", "clip_sample": True}),
 ]
+NOISING = ("euler-a", "lcm")  # schedulers that draw fresh noise each step
+# the ancestral scheduler's per-step noise: torch.Generator().manual_seed(NOISE_SEED), passed to every step; the
+# JS port draws the same stream (web/src/random.js normalStream)
+NOISE_SEED = 99
 LATENT_SHAPE = (1, 4, 4, 4)
 
 
@@ -135,26 +160,31 @@ def scheduler_runs() -> list[dict]:
     """Full diffusers runs on random model outputs: the JS port must follow the same trajectory."""
     import numpy as np
     import torch
-    from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
+    from diffusers import (DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
+                           LCMScheduler)
 
-    classes = {"dpm++2m": DPMSolverMultistepScheduler, "euler": EulerDiscreteScheduler}
+    classes = {"dpm++2m": DPMSolverMultistepScheduler, "euler": EulerDiscreteScheduler,
+               "euler-a": EulerAncestralDiscreteScheduler, "lcm": LCMScheduler}
     rng = np.random.default_rng(1234)
     runs = []
     for name, steps, overrides in SCHEDULER_CASES:
         config = {**SD15_SCHEDULER, **overrides}
         sched = classes[name].from_config(config)
         sched.set_timesteps(steps)
+        ancestral = name in NOISING
+        step_kwargs = {"generator": torch.Generator().manual_seed(NOISE_SEED)} if ancestral else {}
         init_sigma = float(sched.init_noise_sigma)
         sample = torch.from_numpy(rng.standard_normal(LATENT_SHAPE, dtype=np.float32)) * sched.init_noise_sigma
         run = {
             "scheduler": name, "steps": steps, "config": config,
-            "timesteps": [float(t) for t in sched.timesteps], "sigmas": sched.sigmas.tolist(),
+            "timesteps": [float(t) for t in sched.timesteps], "sigmas": sched.sigmas.tolist() if hasattr(sched, "sigmas") else None,  # LCM has none
             "init_noise_sigma": init_sigma, "initial_sample": sample.flatten().tolist(), "steps_data": [],
+            **({"noise_seed": NOISE_SEED} if ancestral else {}),
         }
         for t in sched.timesteps:
             scaled = sched.scale_model_input(sample, t)
             model_output = torch.from_numpy(rng.standard_normal(LATENT_SHAPE, dtype=np.float32))
-            sample = sched.step(model_output, t, sample).prev_sample
+            sample = sched.step(model_output, t, sample, **step_kwargs).prev_sample
             run["steps_data"].append({
                 "model_output": model_output.flatten().tolist(),
                 "scaled_input": scaled.flatten().tolist(),
@@ -169,20 +199,28 @@ def pipeline_loops() -> list[dict]:
     scale_model_input, step) with a stand-in UNet, eps = 0.5 * x_in + t / 1000, so the JS loop can be compared
     end to end without a model."""
     import torch
-    from diffusers import DPMSolverMultistepScheduler, EulerDiscreteScheduler
+    from diffusers import (DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler, EulerDiscreteScheduler,
+                           LCMScheduler)
 
     runs = []
-    for name, cls, steps, seed in [("dpm++2m", DPMSolverMultistepScheduler, 12, 7),
-                                   ("euler", EulerDiscreteScheduler, 12, 7)]:
-        sched = cls.from_config(SD15_SCHEDULER)
+    turbo = {**SD15_SCHEDULER, "timestep_spacing": "trailing"}
+    for name, cls, steps, seed, config in [("dpm++2m", DPMSolverMultistepScheduler, 12, 7, SD15_SCHEDULER),
+                                           ("euler", EulerDiscreteScheduler, 12, 7, SD15_SCHEDULER),
+                                           ("euler-a", EulerAncestralDiscreteScheduler, 12, 7, SD15_SCHEDULER),
+                                           ("euler-a", EulerAncestralDiscreteScheduler, 4, 3, turbo),
+                                           ("lcm", LCMScheduler, 4, 5, {**SD15_SCHEDULER, "set_alpha_to_one": True})]:
+        sched = cls.from_config(config)
         sched.set_timesteps(steps)
-        latents = torch.randn(LATENT_SHAPE, generator=torch.Generator().manual_seed(seed)) * sched.init_noise_sigma
+        # one generator for the initial latents and then the ancestral noise, as the pipeline's generator=
+        generator = torch.Generator().manual_seed(seed)
+        step_kwargs = {"generator": generator} if name in NOISING else {}
+        latents = torch.randn(LATENT_SHAPE, generator=generator) * sched.init_noise_sigma
         for t in sched.timesteps:
             x_in = sched.scale_model_input(latents, t)
             eps = 0.5 * x_in + t.to(torch.float32) / 1000
-            latents = sched.step(eps, t, latents).prev_sample
+            latents = sched.step(eps, t, latents, **step_kwargs).prev_sample
         runs.append({"scheduler": name, "steps": steps, "seed": seed, "shape": list(LATENT_SHAPE),
-                     "config": SD15_SCHEDULER, "final_latents": latents.flatten().tolist()})
+                     "config": config, "final_latents": latents.flatten().tolist()})
     return runs
 
 

@@ -18,32 +18,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT, real_env, run_doit  # tests/conftest.py
+from conftest import ROOT, real_env, run_doit, runner_env  # tests/conftest.py; also the `node` fixture
 from pipeline.layout import Layout
 
 RUNNER = ROOT / "web" / "runner" / "run.mjs"
-LAVAPIPE_ICD = ROOT / ".venv" / "lavapipe" / "lvp_icd.json"
-
-
-def runner_env() -> dict:
-    return {**os.environ, "VK_ICD_FILENAMES": str(LAVAPIPE_ICD), "XDG_RUNTIME_DIR": os.environ.get(
-        "XDG_RUNTIME_DIR", "/tmp")}
-
-
-@pytest.fixture(scope="module")
-def node():
-    # ./setup.sh installs all three; in CI a missing one is a broken setup, not a reason to skip
-    missing = pytest.fail if os.environ.get("CI") else pytest.skip
-    path = shutil.which("node")
-    if path is None:
-        missing("node is not installed (the runner needs Node >= 20)")
-    if not (ROOT / "web" / "node_modules" / "webgpu").is_dir():
-        missing("web/node_modules/webgpu is missing: run ./setup.sh (npm install in web/)")
-    if not LAVAPIPE_ICD.is_file():
-        missing(f"{LAVAPIPE_ICD} is missing: ./setup.sh unpacks lavapipe there (needs the backports suite)")
-    return path
-
-
 def test_dawn_describes_the_software_adapter(node):
     proc = subprocess.run([node, str(RUNNER), "--list-adapter"], cwd=ROOT, env=runner_env(), capture_output=True,
                           text=True, timeout=120)
@@ -60,17 +38,18 @@ def _fake_site(root):
 
     from pipeline.fsutil import write_json
     from pipeline.models.schedules import SD1_SCHEDULER
-    from pipeline.tokenizer import write_clip_tokenizer
+    from pipeline.page.tokenizer import write_clip_tokenizer
 
     model = root / "model"
     write_clip_tokenizer(model / "tokenizer")
     files = {}
-    for sub in ("clip", "unet", "vae"):
+    for i, sub in enumerate(("clip", "unet", "vae")):
         (model / f"{sub}.wasm").write_bytes(b"\0asm" + sub.encode())
         params = model / "params" / sub
         params.mkdir(parents=True)
-        (params / "params_shard_0.bin").write_bytes(bytes(range(8)))
-        write_json(params / "tensor-cache.json", {"metadata": {"param_names": ["w"]}, "records": [
+        # every file distinct (the weight cache keys by sha256: equal files would be one entry)
+        (params / "params_shard_0.bin").write_bytes(bytes(range(i, i + 8)))
+        write_json(params / "tensor-cache.json", {"metadata": {"param_names": ["w"], "of": sub}, "records": [
             {"dataPath": "params_shard_0.bin", "format": "raw-shard", "nbytes": 8, "records": [
                 {"name": "w", "shape": [2], "dtype": "float32", "format": "raw", "nbytes": 8, "byteOffset": 0}]}]})
     for path in sorted(model.rglob("*")):
@@ -78,7 +57,8 @@ def _fake_site(root):
             data = path.read_bytes()
             files[str(path.relative_to(model))] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     write_json(model / "manifest.json", {
-        "model": "fake", "seed": 0, "dtype": "float32", "image_size": 16, "latent_size": 2, "latent_channels": 4,
+        "model": "fake", "seed": 0, "dtype": "float32", "width": 16, "height": 16, "latent_width": 2,
+        "latent_height": 2, "latent_channels": 4,
         "max_length": 77, "scheduler": {"_class_name": "DPMSolverMultistepScheduler", **SD1_SCHEDULER[1]},
         "submodels": {s: {"wasm": f"{s}.wasm", "params": f"params/{s}/", "function": s} for s in ("clip", "unet", "vae")},
         "tokenizer": {n.split(".")[0]: f"tokenizer/{n}" for n in ("vocab.json", "merges.txt", "tokenizer.json",
@@ -97,10 +77,17 @@ def test_runner_code_path_on_a_stand_in_runtime(node, tmp_path):
     site = _fake_site(tmp_path / "site")
     out = tmp_path / "out"
     proc = subprocess.run([node, str(RUNNER), "--site", str(site), "--out", str(out), "--steps", "5", "--images",
-                           "2", "--warm", "2"], cwd=ROOT, env=runner_env(), capture_output=True, text=True,
-                          timeout=300)
+                           "2", "--warm", "2", "--cache-dir", str(tmp_path / "weights")], cwd=ROOT,
+                          env=runner_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((out / "result.json").read_text())
+    # --cache-dir: the first load fetched every file it reads and stored it, the second read them all from there
+    first, second = result["load"]["files"], result["second_load"]["files"]
+    read = 2 + 3 * 3  # tokenizer.json and its config; per submodel the wasm, tensor-cache.json and one shard
+    assert (first["fetched_files"], first["stored_files"], first["cached_files"]) == (read, read, 0), first
+    assert (second["fetched_files"], second["cached_files"], second["dropped"]) == (0, read, []), second
+    assert len(list((tmp_path / "weights").iterdir())) == read
+    assert "second load: " in proc.stdout
     assert result["calls"]["unet"]["warm_calls"] == 2 * 5 - 1 and result["calls"]["vae"]["warm_calls"] == 1 + 2
     assert len(result["image_seconds"]) == 2 and result["load"]["download_ms"] >= 0
     assert set(result["load"]["per_submodel_ms"]) == {"clip", "unet", "vae"}
@@ -109,11 +96,50 @@ def test_runner_code_path_on_a_stand_in_runtime(node, tmp_path):
     io = json.loads((out / "io" / "io.json").read_text())
     ids = np.fromfile(out / "io" / io["clip"]["inputs"][0]["file"], dtype="int32").reshape(2, 77)
     assert ids[1, 0] == 49406 and 49407 in ids[1]  # the prompt row: <|startoftext|> ... <|endoftext|>
+    # the stand-in's kernels ran on lavapipe through the page's replayed launch path (web/src/launch.js)
+    unet_in = np.fromfile(out / "io" / io["unet"]["inputs"][0]["file"], dtype="float32")
+    unet_out = np.fromfile(out / "io" / io["unet"]["output"]["file"], dtype="float32")
+    assert np.array_equal(unet_out, 0.5 * unet_in) and np.abs(unet_in).max() > 0
+    assert result["launch"] == "replay"
+    unet = result["calls"]["unet"]
+    # a warm unet call: 3 launches in 2 passes (a copy within the GPU between them), bind groups only for the
+    # call's new input and output tensors, no scalar writes (the writes are the inputs' uploads)
+    uploads = len(io["unet"]["inputs"])
+    assert unet["webgpu_ops_per_call"] == {"dispatches": 3, "bind_groups": 2, "passes": 2, "submits": 2,
+                                           "writes": uploads, "reads": 1}, unet
+    assert unet["launch_per_call"]["launches"] == 3 and unet["launch_per_call"]["slotsWritten"] == 0, unet
+    assert unet["launch_per_call"]["fallback"] is None
+    # tvmjs' own launch (the stand-in's copy of it) on the same inputs: the same bytes, a pass and write per launch
+    plain = tmp_path / "plain"
+    proc = subprocess.run([node, str(RUNNER), "--site", str(site), "--out", str(plain), "--steps", "5", "--images",
+                           "1", "--warm", "1", "--launch", "plain"], cwd=ROOT, env=runner_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for sub in ("clip", "unet", "vae"):
+        assert (plain / "io" / f"{sub}.out.bin").read_bytes() == (out / "io" / f"{sub}.out.bin").read_bytes(), sub
+    plain_ops = json.loads((plain / "result.json").read_text())["calls"]["unet"]["webgpu_ops_per_call"]
+    assert plain_ops["passes"] == plain_ops["bind_groups"] == 3 and plain_ops["writes"] == uploads + 3, plain_ops
     # a tampered file is refused by the page's own integrity check
     (site / "model" / "params" / "unet" / "params_shard_0.bin").write_bytes(bytes(8))
     proc = subprocess.run([node, str(RUNNER), "--site", str(site)], cwd=ROOT, env=runner_env(), capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 1 and "params_shard_0.bin is corrupt" in proc.stderr
+
+
+def test_profile_times_each_replayed_launch(node, tmp_path):
+    """--profile times passes: while it profiles, the replay path gives each launch a pass of its own."""
+    site = _fake_site(tmp_path / "site")
+    out = tmp_path / "out"
+    proc = subprocess.run([node, str(RUNNER), "--site", str(site), "--out", str(out), "--steps", "3", "--images", "1",
+                           "--warm", "1", "--profile"], cwd=ROOT, env=runner_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "result.json").read_text())
+    if "profile" not in result:
+        pytest.skip("this adapter has no timestamp-query: nothing to profile")
+    kernels = {k["kernel"]: k["calls"] for k in result["profile"]["unet"]["kernels"]}
+    assert kernels == {"scale": 2 * 3, "add": 3}, kernels
+    assert result["calls"]["unet"]["webgpu_ops_per_call"]["passes"] == 2  # the timed images: one pass per call
 
 
 def test_a_missing_site_is_one_line(node, tmp_path):

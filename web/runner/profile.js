@@ -80,12 +80,12 @@ export function installKernelProfiler(device, globals) {
 
 /**
  * Count what the page asks of WebGPU (always on in the runner; a counter per call costs nothing measurable):
- * kernel dispatches, queue submits, host-to-GPU writes and GPU-to-host reads (mapAsync). Returns
- * { snapshot() } with the running totals.
+ * kernel dispatches, bind groups created, compute passes, queue submits, host-to-GPU writes and GPU-to-host reads
+ * (mapAsync). Returns { snapshot() } with the running totals.
  */
 export function installCallCounter(globals) {
-  const { GPUQueue, GPUComputePassEncoder, GPUBuffer } = globals;
-  const counts = { dispatches: 0, submits: 0, writes: 0, reads: 0 };
+  const { GPUDevice, GPUCommandEncoder, GPUQueue, GPUComputePassEncoder, GPUBuffer } = globals;
+  const counts = { dispatches: 0, bind_groups: 0, passes: 0, submits: 0, writes: 0, reads: 0 };
   const wrap = (proto, method, key) => {
     const original = proto[method];
     proto[method] = function (...args) {
@@ -94,6 +94,8 @@ export function installCallCounter(globals) {
     };
   };
   wrap(GPUComputePassEncoder.prototype, "dispatchWorkgroups", "dispatches");
+  wrap(GPUDevice.prototype, "createBindGroup", "bind_groups");
+  wrap(GPUCommandEncoder.prototype, "beginComputePass", "passes");
   wrap(GPUQueue.prototype, "submit", "submits");
   wrap(GPUQueue.prototype, "writeBuffer", "writes");
   wrap(GPUBuffer.prototype, "mapAsync", "reads");

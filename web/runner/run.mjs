@@ -4,12 +4,20 @@
 // GPU through Vulkan, or a software one (lavapipe), and reports what a user would wait for: the load (download
 // and check, shader pipeline creation, weight upload), each submodel's first and warm call, and seconds per image.
 //
-//   node web/runner/run.mjs --site cache/site --out /tmp/run [--steps 20] [--images 2] [--warm 5]
-//       [--prompt ...] [--negative ...] [--guidance 7.5] [--scheduler dpm++2m] [--seed 0 | --latents noise.f32]
+//   node web/runner/run.mjs --site cache/site --out /tmp/run [--steps N] [--images 2] [--warm 5]
+//       [--prompt ...] [--negative ...] [--guidance G] [--scheduler S] [--seed 0 | --latents noise.f32]
+//       (steps, guidance and scheduler left out: the model's own, manifest.json "defaults", as on the page)
 //       [--dawn-feature vulkan_enable_f16_on_nvidia] [--list-adapter] [--profile] [--serial-load]
+//       [--cache-dir DIR] [--launch replay|plain]
+//
+// It loads the site through web/src/websd.js, the module the page's worker runs. --cache-dir keeps the weights in
+// DIR (fs_cache.js: the page's weight cache on disk) and loads the site twice: the first load fetches what DIR
+// lacks, the second is a returning visit; result.json has both (load, second_load) and where each file came from.
 //
 // The submodels load concurrently, as the page loads them (--serial-load: one after another, to compare); the
 // load's phases are then busy times summed over submodels, which overlap, so they add up to more than the total.
+// --launch picks the kernel launch path (web/src/launch.js): "replay" (the page's default: bind groups and scalars
+// recorded once, one compute pass per call) or "plain" (tvmjs' own, a pass + bind group + write per dispatch).
 //
 // Writes to --out: result.json (adapter, limits, timings), image.png, pixels.f32 (H x W x 3 float32, 0..255, the
 // VAE output before rounding) and io/ (inputs and output of the first call of each submodel, raw little-endian,
@@ -23,9 +31,12 @@ import { inspect, parseArgs } from "node:util";
 
 import { create, globals } from "webgpu";
 
-import { PageError, requestDevice, withGpuErrorCheck } from "../src/gpu.js";
-import { loadManifest, loadSubmodels, loadTokenizer, Progress, SUBMODELS, TvmSubmodel } from "../src/loader.js";
-import { StableDiffusion } from "../src/pipeline.js";
+import { PageError } from "../src/gpu.js";
+import { launchSettings, LAUNCH_MODES } from "../src/launch.js";
+import { loadManifest, SUBMODELS } from "../src/loader.js";
+import { modelDefaults, StableDiffusion } from "../src/pipeline.js";
+import { loadSite } from "../src/websd.js";
+import { FsWeightCache } from "./fs_cache.js";
 import { encodePng } from "./png.js";
 import { installCallCounter, installKernelProfiler } from "./profile.js";
 
@@ -55,22 +66,46 @@ function timedModel(model, counter, verbose = false) {
   const calls = [];
   let first = null;
   let perCall = null; // WebGPU operations of the last call (installCallCounter)
+  let launchPerCall = null; // what the replay launcher did in the last call (null on the plain path)
   return {
     calls,
     get first() { return first; },
     get perCall() { return perCall; },
+    get launchPerCall() { return launchPerCall; },
     async call(inputs) {
       if (verbose) console.log(`  ${model.name}: call ${calls.length + 1}`);
       const before = counter.snapshot();
+      const launchBefore = model.launcher?.report();
       const start = performance.now();
       const out = await model.call(inputs);
       calls.push(performance.now() - start);
       const after = counter.snapshot();
       perCall = Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - before[k]]));
+      if (launchBefore) {
+        const now = model.launcher.report();
+        launchPerCall = Object.fromEntries(Object.entries(now).map(([k, v]) =>
+          [k, typeof v === "number" && k in model.launcher.stats ? v - launchBefore[k] : v]));
+      }
       if (!first) first = { inputs: inputs.map((x) => ({ ...x, data: x.data.slice() })), output: out };
       return out;
     },
   };
+}
+
+/** The runner's account of one load: total and busy time per phase, and where its files came from. */
+function loadReport(model, concurrent) {
+  const load = { total_ms: round(model.loadMs) };
+  for (const phase of ["download", "pipelines", "upload"]) {
+    load[`${phase}_ms`] = round(SUBMODELS.reduce((s, n) => s + model.models[n].loadTimes[phase], 0));
+  }
+  load.per_submodel_ms = Object.fromEntries(SUBMODELS.map((n) => [n, Object.fromEntries(
+    Object.entries(model.models[n].loadTimes).map(([k, v]) => [k, round(v)]))]));
+  load.concurrent = concurrent;
+  const st = model.loadStats;
+  load.files = { cached_files: st.cachedFiles, cached_bytes: st.cachedBytes, fetched_files: st.fetchedFiles,
+    fetched_bytes: st.fetchedBytes, stored_files: st.storedFiles, dropped: st.dropped,
+    store_wait_after_load_ms: round(model.storeWaitMs ?? 0) };
+  return load;
 }
 
 function options() {
@@ -79,17 +114,22 @@ function options() {
       site: { type: "string" }, out: { type: "string" },
       prompt: { type: "string", default: "a photo of an astronaut riding a horse" },
       negative: { type: "string", default: "" },
-      steps: { type: "string", default: "20" }, guidance: { type: "string", default: "7.5" },
-      scheduler: { type: "string", default: "dpm++2m" }, seed: { type: "string", default: "0" },
+      steps: { type: "string" }, guidance: { type: "string" },
+      scheduler: { type: "string" }, seed: { type: "string", default: "0" },
       latents: { type: "string" }, images: { type: "string", default: "2" }, warm: { type: "string", default: "5" },
       "dawn-feature": { type: "string", multiple: true, default: [] },
       "list-adapter": { type: "boolean", default: false },
       verbose: { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
       "serial-load": { type: "boolean", default: false },
+      "cache-dir": { type: "string" },
+      launch: { type: "string", default: "replay" },
     },
   });
   if (!values.site && !values["list-adapter"]) throw new PageError("--site <directory doit built> is required");
+  if (!LAUNCH_MODES.includes(values.launch)) {
+    throw new PageError(`--launch ${values.launch}: use one of ${LAUNCH_MODES.join(", ")}`);
+  }
   return values;
 }
 
@@ -118,10 +158,10 @@ async function main() {
   console.log(`  shader-f16: ${adapter.features.includes("shader-f16")}; dawn features: ${o["dawn-feature"]}`);
   if (o["list-adapter"]) return;
 
+  launchSettings.mode = o.launch;
   const site = path.resolve(o.site);
-  const manifestUrl = pathToFileURL(path.join(site, "model", "manifest.json"));
-  const loadStart = performance.now();
-  const manifest = await loadManifest(manifestUrl.href, fileFetch);
+  // a site that is not there is named by its manifest, before the runtime bundle beside it is looked for
+  await loadManifest(pathToFileURL(path.join(site, "model", "manifest.json")).href, fileFetch);
   let tvmjs;
   try {
     tvmjs = createRequire(import.meta.url)(path.join(site, "tvmjs.bundle.js"));
@@ -129,54 +169,63 @@ async function main() {
     throw new PageError(`${site}/tvmjs.bundle.js does not load (${err.code ?? err.message}): rebuild the site ` +
       "with `doit site`");
   }
-  const { device } = await requestDevice(manifest, gpu, o.profile ? ["timestamp-query"] : []);
   let profiler = null;
-  if (o.profile) {
-    if (device.features.has("timestamp-query")) profiler = installKernelProfiler(device, globals);
-    else console.log("profile: this adapter has no timestamp-query feature; no per-kernel times");
-  }
   let lastStage = "";
-  const progress = new Progress(0, (p) => {
-    if (o.verbose && p.stage !== lastStage) console.log(`  ${(lastStage = p.stage)}`);
+  const cache = o["cache-dir"] ? new FsWeightCache(path.resolve(o["cache-dir"])) : null;
+  const loadOnce = () => loadSite(pathToFileURL(`${site}/`), {
+    tvmjs, gpu, fetch: fileFetch, cache, serialLoad: o["serial-load"],
+    optionalFeatures: o.profile ? ["timestamp-query"] : [],
+    onProgress: (p) => {
+      if (o.verbose && p.stage !== lastStage) console.log(`  ${(lastStage = p.stage)}`);
+    },
+    onNotice: (text) => console.log(`notice: ${text}`),
+    onDevice: (device) => {
+      if (!o.profile || profiler) return;
+      if (device.features.has("timestamp-query")) profiler = installKernelProfiler(device, globals);
+      else console.log("profile: this adapter has no timestamp-query feature; no per-kernel times");
+    },
   });
-  const tokenizer = await loadTokenizer(manifest, manifestUrl, progress, fileFetch);
-  let loaded = {};
-  if (o["serial-load"]) {  // the page's old way, one submodel after another: to measure what overlap saves
-    for (const name of SUBMODELS) {
-      loaded[name] = await withGpuErrorCheck(device, `loading ${name}`,
-        () => TvmSubmodel.load(tvmjs, device, name, manifest, manifestUrl, progress, fileFetch));
-    }
-  } else {
-    loaded = await withGpuErrorCheck(device, "loading the model",
-      () => loadSubmodels(tvmjs, device, manifest, manifestUrl, progress, fileFetch));
+  let model = await loadOnce();
+  let secondLoad = null;
+  if (cache) {  // the first load filled the cache (what it lacked); the second is a returning visit
+    const start = performance.now();
+    await model.files.flush();  // the load did not wait for its files to be stored
+    model.storeWaitMs = performance.now() - start;
   }
-  const loadMs = performance.now() - loadStart;
-  const load = { total_ms: round(loadMs) };
-  for (const phase of ["download", "pipelines", "upload"]) {
-    load[`${phase}_ms`] = round(SUBMODELS.reduce((s, n) => s + loaded[n].loadTimes[phase], 0));
+  const load = loadReport(model, !o["serial-load"]);
+  if (cache) {
+    model.dispose();
+    model = await loadOnce();
+    secondLoad = loadReport(model, !o["serial-load"]);
   }
-  load.per_submodel_ms = Object.fromEntries(SUBMODELS.map((n) => [n, Object.fromEntries(
-    Object.entries(loaded[n].loadTimes).map(([k, v]) => [k, round(v)]))]));
-  load.concurrent = !o["serial-load"];
-  console.log(`load: ${(loadMs / 1000).toFixed(2)} s, ${load.concurrent ? "submodels concurrently" : "one by one"} ` +
-    `(busy: download+check ${(load.download_ms / 1000).toFixed(2)} s, shader pipelines ` +
-    `${(load.pipelines_ms / 1000).toFixed(2)} s, weight upload ${(load.upload_ms / 1000).toFixed(2)} s)`);
+  for (const [label, l] of [["load", load], ["second load", secondLoad]].filter(([, l]) => l)) {
+    console.log(`${label}: ${(l.total_ms / 1000).toFixed(2)} s, ${l.concurrent ? "submodels concurrently" :
+      "one by one"} (busy: download+check ${(l.download_ms / 1000).toFixed(2)} s, shader pipelines ` +
+      `${(l.pipelines_ms / 1000).toFixed(2)} s, weight upload ${(l.upload_ms / 1000).toFixed(2)} s); files: ` +
+      `${l.files.cached_files} from the cache, ${l.files.fetched_files} from the site ` +
+      `(${(l.files.fetched_bytes / 1e6).toFixed(1)} MB)${l.files.dropped.length ? `, ${l.files.dropped.length} ` +
+      "bad cache entries dropped" : ""}`);
+  }
+  const { manifest, tokenizer } = model;
+  const loaded = model.models;
 
   const counter = installCallCounter(globals);
   const models = Object.fromEntries(SUBMODELS.map((n) => [n, timedModel(loaded[n], counter, o.verbose)]));
-  const sd = new StableDiffusion(manifest, tokenizer, models);
+  model.pipeline.models = models;  // the module's own generate(), with every submodel call timed
   let latents;
   if (o.latents) {
     const raw = await readFile(o.latents);
     latents = new Float32Array(raw.buffer, raw.byteOffset, raw.byteLength / 4);
   }
-  const settings = { prompt: o.prompt, negativePrompt: o.negative, steps: Number(o.steps),
-    guidance: Number(o.guidance), scheduler: o.scheduler, seed: Number(o.seed), latents };
+  const own = modelDefaults(manifest);
+  const settings = { prompt: o.prompt, negativePrompt: o.negative, steps: Number(o.steps ?? own.steps),
+    guidance: Number(o.guidance ?? own.guidance), scheduler: o.scheduler ?? own.scheduler, seed: Number(o.seed),
+    latents };
   const imageSeconds = [];
   let image;
   for (let i = 0; i < Number(o.images); i++) {
     const start = performance.now();
-    image = await withGpuErrorCheck(device, "generating", () => sd.generate(settings));
+    image = await model.generate(settings);
     imageSeconds.push((performance.now() - start) / 1000);
     console.log(`image ${i + 1}: ${imageSeconds.at(-1).toFixed(3)} s (${settings.steps} steps)`);
   }
@@ -187,20 +236,21 @@ async function main() {
   const calls = Object.fromEntries(SUBMODELS.map((n) => {
     const ms = models[n].calls;
     return [n, { first_ms: round(ms[0]), warm_median_ms: round(median(ms.slice(1))), warm_calls: ms.length - 1,
-      webgpu_ops_per_call: models[n].perCall }];
+      webgpu_ops_per_call: models[n].perCall, launch_per_call: models[n].launchPerCall }];
   }));
   for (const [n, c] of Object.entries(calls)) {
     const ops = Object.entries(c.webgpu_ops_per_call ?? {}).map(([k, v]) => `${v} ${k}`).join(", ");
     console.log(`${n}: first call ${c.first_ms} ms, warm median ${c.warm_median_ms} ms (${c.warm_calls} calls); ` +
       `per call: ${ops}`);
+    if (c.launch_per_call?.fallback) console.log(`${n}: launch fell back to tvmjs': ${c.launch_per_call.fallback}`);
   }
 
   const result = {
-    adapter, dawn_features: o["dawn-feature"], node: process.version,
-    site: { model: manifest.model, dtype: manifest.dtype, image_size: manifest.image_size,
+    adapter, dawn_features: o["dawn-feature"], node: process.version, launch: o.launch,
+    site: { model: manifest.model, dtype: manifest.dtype, width: manifest.width, height: manifest.height,
       required_limits: manifest.required_limits ?? null, limits_profile: manifest.limits_profile ?? null },
     settings: { ...settings, latents: o.latents ? path.basename(o.latents) : null },
-    load, calls, image_seconds: imageSeconds.map((s) => round(s, 4)),
+    load, second_load: secondLoad, calls, image_seconds: imageSeconds.map((s) => round(s, 4)),
     seconds_per_image_median: round(median(imageSeconds), 4),
     seconds_per_image_warm_median: round(median(imageSeconds.slice(1)), 4),
   };
@@ -213,6 +263,7 @@ async function main() {
       return out;
     } }]));
     profiler.enabled = true;
+    for (const n of SUBMODELS) if (loaded[n].launcher) loaded[n].launcher.passPerDispatch = true; // one pass a kernel
     await new StableDiffusion(manifest, tokenizer, profiled).generate(settings);
     profiler.enabled = false;
     result.profile = profiler.report();

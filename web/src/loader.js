@@ -3,9 +3,10 @@
 // tvmjs Instance per submodel on the shared GPUDevice, and its weights put into that instance's tensor cache.
 
 import { PageError } from "./gpu.js";
+import { installLaunch } from "./launch.js";
 import { ClipTokenizer } from "./tokenizer.js";
 
-const REQUIRED_FIELDS = ["latent_size", "latent_channels", "max_length", "submodels", "scheduler", "tokenizer",
+const REQUIRED_FIELDS = ["latent_width", "latent_height", "latent_channels", "max_length", "submodels", "scheduler", "tokenizer",
   "files"];
 export const SUBMODELS = ["clip", "unet", "vae"];
 
@@ -43,12 +44,15 @@ export function tokenizerPaths(manifest) {
   return { json: tok.json ?? `${dir}tokenizer.json`, config: tok.config ?? `${dir}tokenizer_config.json` };
 }
 
-/** The page's CLIP tokenizer, from the verified tokenizer.json and tokenizer_config.json. */
-export async function loadTokenizer(manifest, baseUrl, progress, fetchFn = fetch) {
+/**
+ * The page's CLIP tokenizer, from the verified tokenizer.json and tokenizer_config.json.
+ * @param {{get(path: string, onBytes?: Function): Promise<Uint8Array>}} source where verified files come from
+ *   (weight_cache.js ModelFiles: the cache, else the network)
+ */
+export async function loadTokenizer(manifest, source, progress) {
   const paths = tokenizerPaths(manifest);
   progress.setStage("tokenizer");
-  const read = async (path) => JSON.parse(new TextDecoder().decode(
-    await fetchVerified(baseUrl, path, manifest.files, progress.fileCallback(), fetchFn)));
+  const read = async (path) => JSON.parse(new TextDecoder().decode(await source.get(path, progress.fileCallback())));
   return new ClipTokenizer(await read(paths.json), await read(paths.config));
 }
 
@@ -105,8 +109,13 @@ export async function fetchVerified(baseUrl, path, files, onBytes = () => {}, fe
     received += value.length;
     onBytes(received);
   }
-  if (received !== entry.bytes) {
-    throw new PageError(`model/${path} has ${received} bytes, manifest.json lists ${entry.bytes}: the file is ` +
+  return verifyBytes(path, entry, data.subarray(0, received));
+}
+
+/** Check a file's bytes against its manifest entry {sha256, bytes}: returns them, or throws a PageError. */
+export async function verifyBytes(path, entry, data) {
+  if (data.length !== entry.bytes) {
+    throw new PageError(`model/${path} has ${data.length} bytes, manifest.json lists ${entry.bytes}: the file is ` +
       "truncated or was changed; rebuild the site.");
   }
   const digest = toHex(await crypto.subtle.digest("SHA-256", data));
@@ -188,10 +197,10 @@ export class TvmSubmodel {
    * @param {GPUDevice} gpuDevice
    * @param {string} name "clip" | "unet" | "vae"
    * @param {object} manifest
-   * @param {URL} baseUrl the manifest's URL
+   * @param {{get(path: string, onBytes?: Function): Promise<Uint8Array>}} source verified files (ModelFiles)
    * @param {Progress} progress
    */
-  static async load(tvmjs, gpuDevice, name, manifest, baseUrl, progress, fetchFn = fetch) {
+  static async load(tvmjs, gpuDevice, name, manifest, source, progress) {
     const sub = manifest.submodels[name];
     // where the load's time goes (ms): fetching + checking files, creating shader pipelines, uploading weights
     const times = { download: 0, pipelines: 0, upload: 0 };
@@ -203,14 +212,14 @@ export class TvmSubmodel {
         times[phase] += performance.now() - start;
       }
     };
-    const get = (path) => timed("download",
-      () => fetchVerified(baseUrl, path, manifest.files, progress.fileCallback(), fetchFn));
+    const get = (path) => timed("download", () => source.get(path, progress.fileCallback()));
 
     progress.setStage(`${name}: downloading ${sub.wasm}`);
     const wasm = await get(sub.wasm);
     const logger = (msg) => console.log(`[${name}] ${msg}`);
     const tvm = await tvmjs.instantiate(wasm.buffer, tvmjs.createPolyfillWASI(), logger);
     tvm.initWebGPU(gpuDevice);
+    const launcher = installLaunch(tvm); // the page's own kernel launch (launch.js), before any shader exists
     // Every TVM object a call returns belongs to the innermost scope; what we keep is detached from it.
     tvm.beginScope();
     try {
@@ -248,6 +257,7 @@ export class TvmSubmodel {
       const params = tvm.detachFromCurrentScope(tvm.getParamsFromCacheByName(order));
       const model = new TvmSubmodel(name, tvm, vm, fn, params);
       model.loadTimes = times;
+      model.launcher = launcher;
       return model;
     } finally {
       tvm.endScope();
@@ -316,8 +326,13 @@ export function uploadRecord(tvm, rec, shardBytes, shardName) {
  * loading them one after another (benchmarks/results/webgpu-sd15-random-h200.md measures both).
  * @returns {Promise<Object<string, TvmSubmodel>>} by submodel name
  */
-export async function loadSubmodels(tvmjs, gpuDevice, manifest, baseUrl, progress, fetchFn = fetch) {
-  const loaded = await Promise.all(SUBMODELS.map(
-    (name) => TvmSubmodel.load(tvmjs, gpuDevice, name, manifest, baseUrl, progress, fetchFn)));
+export async function loadSubmodels(tvmjs, gpuDevice, manifest, source, progress, { serial = false } = {}) {
+  const load = (name) => TvmSubmodel.load(tvmjs, gpuDevice, name, manifest, source, progress);
+  if (serial) {  // one after another: only to measure what the overlap saves (the runner's --serial-load)
+    const models = {};
+    for (const name of SUBMODELS) models[name] = await load(name);
+    return models;
+  }
+  const loaded = await Promise.all(SUBMODELS.map(load));
   return Object.fromEntries(SUBMODELS.map((name, i) => [name, loaded[i]]));
 }

@@ -69,8 +69,17 @@ function boxMuller16(data, offset) {
  * @returns {Float32Array}
  */
 export function randn(seed, n) {
+  return randnFrom(new MersenneTwister(seed), n);
+}
+
+/**
+ * The next `n` standard normal values of a generator: torch.randn(n, generator=g) called again on the same
+ * generator continues its twister stream (what an ancestral scheduler's per-step noise does in diffusers).
+ * @param {MersenneTwister} rng
+ * @param {number} n at least 16
+ */
+export function randnFrom(rng, n) {
   if (!(n >= 16)) throw new Error(`randn needs at least 16 values, got ${n}`);
-  const rng = new MersenneTwister(seed);
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) out[i] = rng.nextFloat();
   for (let i = 0; i + 16 <= n; i += 16) boxMuller16(out, i);
@@ -79,4 +88,10 @@ export function randn(seed, n) {
     boxMuller16(out, n - 16);
   }
   return out;
+}
+
+/** A noise source `(n) => Float32Array` for a scheduler: the stream of torch.Generator().manual_seed(seed). */
+export function normalStream(seed) {
+  const rng = new MersenneTwister(seed);
+  return (n) => randnFrom(rng, n);
 }

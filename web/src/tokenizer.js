@@ -1,11 +1,13 @@
 // CLIP text tokenizer: the Hugging Face tokenizers.js library runs the tokenizer.json written by
-// pipeline/tokenizer.py (normalizer, pre-tokenizer and BPE exactly as transformers' CLIPTokenizer), and this
+// pipeline/page/tokenizer.py (normalizer, pre-tokenizer and BPE exactly as transformers' CLIPTokenizer), and this
 // module adds what diffusers' pipeline asks of it: <|startoftext|> ids <|endoftext|>, truncated to 77 tokens and
 // padded with the pad token (<|endoftext|> for Stable Diffusion v1.x).
 //
-// In the browser the bare import is resolved by the import map in index.html.
-
-import { Tokenizer } from "@huggingface/tokenizers";
+// Where tokenizers.js comes from: in Node the npm package; in a browser the copy the site stage puts at
+// vendor/tokenizers.mjs, by URL, because the page's worker has no import map to resolve a bare name.
+const IN_NODE = typeof process !== "undefined" && Boolean(process.versions?.node);
+const { Tokenizer } = await import(IN_NODE ? "@huggingface/tokenizers"
+  : new URL("../vendor/tokenizers.mjs", import.meta.url).href);
 
 export const MAX_LENGTH = 77;
 

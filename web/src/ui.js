@@ -1,22 +1,24 @@
-// The page: loads everything with a progress bar, wires the controls, and exposes `window.websd` for tests.
+// The page: the model runs in a worker (worker.js via worker_client.js), so loading and generating never block
+// this thread; this module shows progress, wires the controls and the weight cache, and exposes `window.websd`.
 //
 // document.body.dataset.state: "loading" -> "ready" -> "running" -> "done" (-> "running" ...), or "error" with the
-// message in #error.
+// message in #error. Cancel returns to "ready". A message that stops nothing (storage too small) is in #notice.
 //
 // URL parameters: prompt, negative, steps, guidance, seed, scheduler, preview (k), autorun=1, and
 // latents=<url of raw little-endian float32 initial noise, 1 x C x h x w> which replaces the seeded noise.
 //
 // window.websd = {
 //   ready: Promise (resolves when the model is loaded, rejects on a load error),
-//   manifest, schedulers: [names],
+//   manifest, schedulers: [names], loadStats (files from the cache / the network),
 //   generate({prompt, negativePrompt, seed, steps, guidance, scheduler, latents: Float32Array, previewEvery})
-//     -> Promise<{width, height, pixels: Float32Array (H*W*3, 0..255), rgba: Uint8ClampedArray}>  (also drawn)
+//     -> Promise<{width, height, pixels: Float32Array (H*W*3, 0..255), rgba: Uint8ClampedArray}>  (also drawn),
+//   cancel(), cacheStatus() -> {files, bytes, cachedFiles, cachedBytes}, deleteCache()
 // }
 
-import { PageError, requestDevice, withGpuErrorCheck } from "./gpu.js";
-import { filesToFetch, loadManifest, loadSubmodels, loadTokenizer, Progress } from "./loader.js";
-import { DEFAULTS, StableDiffusion } from "./pipeline.js";
+import { PageError } from "./gpu.js";
+import { modelDefaults } from "./pipeline.js";
 import { DEFAULT_SCHEDULER, SCHEDULERS } from "./schedulers/index.js";
+import { WorkerModel } from "./worker_client.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -53,30 +55,40 @@ async function loadLatentsFromUrl(url, expected) {
   return new Float32Array(buf);
 }
 
-async function load() {
-  if (typeof globalThis.tvmjs === "undefined") {
-    throw new PageError("tvmjs.bundle.js did not load: the site is incomplete (rebuild it with `doit site`).");
-  }
+async function load(sd) {
   showProgress(0, "Loading manifest…");
-  const manifest = await loadManifest(MANIFEST_URL.href);
-  const { device } = await requestDevice(manifest);
-  device.lost.then((info) => {
-    if (info.reason !== "destroyed") showError(new PageError(`The GPU device was lost: ${info.message}`));
+  const info = await sd.load(new URL(".", location.href), {
+    onProgress: (p) => showProgress(p.doneBytes / p.totalBytes,
+      `${p.stage} — ${mb(p.doneBytes)} / ${mb(p.totalBytes)} MB`),
+    onNotice: showNotice,
+    onDeviceLost: (text) => showError(new PageError(text)),
+    onCacheStored: (status) => {
+      showCache(status, window.websd.loadStats);
+      document.body.dataset.cacheStored = "1";  // for tests: what this load fetched is stored (or refused)
+    },
   });
-
-  const total = filesToFetch(manifest).reduce((sum, p) => sum + (manifest.files[p]?.bytes ?? 0), 0);
-  const progress = new Progress(total, (p) => {
-    showProgress(p.doneBytes / p.totalBytes, `${p.stage} — ${mb(p.doneBytes)} / ${mb(p.totalBytes)} MB`);
-  });
-
-  const tokenizer = await loadTokenizer(manifest, MANIFEST_URL, progress);
-  // one error scope for the three concurrent loads: WebGPU's error scopes are a stack, not per task
-  const models = await withGpuErrorCheck(device, "loading the model",
-    () => loadSubmodels(globalThis.tvmjs, device, manifest, MANIFEST_URL, progress));
-  const sd = new StableDiffusion(manifest, tokenizer, models);
+  const m = info.manifest;
+  const count = m.latent_channels * m.latent_height * m.latent_width;
   const latentsUrl = params.get("latents");
-  const fixedLatents = latentsUrl ? await loadLatentsFromUrl(latentsUrl, sd.latentCount) : null;
-  return { manifest, device, sd, fixedLatents };
+  const fixedLatents = latentsUrl ? await loadLatentsFromUrl(latentsUrl, count) : null;
+  return { ...info, fixedLatents };
+}
+
+function showNotice(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = false;
+}
+
+function showCache(status, loadStats) {
+  $("delete-cache").disabled = !status?.cachedFiles;
+  if (!status) {
+    $("cache-text").textContent = "Weight cache: not available here (it needs https or localhost).";
+    return;
+  }
+  const from = loadStats ? ` This load: ${loadStats.cachedFiles} files from the cache, ${loadStats.fetchedFiles} ` +
+    `downloaded${loadStats.dropped.length ? `, ${loadStats.dropped.length} bad cached files fetched again` : ""}.` : "";
+  $("cache-text").textContent = `Cached in this browser: ${status.cachedFiles} of ${status.files} files ` +
+    `(${mb(status.cachedBytes)} of ${mb(status.bytes)} MB).${from}`;
 }
 
 function draw(image) {
@@ -107,6 +119,21 @@ function applyUrlParams() {
   }
 }
 
+/** The model's own steps, guidance and scheduler into the controls the URL did not set; a model without
+ * classifier-free guidance (SD-Turbo) has no use for the guidance and negative prompt controls. */
+function applyModelDefaults(manifest) {
+  const own = modelDefaults(manifest);
+  for (const [key, id] of [["steps", "steps"], ["guidance", "guidance"], ["scheduler", "scheduler"]]) {
+    if (!params.has(key)) $(id).value = String(own[key]);
+  }
+  if (manifest.classifier_free === false) {
+    for (const id of ["guidance", "negative-prompt"]) {
+      $(id).disabled = true;
+      $(id).title = "this model runs without classifier-free guidance";
+    }
+  }
+}
+
 function setup() {
   const select = $("scheduler");
   for (const [name, { label }] of Object.entries(SCHEDULERS)) select.add(new Option(label, name));
@@ -117,6 +144,7 @@ function setup() {
   });
   window.addEventListener("unhandledrejection", (e) => showError(e.reason));
 
+  const sd = new WorkerModel();
   let loaded = null;
   let busy = false;
   let lastSeed = 0;
@@ -126,16 +154,20 @@ function setup() {
     if (busy) throw new Error("a generation is already running");
     busy = true;
     $("generate").disabled = true;
+    $("cancel").disabled = false;
     $("error").hidden = true;
     setState("running");
-    const o = { ...DEFAULTS, latents: loaded.fixedLatents ?? undefined, ...opts };
+    const o = { ...modelDefaults(loaded.manifest), latents: loaded.fixedLatents ?? undefined, ...opts };
     const started = performance.now();
+    let lastStep = 0;
     try {
-      const image = await withGpuErrorCheck(loaded.device, "generating", () =>
-        loaded.sd.generate(o, ({ step, steps, preview }) => {
+      const image = await sd.generate(o, {
+        onStep: ({ step, steps, preview }) => {
+          lastStep = step;
           showProgress(step / steps, `Denoising: step ${step} / ${steps}`);
           if (preview) draw(preview);
-        }));
+        },
+      });
       draw(image);
       lastSeed = o.seed;
       $("download").disabled = false;
@@ -143,17 +175,28 @@ function setup() {
       setState("done");
       return image;
     } catch (err) {
-      showError(err);
+      if (err.cancelled) {
+        showProgress(0, `Cancelled after step ${lastStep} / ${o.steps}.`);
+        setState("ready");
+      } else {
+        showError(err);
+      }
       throw err;
     } finally {
       busy = false;
       $("generate").disabled = false;
+      $("cancel").disabled = true;
     }
   }
 
   $("controls").addEventListener("submit", (e) => {
     e.preventDefault();
     generate(readControls()).catch(() => {}); // already shown
+  });
+  $("cancel").addEventListener("click", () => sd.cancel());
+  $("delete-cache").addEventListener("click", async () => {
+    $("delete-cache").disabled = true;
+    showCache(await sd.deleteCache());
   });
   $("download").addEventListener("click", () => {
     $("canvas").toBlob((blob) => {
@@ -165,21 +208,24 @@ function setup() {
     }, "image/png");
   });
 
-  const ready = load().then((l) => {
+  const ready = load(sd).then((l) => {
     loaded = l;
-    window.websd.manifest = l.manifest;
+    applyModelDefaults(l.manifest);
+    Object.assign(window.websd, { manifest: l.manifest, loadStats: l.loadStats });
+    showCache(l.cache, l.loadStats);
     if (l.fixedLatents) {
       $("latents-note").textContent = "Initial noise comes from the latents URL (the seed is ignored).";
       $("latents-note").hidden = false;
     }
     $("generate").disabled = false;
-    showProgress(1, "Ready.");
+    showProgress(1, `Ready (${(l.loadMs / 1000).toFixed(1)} s).`);
     setState("ready");
     if (params.get("autorun") === "1") generate(readControls()).catch(() => {});
   });
   ready.catch(showError);
 
-  window.websd = { ready, generate, manifest: null, schedulers: Object.keys(SCHEDULERS) };
+  window.websd = { ready, generate, cancel: () => sd.cancel(), cacheStatus: () => sd.cacheStatus(),
+    deleteCache: () => sd.deleteCache(), manifest: null, loadStats: null, schedulers: Object.keys(SCHEDULERS) };
 }
 
 setup();

@@ -7,6 +7,7 @@ import {
   fetchVerified, filesToFetch, float16ToFloat32, loadManifest, Progress, TvmSubmodel,
 } from "../src/loader.js";
 import { PageError } from "../src/gpu.js";
+import { ModelFiles } from "../src/weight_cache.js";
 
 const BASE = new URL("http://127.0.0.1:8000/model/manifest.json");
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
@@ -20,6 +21,9 @@ function fakeFetch(site) {
     return new Response(body, { status: 200 });
   };
 }
+
+/** The loader's source of verified files over an in-memory site, with no cache. */
+const filesFrom = (manifest, site) => new ModelFiles(BASE, manifest.files, { fetch: fakeFetch(site) });
 
 function filesOf(site) {
   return Object.fromEntries(Object.entries(site).map(([p, b]) => [p, { sha256: sha256(b), bytes: b.length }]));
@@ -65,7 +69,7 @@ test("a file the manifest does not list is refused", async () => {
 
 test("loadManifest names missing fields and a missing manifest", async () => {
   await assert.rejects(loadManifest(BASE.href, fakeFetch({})), /HTTP 404/);
-  const partial = { latent_size: 8, submodels: { clip: { wasm: "clip.wasm" } } };
+  const partial = { latent_width: 8, latent_height: 8, submodels: { clip: { wasm: "clip.wasm" } } };
   await assert.rejects(loadManifest(BASE.href, fakeFetch({ "manifest.json": partial })),
     (e) => /latent_channels/.test(e.message) && /submodels\.unet\.wasm/.test(e.message) && /files/.test(e.message));
 });
@@ -128,7 +132,7 @@ test("TvmSubmodel.load uploads verified weights and binds them in the function's
   const { log, tvmjs } = fakeTvmjs();
   const stages = [];
   const progress = new Progress(100, (p) => stages.push(p.stage));
-  const model = await TvmSubmodel.load(tvmjs, {}, "clip", manifest, BASE, progress, fakeFetch(site));
+  const model = await TvmSubmodel.load(tvmjs, {}, "clip", manifest, filesFrom(manifest, site), progress);
   assert.deepEqual(log.cache.map((c) => c.name), ["w_b", "w_a", "w_c"]);
   assert.deepEqual(log.params, ["w_a", "w_c", "w_b"]);
   assert.deepEqual(log.cache[1].bytes, [9, 9, 9, 9]);
@@ -151,7 +155,7 @@ test("a tensor-cache record outside its shard is refused before upload", async (
   const manifest = {
     files: filesOf(site), submodels: { vae: { wasm: "vae.wasm", params: "params/vae/", function: "vae" } },
   };
-  const loading = TvmSubmodel.load(fakeTvmjs().tvmjs, {}, "vae", manifest, BASE, new Progress(1), fakeFetch(site));
+  const loading = TvmSubmodel.load(fakeTvmjs().tvmjs, {}, "vae", manifest, filesFrom(manifest, site), new Progress(1));
   await assert.rejects(loading, /outside params_shard_0\.bin/);
 });
 
@@ -178,7 +182,7 @@ test("param_names that do not match the records are refused", async () => {
   };
   const manifest = { files: filesOf(site), submodels: { vae: { wasm: "vae.wasm", params: "params/vae", function: "vae" } } };
   const { tvmjs } = fakeTvmjs();
-  await assert.rejects(TvmSubmodel.load(tvmjs, {}, "vae", manifest, BASE, new Progress(1), fakeFetch(site)),
+  await assert.rejects(TvmSubmodel.load(tvmjs, {}, "vae", manifest, filesFrom(manifest, site), new Progress(1)),
     /param_names does not match its records \(gone\)/);
 });
 

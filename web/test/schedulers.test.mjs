@@ -8,6 +8,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createScheduler, SCHEDULERS } from "../src/schedulers/index.js";
+import { normalStream } from "../src/random.js";
 import { readFixture } from "../testlib/fixtures.mjs";
 
 const REL_TOL = 1e-5;
@@ -36,6 +37,10 @@ for (const run of runs) {
     const s = createScheduler(run.scheduler, run.config);
     s.setTimesteps(run.steps);
     assert.deepEqual(Array.from(s.timesteps), run.timesteps);
+    if (run.sigmas === null) { // LCM: no sigmas, no input scaling
+      assert.equal(s.initNoiseSigma, run.init_noise_sigma);
+      return;
+    }
     assert.equal(s.sigmas.length, run.sigmas.length);
     s.sigmas.forEach((v, i) => assert.ok(Math.abs(v - run.sigmas[i]) <= SIGMA_REL_TOL * run.sigmas[i],
       `sigma ${i}: ${v} vs ${run.sigmas[i]}`));
@@ -45,6 +50,7 @@ for (const run of runs) {
   test(`${label}: full run follows diffusers`, (t) => {
     const s = createScheduler(run.scheduler, run.config);
     s.setTimesteps(run.steps);
+    if (run.noise_seed !== undefined) s.noise = normalStream(BigInt(run.noise_seed)); // the same generator
     let sample = Float32Array.from(run.initial_sample);
     let worst = 0;
     s.timesteps.forEach((ts, i) => {
@@ -65,6 +71,7 @@ test("unsupported config values are refused by name", () => {
   assert.throws(() => createScheduler("dpm++2m", { use_karras_sigmas: true }), /use_karras_sigmas/);
   assert.throws(() => createScheduler("dpm++2m", { algorithm_type: "sde-dpmsolver++" }), /algorithm_type/);
   assert.throws(() => createScheduler("euler", { beta_schedule: "squaredcos_cap_v2" }), /beta_schedule/);
+  assert.throws(() => createScheduler("euler-a", { prediction_type: "sample" }), /prediction_type/);
   assert.throws(() => createScheduler("nope", {}), /unknown scheduler/);
 });
 
@@ -73,4 +80,10 @@ test("step checks its inputs", () => {
   assert.throws(() => s.step(new Float32Array(4), 999, new Float32Array(4)), /setTimesteps/);
   s.setTimesteps(5);
   assert.throws(() => s.step(new Float32Array(4), s.timesteps[0], new Float32Array(8)), /4 values/);
+});
+
+test("euler-a refuses to step without a noise source", () => {
+  const s = createScheduler("euler-a", {});
+  s.setTimesteps(2);
+  assert.throws(() => s.step(new Float32Array(16), s.timesteps[0], new Float32Array(16)), /noise source/);
 });

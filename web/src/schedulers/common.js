@@ -67,8 +67,9 @@ export function trainSigmas(alphasCumprod) {
   return alphasCumprod.map((a) => f32(Math.sqrt(f32(f32(1 - a) / a))));
 }
 
-/** numpy.linspace(start, stop, num): start + i * step, the last value exactly stop. */
+/** numpy.linspace(start, stop, num): start + i * step, the last value exactly stop ([start] for num = 1). */
 export function numpyLinspace(start, stop, num) {
+  if (num === 1) return [start]; // not start + 0 * (stop - start) / 0, which is NaN
   const out = new Array(num);
   const step = (stop - start) / (num - 1);
   for (let i = 0; i < num; i++) out[i] = start + i * step;

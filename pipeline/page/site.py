@@ -1,0 +1,112 @@
+"""Stage ``site``: assemble the directory the browser loads (page + runtime bundle + model files + manifest).
+
+Big files are hard-linked from the build outputs (copied across file systems). Each build is a new version folder
+(``cache/site-versions/<time>``) and ``cache/site`` is a symlink switched to it by one rename, so a server that
+resolves ``cache/site`` per request never sees half a site, nor none. The manifest carries a sha256 per file so the page can refuse a
+tampered or truncated shard with a clear message instead of drawing garbage.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from . import manifest
+from .. import submodels
+from ..config import PROJECT_ROOT, Config
+from ..errors import WebsdError
+from ..fsutil import publish_versioned, read_json, sha256_file, versions_dir, write_json
+from ..layout import TENSOR_CACHE_JSON, Layout
+from .tokenizer import TOKENIZER_FILES
+from ..toolchain.tvmjs_runtime import bundle_path
+
+CONFIG_KEYS = ("model.lora",)  # the manifest lists the fused LoRAs
+WEB_DIR = PROJECT_ROOT / "web"
+# what of web/ is the page (the rest is its tests and npm tooling)
+PAGE_GLOBS = ("index.html", "style.css", "src/**/*.js")
+# npm packages the page imports in the browser: site path -> file under web/node_modules
+VENDOR = {"vendor/tokenizers.mjs": "@huggingface/tokenizers/dist/tokenizers.min.mjs"}
+
+
+def page_files(web_dir: Path = WEB_DIR) -> dict[str, Path]:
+    """The page's own files and its vendored npm modules, keyed by their path in the site."""
+    files = {str(p.relative_to(web_dir)): p for pattern in PAGE_GLOBS for p in sorted(web_dir.glob(pattern))}
+    files.update({name: web_dir / "node_modules" / module for name, module in VENDOR.items()})
+    return files
+
+
+def _place(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def site_inputs(cfg: Config) -> dict[str, Path]:
+    """Every file the site is made of, keyed by its path inside the site."""
+    layout = Layout.from_config(cfg)
+    inputs = page_files()
+    inputs["tvmjs.bundle.js"] = bundle_path(layout.tvmjs_dir)
+    for sub in submodels.names():
+        inputs[f"model/{sub}.wasm"] = layout.wasm_path(sub)
+        inputs[f"model/params/{sub}/{TENSOR_CACHE_JSON}"] = layout.tensor_cache_index(sub)
+    for name in TOKENIZER_FILES:
+        inputs[f"model/tokenizer/{name}"] = layout.tokenizer_dir / name
+    return inputs
+
+
+def assemble_site(cfg: Config, model_manifest: dict) -> Path:
+    """Write ``cache/site`` and its ``model/manifest.json``; return the site directory."""
+    import json
+
+    layout = Layout.from_config(cfg)
+    files = site_inputs(cfg)
+    for sub in submodels.names():  # the shards named by each tensor cache
+        params = layout.params_dir(sub)
+        for record in json.loads(layout.tensor_cache_index(sub).read_text())["records"]:
+            files[f"model/params/{sub}/{record['dataPath']}"] = params / record["dataPath"]
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        hint = "run ./setup.sh (npm install in web/)" if "node_modules" in missing[0] else "run `doit` to build them"
+        raise WebsdError(f"site input missing: {missing[0]}{f' (+{len(missing) - 1} more)' if len(missing) > 1 else ''}; "
+                         f"{hint}")
+    manifest = dict(model_manifest)
+    manifest["tokenizer"] = {name.split(".")[0]: f"tokenizer/{name}" for name in TOKENIZER_FILES}
+    manifest["files"] = {name[len("model/"):]: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+                         for name, path in sorted(files.items()) if name.startswith("model/")}
+    with publish_versioned(layout.site_dir) as work:
+        for name, path in files.items():
+            _place(path, work / name)
+        write_json(work / "model" / "manifest.json", manifest)
+        # not for the page: each kernel's FLOPs and bytes, which a GPU profile turns into achieved rates
+        write_json(work / "model" / "kernels.json", kernel_costs(cfg))
+    return layout.site_dir
+
+
+def inputs(cfg: Config) -> list[Path]:
+    """What the site stage reads: every file it places, and the compile descriptions the manifest's limits and
+    ``model/kernels.json`` come from."""
+    layout = Layout.from_config(cfg)
+    return [*site_inputs(cfg).values(), *(layout.compile_json(sub) for sub in submodels.names())]
+
+
+def kernel_costs(cfg: Config) -> dict:
+    """Per submodel, per WebGPU kernel: FLOPs and argument bytes (pipeline.webgpu.inspection.kernel_costs, via compile)."""
+    layout = Layout.from_config(cfg)
+    return {sub: read_json(layout.compile_json(sub), {}).get("webgpu", {}).get("kernel_costs", {})
+            for sub in submodels.names()}
+
+
+def outputs(cfg: Config) -> list[Path]:
+    return [Layout.from_config(cfg).site_dir / "model" / "manifest.json"]
+
+
+def cleans(cfg: Config) -> list[Path]:
+    site_dir = Layout.from_config(cfg).site_dir
+    return [site_dir, versions_dir(site_dir)]
+
+
+def run(cfg: Config) -> Path:
+    """Stage ``site``."""
+    return assemble_site(cfg, manifest.model_manifest(cfg))
