@@ -59,8 +59,40 @@ PSNR_MIN_DB = 30.0
 # The bar adds the largest pixel error: those wrong inputs are off by >= 9 of 255 somewhere, the right float32 image
 # by 0.001 and float16 by 0.52.
 MAX_ABS_DIFF = 2.0
-WRONG = {"prompt": {"prompt": "a red cube on a table"}, "negative_prompt": {"negative_prompt": ""},
-         "guidance": {"guidance": GUIDANCE - 1.5}, "scheduler": {"scheduler": "euler"}}
+# the noise an ancestral scheduler (Euler a, LCM) adds between steps: the runner's --seed, diffusers' generator
+NOISE_SEED = 1234
+
+
+SCHEDULER_NAMES = {"dpm++2m": "DPM-Solver++", "euler": "Euler", "euler-a": "Euler ancestral", "lcm": "LCM"}
+
+
+def site_settings(manifest: dict, args) -> dict:
+    """Steps, guidance and scheduler of a site's runs: the command line's where given, else the model's own
+    (manifest.json ``defaults``: SD v1.5 20 DPM-Solver++ steps at guidance 7.5, SD-Turbo 1 Euler a step without
+    guidance, ...), and whether the model uses classifier-free guidance (a batch-2 UNet) or embeds it (LCM)."""
+    own = manifest.get("defaults", {"steps": 20, "guidance": GUIDANCE, "scheduler": "dpm++2m"})
+    return {"steps": args.steps or own["steps"], "guidance": own["guidance"] if args.guidance is None else args.guidance,
+            "scheduler": args.scheduler or own["scheduler"],
+            "classifier_free": manifest.get("classifier_free", True),
+            "guidance_embedding": manifest.get("guidance_embedding", False)}
+
+
+def wrong_inputs(settings: dict) -> dict:
+    """References made with one input wrong, each of which must fail the bar: only inputs that change the image
+    (a model without guidance ignores the negative prompt and the scale; one step ends at sigma 0, so it adds no
+    noise and Euler a's step is Euler's)."""
+    wrong = {"prompt": {"prompt": "a red cube on a table"}}
+    if settings["classifier_free"]:
+        wrong["negative_prompt"] = {"negative_prompt": ""}
+    if settings["classifier_free"] or settings["guidance_embedding"]:
+        wrong["guidance"] = {"guidance": settings["guidance"] - 1.5}
+    if settings["steps"] == 1:
+        wrong["steps"] = {"steps": 2}
+    else:
+        wrong["scheduler"] = {"scheduler": "euler" if settings["scheduler"] != "euler" else "dpm++2m"}
+    if settings["steps"] > 1 and settings["scheduler"] in ("euler-a", "lcm"):
+        wrong["noise_seed"] = {"seed": NOISE_SEED + 1}
+    return wrong
 
 
 def site_config(manifest: dict, cache: Path):
@@ -110,14 +142,19 @@ def initial_latents(manifest: dict) -> np.ndarray:
                        generator=torch.Generator().manual_seed(LATENTS_SEED)).numpy().astype("<f4")
 
 
-def run_peer(site: Path, manifest: dict, out: Path, args, device: str, model_dir: Path, tokenizer_dir: Path) -> dict:
+def run_peer(site: Path, manifest: dict, out: Path, args, device: str, model_dir: Path, tokenizer_dir: Path,
+             settings: dict) -> dict:
     """ONNX Runtime's WebGPU EP on the site's model (benchmarks/ort_peer.py, a child process), checked like the page."""
+    if not settings["classifier_free"] or settings["scheduler"] != "dpm++2m":
+        # ort_peer.py steps SD v1.x's way only: a batch-2 UNet with guidance inside, DPM-Solver++
+        return {"skipped": f"the ORT peer runs classifier-free DPM-Solver++ models; {manifest['model']} is "
+                           f"{settings['scheduler']} with guidance {settings['guidance']}"}
     out.mkdir(parents=True, exist_ok=True)
     latents = initial_latents(manifest)
     latents.tofile(out / "latents.f32")
     cmd = [sys.executable, str(ROOT / "benchmarks" / "ort_peer.py"), "--site", str(site), "--cache",
            str(args.work / "cache"), "--latents", str(out / "latents.f32"), "--out", str(out), "--prompt", PROMPT,
-           "--negative", NEGATIVE, "--guidance", str(GUIDANCE), "--steps", str(args.steps), "--images",
+           "--negative", NEGATIVE, "--guidance", str(settings["guidance"]), "--steps", str(settings["steps"]), "--images",
            str(max(5, args.images)), "--repeats", str(max(5, args.warm))]
     start = time.perf_counter()
     try:
@@ -131,23 +168,24 @@ def run_peer(site: Path, manifest: dict, out: Path, args, device: str, model_dir
                 "wall_s": round(time.perf_counter() - start, 1)}
     result = json.loads((out / "result.json").read_text())
     result["wall_s"] = round(time.perf_counter() - start, 1)
-    result.update(check_outputs(out, manifest, latents, args, device, model_dir, tokenizer_dir))
+    result.update(check_outputs(out, manifest, latents, args, device, model_dir, tokenizer_dir, settings))
     return result
 
 
 def check_outputs(out: Path, manifest: dict, latents: np.ndarray, args, device: str, model_dir: Path,
-                  tokenizer_dir: Path) -> dict:
+                  tokenizer_dir: Path, settings: dict) -> dict:
     """A run's io/ and pixels.f32 (the page's or the peer's) against the torch wrappers and diffusers."""
     cfg = site_config(manifest, args.work / "cache")
     errors = submodel_errors(cfg, out / "io", device)
     pixels = np.fromfile(out / "pixels.f32", dtype="<f4").reshape(manifest["height"], manifest["width"], 3)
     pipe = load_reference_pipeline(model_dir, tokenizer_dir, device=device, dtype="float32")
-    return {"submodel_errors": errors, "image": image_check(pipe, pixels, latents, args.steps)}
+    return {"submodel_errors": errors, "image": image_check(pipe, pixels, latents, settings)}
 
 
-def run_runner(node: str, site: Path, out: Path, latents: Path, args) -> dict:
+def run_runner(node: str, site: Path, out: Path, latents: Path, args, settings: dict) -> dict:
     cmd = [node, str(RUNNER), "--site", str(site), "--out", str(out), "--latents", str(latents),
-           "--prompt", PROMPT, "--negative", NEGATIVE, "--guidance", str(GUIDANCE), "--steps", str(args.steps),
+           "--prompt", PROMPT, "--negative", NEGATIVE, "--guidance", str(settings["guidance"]), "--steps",
+           str(settings["steps"]), "--scheduler", settings["scheduler"], "--seed", str(NOISE_SEED),
            "--images", str(args.images), "--warm", str(args.warm), "--launch", args.launch]
     for feature in args.dawn_feature:
         cmd += ["--dawn-feature", feature]
@@ -199,14 +237,15 @@ def submodel_errors(cfg, io_dir: Path, device: str) -> dict:
     return out
 
 
-def image_check(pipe, pixels: np.ndarray, latents: np.ndarray, steps: int) -> dict:
+def image_check(pipe, pixels: np.ndarray, latents: np.ndarray, settings: dict) -> dict:
     """``pixels``: H x W x 3 (the image's size)."""
-    args = {"scheduler": "dpm++2m", "prompt": PROMPT, "negative_prompt": NEGATIVE, "steps": steps,
-            "guidance": GUIDANCE, "width": pixels.shape[1], "height": pixels.shape[0], "latents": latents}
+    args = {"scheduler": settings["scheduler"], "prompt": PROMPT, "negative_prompt": NEGATIVE,
+            "steps": settings["steps"], "guidance": settings["guidance"], "width": pixels.shape[1],
+            "height": pixels.shape[0], "latents": latents, "seed": NOISE_SEED}
     ref = reference_image(pipe, **args)
     result = {"psnr_db": psnr(pixels, ref), "max_abs_diff": max_abs_diff(pixels, ref),
               "rms_diff": float(np.sqrt(np.mean((pixels.astype(np.float64) - ref) ** 2))), "wrong_inputs": {}}
-    for name, change in WRONG.items():
+    for name, change in wrong_inputs(settings).items():
         wrong = reference_image(pipe, **{**args, **change})
         result["wrong_inputs"][name] = {
             "psnr_db": psnr(pixels, wrong), "max_abs_diff": max_abs_diff(pixels, wrong),
@@ -248,32 +287,42 @@ def _median_ms(fn, repeats: int, sync) -> float:
 
 
 def torch_timings(model_dir: Path, tokenizer_dir: Path, device: str, dtype: str, width: int, height: int,
-                  steps: int, repeats: int) -> dict:
-    """diffusers on ``device`` in ``dtype`` (default attention: SDPA), per submodel and per image, medians."""
+                  settings: dict, repeats: int) -> dict:
+    """diffusers on ``device`` in ``dtype`` (default attention: SDPA), per submodel and per image, medians; the UNet
+    at the batch the model runs (2 with classifier-free guidance, else 1) and the image with the site's settings."""
+    import diffusers
     import torch
+    from pipeline.page.reference import SCHEDULER_CLASSES
 
     pipe = load_reference_pipeline(model_dir, tokenizer_dir, device=device, dtype=dtype)
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     pipe.unet.set_attn_processor(AttnProcessor2_0())
     pipe.vae.set_attn_processor(AttnProcessor2_0())
+    pipe.scheduler = getattr(diffusers, SCHEDULER_CLASSES[settings["scheduler"]]).from_config(pipe.scheduler.config)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     tdtype = getattr(torch, dtype)
     latent = (height // 8, width // 8)
-    ids = torch.randint(0, 49408, (2, 77), device=device)
-    emb = torch.randn(2, 77, pipe.text_encoder.config.hidden_size, device=device, dtype=tdtype)
-    lat2 = torch.randn(2, 4, *latent, device=device, dtype=tdtype)
-    lat1 = lat2[:1].contiguous()
+    batch = 2 if settings["classifier_free"] else 1
+    ids = torch.randint(0, pipe.text_encoder.config.vocab_size, (batch, 77), device=device)
+    emb = torch.randn(batch, 77, pipe.text_encoder.config.hidden_size, device=device, dtype=tdtype)
+    lat = torch.randn(batch, pipe.unet.config.in_channels, *latent, device=device, dtype=tdtype)
+    lat1 = lat[:1].contiguous()
     t = torch.tensor([500.0], device=device)
+    cond = {}
+    if pipe.unet.config.time_cond_proj_dim:  # LCM: the guidance scale's embedding
+        cond["timestep_cond"] = torch.randn(batch, pipe.unet.config.time_cond_proj_dim, device=device, dtype=tdtype)
+    negative = {} if type(pipe).__name__ == "LatentConsistencyModelPipeline" else {"negative_prompt": NEGATIVE}
     with torch.no_grad():
         res = {"clip_ms": _median_ms(lambda: pipe.text_encoder(ids), repeats, sync),
-               "unet_step_ms": _median_ms(lambda: pipe.unet(lat2, t, encoder_hidden_states=emb), repeats, sync),
+               "unet_step_ms": _median_ms(lambda: pipe.unet(lat, t, encoder_hidden_states=emb, **cond), repeats, sync),
                "vae_ms": _median_ms(lambda: pipe.vae.decode(lat1 / pipe.vae.config.scaling_factor), repeats, sync)}
-    latents = torch.randn(1, 4, *latent, generator=torch.Generator().manual_seed(LATENTS_SEED))
-    res["image_s"] = _median_ms(lambda: pipe(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=steps,
-                                             guidance_scale=GUIDANCE, height=height, width=width,
-                                             latents=latents.to(device, tdtype), output_type="np"),
+    latents = torch.randn(1, pipe.unet.config.in_channels, *latent, generator=torch.Generator().manual_seed(LATENTS_SEED))
+    res["image_s"] = _median_ms(lambda: pipe(prompt=PROMPT, num_inference_steps=settings["steps"],
+                                             guidance_scale=settings["guidance"], height=height, width=width,
+                                             latents=latents.to(device, tdtype), output_type="np", **negative),
                                 max(2, repeats // 4), sync) / 1000
+    res["unet_batch"] = batch
     del pipe
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -325,9 +374,10 @@ def _load_s(load: dict | None) -> str:
 
 
 def markdown(report: dict) -> str:
+    st = report.get("settings") or {"steps": report["steps"], "guidance": GUIDANCE, "scheduler": "dpm++2m"}
     lines = [f"### WebGPU (Dawn) vs PyTorch: {report['model']} on {report['device_name']}",
-             f"({report['date']}; {report['steps']} DPM-Solver++ steps, guidance {GUIDANCE}, "
-             f"{report['width']}x{report['height']}; medians)", ""]
+             f"({report['date']}; {st['steps']} {SCHEDULER_NAMES.get(st['scheduler'], st['scheduler'])} steps, "
+             f"guidance {st['guidance']}, {report['width']}x{report['height']}; medians)", ""]
     torch_ref = report.get("torch", {})
     lines += ["| site | load s (busy: download / pipelines / upload; submodels overlap) | second load s (weights cached) |"
               " clip ms | unet step ms | vae ms | s per image | PyTorch fp16 s/img | ratio | PSNR dB |",
@@ -348,7 +398,8 @@ def markdown(report: dict) -> str:
             f"{c['unet']['warm_median_ms']} | {c['vae']['warm_median_ms']} | {spi} | {ref} | "
             f"{(spi / ref) if ref else float('nan'):.1f}x | {img.get('psnr_db', float('nan')):.1f} |")
     if torch_ref:
-        lines += ["", "| PyTorch (diffusers, SDPA) | clip ms | unet step ms (batch 2) | vae ms | s per image |",
+        batch = next(iter(torch_ref.values())).get("unet_batch", 2)
+        lines += ["", f"| PyTorch (diffusers, SDPA) | clip ms | unet step ms (batch {batch}) | vae ms | s per image |",
                   "|---|---:|---:|---:|---:|"]
         for dt, t in torch_ref.items():
             lines.append(f"| {dt} | {t['clip_ms']} | {t['unet_step_ms']} | {t['vae_ms']} | {t['image_s']} |")
@@ -421,7 +472,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--site", action="append", default=[], help="a site directory doit built (repeatable)")
     ap.add_argument("--node", default=shutil.which("node") or "node")
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, help="default: the model's own (manifest.json defaults)")
+    ap.add_argument("--guidance", type=float, help="default: the model's own")
+    ap.add_argument("--scheduler", help="default: the model's own (dpm++2m, euler, euler-a, lcm)")
     ap.add_argument("--images", type=int, default=3)
     ap.add_argument("--warm", type=int, default=5)
     ap.add_argument("--torch-repeats", type=int, default=10)
@@ -455,19 +508,52 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     device_name = torch.cuda.get_device_name() if device == "cuda" else "CPU"
     args.work.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple, list[str]] = {}  # one report per model and image size: its sites side by side
+    for site_arg in args.site:
+        m = json.loads((Path(site_arg) / "model" / "manifest.json").read_text())
+        groups.setdefault((m["model"], m["width"], m["height"]), []).append(site_arg)
+    ok = True
+    for (model, width, height), site_args in groups.items():
+        ok &= bench_model(site_args, args, device, device_name, torch)
+    return 0 if ok else 1
+
+
+def report_stem(report: dict, device: str, device_name: str, launch: str) -> str:
+    """``webgpu-<model>[-<w>x<h>]-<device>[-plain-launch]``: the size only where it is not the model's own."""
+    stem = f"webgpu-{report.get('model', 'none')}"
+    own = report.get("model_size")
+    if own and (report["width"], report["height"]) != tuple(own):
+        stem += f"-{report['width']}x{report['height']}"
+    stem += f"-{'h200' if 'H200' in device_name else device}"
+    return stem + ("-plain-launch" if launch == "plain" else "")  # tvmjs' own launch, beside the page's (replay)
+
+
+def model_size(model: str) -> tuple[int, int] | None:
+    """A registered model's own image size (None for a local folder)."""
+    try:
+        d = models.dims(load_config(cli={"model.name": model}))
+    except WebsdError:
+        return None
+    return d.width, d.height
+
+
+def bench_model(site_args: list[str], args, device: str, device_name: str, torch) -> bool:
+    """Every site of one model and size against PyTorch in the same run; writes their report."""
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "device_name": device_name,
-              "torch": {}, "sites": [], "steps": args.steps, "prompt": PROMPT, "negative_prompt": NEGATIVE,
+              "torch": {}, "sites": [], "prompt": PROMPT, "negative_prompt": NEGATIVE,
               "dawn_features": args.dawn_feature, "launch": args.launch,
               "bar": {"psnr_db_min": PSNR_MIN_DB, "max_abs_diff_max": MAX_ABS_DIFF},
               "metric": "runner VAE output floats vs diffusers output_type='np' * 255, 0..255 scale"}
-    args.results.mkdir(parents=True, exist_ok=True)
     partial = args.results / "partial-report.json"  # survives a run that is cut short
     model_dir = tokenizer_dir = None
     sites = []
-    for site_arg in args.site:  # first make every site complete (weights from the seed where shards are absent)
+    for site_arg in site_args:  # first make every site complete (weights from the seed where shards are absent)
         site = Path(site_arg).resolve()  # cache/site is a link to the current version: measure that version
         manifest = json.loads((site / "model" / "manifest.json").read_text())
-        report.update(model=manifest["model"], width=manifest["width"], height=manifest["height"])
+        settings = site_settings(manifest, args)
+        report.update(model=manifest["model"], width=manifest["width"], height=manifest["height"],
+                      settings=settings, steps=settings["steps"], model_size=model_size(manifest["model"]))
         # a site doit built is named "site" (a link); copies to compare get names of their own
         name = Path(site_arg).name
         label = name if name != "site" else f"{manifest['model']}-{manifest['dtype']}"
@@ -480,11 +566,12 @@ def main(argv=None) -> int:
             sites.append((site, manifest, entry))
         except WebsdError as e:
             entry["runner"] = {"error": f"could not complete the site: {e}"}
+    settings = report["settings"]
     if not args.no_torch and model_dir is not None:  # the reference timings first: they take seconds
         for dtype in (["float16", "float32"] if device == "cuda" else ["float32"]):
             print(f"PyTorch {dtype} on {device_name}", flush=True)
             report["torch"][dtype] = torch_timings(model_dir, tokenizer_dir, device, dtype, report["width"],
-                                                   report["height"], args.steps, args.torch_repeats)
+                                                   report["height"], settings, args.torch_repeats)
             print(f"  {report['torch'][dtype]}", flush=True)
         write_json(partial, report)
     for site, manifest, entry in sites:
@@ -492,30 +579,28 @@ def main(argv=None) -> int:
         latents = initial_latents(manifest)
         out.mkdir(parents=True, exist_ok=True)
         latents.tofile(out / "latents.f32")
-        entry["runner"] = run_runner(args.node, site, out, out / "latents.f32", args)
+        entry["runner"] = run_runner(args.node, site, out, out / "latents.f32", args, settings)
         if entry["runner"].get("profile") and (site / "model" / "kernels.json").exists():
             add_kernel_rates(entry["runner"]["profile"], json.loads((site / "model" / "kernels.json").read_text()))
         write_json(partial, report)
         if "error" in entry["runner"]:
             continue
         entry["image_file"] = str(out / "image.png")  # under --work: a picture, not a result to commit
-        entry.update(check_outputs(out, manifest, latents, args, device, model_dir, tokenizer_dir))
+        entry.update(check_outputs(out, manifest, latents, args, device, model_dir, tokenizer_dir, settings))
         write_json(partial, report)
     for site, manifest, entry in sites if "ort" in args.peer else ():
         print(f"ONNX Runtime WebGPU EP: {entry['label']}", flush=True)
         entry["ort"] = run_peer(site, manifest, args.work / f"ort-{entry['label']}", args, device, model_dir,
-                                site / "model" / "tokenizer")
+                                site / "model" / "tokenizer", settings)
         entry["ratios"] = ort_peer.ratios(entry, report["torch"].get(entry["dtype"]))
         write_json(partial, report)
     partial.unlink(missing_ok=True)
-    stem = f"webgpu-{report.get('model', 'none')}-{'h200' if 'H200' in device_name else device}"
-    stem += "-plain-launch" if args.launch == "plain" else ""  # tvmjs' own launch, beside the page's (replay)
+    stem = report_stem(report, device, device_name, args.launch)
     write_json(args.results / f"{stem}.json", report)
     (args.results / f"{stem}.md").write_text(markdown(report))
     print(markdown(report))
     print(f"wrote {args.results / stem}.json and .md")
-    return 0 if all("error" not in s.get("runner", {}) for s in report["sites"]) else 1
-
+    return all("error" not in s.get("runner", {}) for s in report["sites"])
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -460,8 +460,9 @@ def markdown_lines(report: dict, name) -> list[str]:
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in entries:
         o = s["ort"]
-        if "error" in o:
-            lines.append(f"| {name(s)} | failed: {o['error'][:200]} |" + " |" * 10)
+        if "error" in o or "skipped" in o:
+            why = f"failed: {o['error'][:200]}" if "error" in o else f"not run: {o['skipped'][:200]}"
+            lines.append(f"| {name(s)} | {why} |" + " |" * 10)
             continue
         c, r, img = o["calls"], ratios(s, report.get("torch", {}).get(s["dtype"])), o.get("image", {})
         modes = " / ".join(c[k]["mode"] + ("" if c[k]["all_nodes_on_webgpu"] else " (CPU fallback)") for k in c)
@@ -474,7 +475,7 @@ def markdown_lines(report: dict, name) -> list[str]:
             f"{img.get('max_abs_diff', float('nan')):.3f} |")
     for s in entries:
         o = s["ort"]
-        if "error" in o:
+        if "error" in o or "skipped" in o:
             continue
         d, v = o["device"], o["versions"]
         lines.append(f"- {name(s)}: onnxruntime {v['onnxruntime']} + onnxruntime-ep-webgpu {v['onnxruntime-ep-webgpu']}"

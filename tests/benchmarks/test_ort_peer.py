@@ -11,6 +11,8 @@ No TVM is involved: the "site" here is the manifest and tokenizer the peer reads
 """
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import subprocess
@@ -153,7 +155,8 @@ def test_the_peer_makes_the_image_diffusers_makes(tiny_site):
     pixels = np.fromfile(out / "pixels.f32", dtype="<f4").reshape(manifest["height"], manifest["width"], 3)
     pipe = bench_webgpu.load_reference_pipeline(bench_webgpu.models.weights_dir(tiny_site["cfg"]),
                                                 tiny_site["site"] / "model" / "tokenizer")
-    image = bench_webgpu.image_check(pipe, pixels, latents, STEPS)
+    settings = bench_webgpu.site_settings(manifest, argparse.Namespace(steps=STEPS, guidance=None, scheduler=None))
+    image = bench_webgpu.image_check(pipe, pixels, latents, settings)
     print(json.dumps(image, indent=1))
     assert image["psnr_db"] >= 30 and image["max_abs_diff"] <= 1.0, image
     assert image["passes_bar"] and image["wrong_inputs_fail_bar"], image
