@@ -377,7 +377,8 @@ def markdown(report: dict) -> str:
     st = report.get("settings") or {"steps": report["steps"], "guidance": GUIDANCE, "scheduler": "dpm++2m"}
     lines = [f"### WebGPU (Dawn) vs PyTorch: {report['model']} on {report['device_name']}",
              f"({report['date']}; {st['steps']} {SCHEDULER_NAMES.get(st['scheduler'], st['scheduler'])} steps, "
-             f"guidance {st['guidance']}, {report['width']}x{report['height']}; medians)", ""]
+             f"guidance {st['guidance']}, {report['width']}x{report['height']}; medians; commit "
+             f"{(report.get('commit') or 'unknown')[:12]})", ""]
     torch_ref = report.get("torch", {})
     lines += ["| site | load s (busy: download / pipelines / upload; submodels overlap) | second load s (weights cached) |"
               " clip ms | unet step ms | vae ms | s per image | PyTorch fp16 s/img | ratio | PSNR dB |",
@@ -460,7 +461,8 @@ def markdown(report: dict) -> str:
                      f"{'PASSES' if img['passes_bar'] else 'FAILS'} the bar (PSNR >= {PSNR_MIN_DB:.0f} dB and max abs "
                      f"<= {MAX_ABS_DIFF}/255); references with a wrong input (PSNR / max abs): {wrong}: "
                      f"{'all fail it' if img['wrong_inputs_fail_bar'] else 'SOME PASS IT'}; RMS contrast "
-                     f"{img['contrast']:.0f}x; weights identical to the build: {s.get('weights_identical')}")
+                     f"{img['contrast']:.0f}x; weights identical to the build: {s.get('weights_identical')}; "
+                     f"manifest sha256 {s.get('manifest_sha256', 'not recorded')[:16]}")
         if errs:
             lines.append("  - max abs error per submodel: " + ", ".join(
                 f"{k} {v['max_abs_err']:.3g} (of max |ref| {v['ref_max_abs']:.3g})" for k, v in errs.items()))
@@ -540,8 +542,8 @@ def model_size(model: str) -> tuple[int, int] | None:
 
 def bench_model(site_args: list[str], args, device: str, device_name: str, torch) -> bool:
     """Every site of one model and size against PyTorch in the same run; writes their report."""
-    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "device_name": device_name,
-              "torch": {}, "sites": [], "prompt": PROMPT, "negative_prompt": NEGATIVE,
+    report = {"date": time.strftime("%Y-%m-%d %H:%M"), "commit": ort_peer.commit(), "device": device,
+              "device_name": device_name, "torch": {}, "sites": [], "prompt": PROMPT, "negative_prompt": NEGATIVE,
               "dawn_features": args.dawn_feature, "launch": args.launch,
               "bar": {"psnr_db_min": PSNR_MIN_DB, "max_abs_diff_max": MAX_ABS_DIFF},
               "metric": "runner VAE output floats vs diffusers output_type='np' * 255, 0..255 scale"}
@@ -558,7 +560,10 @@ def bench_model(site_args: list[str], args, device: str, device_name: str, torch
         name = Path(site_arg).name
         label = name if name != "site" else f"{manifest['model']}-{manifest['dtype']}"
         entry = {"site": str(site), "label": label, "dtype": manifest["dtype"],
-                 "limits_profile": manifest.get("limits_profile"), "required_limits": manifest.get("required_limits")}
+                 "limits_profile": manifest.get("limits_profile"), "required_limits": manifest.get("required_limits"),
+                 # what was measured, so a stale figure shows (before the shards are made again)
+                 "manifest_sha256": sha256_file(site / "model" / "manifest.json"),
+                 "wasm_sha256": {w.stem: sha256_file(w) for w in sorted((site / "model").glob("*.wasm"))}}
         report["sites"].append(entry)
         try:
             entry["weights_identical"], model_dir = complete_site(site, args.work / "cache")

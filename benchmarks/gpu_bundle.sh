@@ -20,9 +20,9 @@ WHEELS=(diffusers==0.42.1 transformers==5.23.0 importlib_metadata==10.2.0 regex=
 # "full" also carries requirements.lock's onnxruntime (24 MB), which may not fit beside two SD v1.5 sites in the
 # 64 MiB a device call carries; "none" leaves ORT out.
 case "${WEBSD_BUNDLE_ORT:-plugin}" in
-    plugin) ORT_WHEELS=("$(grep -m1 '^onnxruntime-ep-webgpu==' requirements.lock)") ;;
-    full) ORT_WHEELS=("$(grep -m1 '^onnxruntime-ep-webgpu==' requirements.lock)"
-                      "$(grep -m1 '^onnxruntime==' requirements.lock)") ;;
+    plugin) ORT_WHEELS=("$(grep -m1 -o '^onnxruntime-ep-webgpu==[^ ;\\]*' requirements.lock)") ;;
+    full) ORT_WHEELS=("$(grep -m1 -o '^onnxruntime-ep-webgpu==[^ ;\\]*' requirements.lock)"
+                      "$(grep -m1 -o '^onnxruntime==[^ ;\\]*' requirements.lock)") ;;
     none) ORT_WHEELS=() ;;
     *) echo "WEBSD_BUNDLE_ORT must be plugin, full or none" >&2; exit 2 ;;
 esac

@@ -106,7 +106,10 @@ def versions() -> dict:
 
 
 def commit() -> str | None:
-    """The repo's commit where git and the .git directory are at hand (a copied tree on a GPU machine has neither)."""
+    """The repo's commit where git and the .git directory are at hand; a copied tree on a GPU machine has neither,
+    so there WEBSD_COMMIT (set by whoever sent the tree, e.g. ``WEBSD_COMMIT=$(git rev-parse HEAD)``) names it."""
+    if os.environ.get("WEBSD_COMMIT"):
+        return os.environ["WEBSD_COMMIT"]
     try:
         proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     except OSError:
