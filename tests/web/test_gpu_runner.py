@@ -126,13 +126,17 @@ def test_runner_code_path_on_a_stand_in_runtime(node, tmp_path):
     assert proc.returncode == 1 and "params_shard_0.bin is corrupt" in proc.stderr
 
 
-def test_profile_times_each_replayed_launch(node, tmp_path):
-    """--profile times passes: while it profiles, the replay path gives each launch a pass of its own."""
+@pytest.mark.parametrize("second_load", [False, True], ids=["one-load", "cached-second-load"])
+def test_profile_times_each_replayed_launch(node, tmp_path, second_load):
+    """--profile times passes: while it profiles, the replay path gives each launch a pass of its own. With
+    --cache-dir the runner loads twice, each load on a device of its own, and the profiled image runs on the second
+    (on the H200 the queries stayed on the first device: "While validating timestampWrites", and the run failed)."""
     site = _fake_site(tmp_path / "site")
     out = tmp_path / "out"
+    cache = ["--cache-dir", str(tmp_path / "weights")] if second_load else []
     proc = subprocess.run([node, str(RUNNER), "--site", str(site), "--out", str(out), "--steps", "3", "--images", "1",
-                           "--warm", "1", "--profile"], cwd=ROOT, env=runner_env(), capture_output=True, text=True,
-                          timeout=300)
+                           "--warm", "1", "--profile", *cache], cwd=ROOT, env=runner_env(), capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((out / "result.json").read_text())
     if "profile" not in result:

@@ -6,17 +6,23 @@ const SLOTS = 2048; // passes per collect: WebGPU allows 4096 queries per set (a
 
 /**
  * Patch the WebGPU prototypes (Dawn's globals) so that passes on `device` are timed. Call before the model loads
- * (pipeline names are recorded at creation). Returns { collect(label), report() }.
+ * (pipeline names are recorded at creation). Returns { useDevice(device), collect(label), report() }: a later load
+ * makes a new device (the runner's returning visit), and the queries must be on the device that runs the passes.
  */
 export function installKernelProfiler(device, globals) {
   const { GPUDevice, GPUCommandEncoder, GPUComputePassEncoder } = globals;
   const names = new WeakMap(); // pipeline -> entry point
   const passSlot = new WeakMap(); // pass -> slot
   const slotName = [];
-  const querySet = device.createQuerySet({ type: "timestamp", count: 2 * SLOTS });
-  const resolve = device.createBuffer({ size: 16 * SLOTS,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
-  const read = device.createBuffer({ size: 16 * SLOTS, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  let querySet, resolve, read;
+  const useDevice = (d) => {
+    device = d;
+    querySet = device.createQuerySet({ type: "timestamp", count: 2 * SLOTS });
+    resolve = device.createBuffer({ size: 16 * SLOTS, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+    read = device.createBuffer({ size: 16 * SLOTS, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    slotName.length = 0;
+  };
+  useDevice(device);
   const totals = {}; // label -> kernel -> {calls, ns}
   let enabled = false;
 
@@ -45,6 +51,7 @@ export function installKernelProfiler(device, globals) {
   };
 
   return {
+    useDevice,
     set enabled(on) { enabled = on; },
     /** Attribute the passes since the last collect to `label` (call after the work has been submitted). */
     async collect(label) {

@@ -180,8 +180,9 @@ async function main() {
     },
     onNotice: (text) => console.log(`notice: ${text}`),
     onDevice: (device) => {
-      if (!o.profile || profiler) return;
-      if (device.features.has("timestamp-query")) profiler = installKernelProfiler(device, globals);
+      if (!o.profile) return;
+      if (profiler) profiler.useDevice(device); // the second load's device runs the profiled image
+      else if (device.features.has("timestamp-query")) profiler = installKernelProfiler(device, globals);
       else console.log("profile: this adapter has no timestamp-query feature; no per-kernel times");
     },
   });
