@@ -58,7 +58,8 @@ def test_page_at_a_non_square_size_matches_diffusers(real_cache):
     assert got["error"] is None and got["state"] == "done", f"{got['error']}\n{page['console']}"
     assert got["pixels"].shape == (HEIGHT, WIDTH, 3)
 
-    ref = reference_image(load_reference_pipeline(layout.model_dir / "diffusers", layout.tokenizer_dir),
+    ref = reference_image(load_reference_pipeline(layout.model_dir / "diffusers", layout.tokenizer_dir,
+                                                  vae_tile=manifest["vae_tile"]),
                           scheduler="dpm++2m", prompt=PROMPT, negative_prompt=NEGATIVE, steps=STEPS,
                           guidance=GUIDANCE, width=WIDTH, height=HEIGHT, latents=latents)
     report = {"model": MODEL, "dtype": DTYPE, "width": WIDTH, "height": HEIGHT, "steps": STEPS,
