@@ -57,8 +57,9 @@ def test_resolve_follows_the_config(tmp_path):
 
 
 @pytest.mark.parametrize("width, height, grid", [(48, 48, (2, 2)), (64, 48, (2, 3)), (48, 64, (3, 2)),
-                                                 (64, 64, (3, 3))])
+                                                 (64, 64, (3, 3)), (80, 48, (2, 4))])
 def test_tiled_wrapper_equals_diffusers_enable_tiling(tiny_weights, width, height, grid):  # noqa: F811
+    """Square and not, 2 to 4 tiles a side; at 80 px the last column of tiles is exactly as wide as the blend."""
     import torch
 
     tile = 32
