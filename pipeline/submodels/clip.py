@@ -22,9 +22,10 @@ def token_embedding_parts(text_config: dict, dtype: str, binding_limit: int) -> 
 
 
 def split_embedding(embedding, parts: int):
-    """An ``nn.Embedding`` as ``parts`` tables of consecutive rows: each id is looked up in every table at an index
-    clamped into it (a ``where`` on the ids) and the one holding it is selected, which is exactly the unsplit
-    lookup. ``row_slices`` tells trace which rows of which weight each table holds (the shards store them)."""
+    """An ``nn.Embedding`` as ``parts`` tables of consecutive rows: each id is looked up in every table (at row 0 of
+    the tables that do not hold it, by a ``where`` on the ids) and the row of the one holding it is selected, which
+    is exactly the unsplit lookup. ``row_slices`` tells trace which rows of which weight each table holds (the
+    shards store them)."""
     import torch
 
     vocab = embedding.weight.shape[0]
