@@ -96,9 +96,13 @@ def wrong_inputs(settings: dict) -> dict:
 
 
 def site_config(manifest: dict, cache: Path):
-    """The pipeline config that built a site, enough to make its embedded model's weights again."""
+    """The pipeline config that built a site, enough to make its embedded model's weights again and its wrappers
+    (the VAE's tiling follows the size, dtype and limits profile, or the site's explicit tile)."""
+    sizes = {f"model.{k}": manifest[k] for k in ("width", "height") if k in manifest}
     return load_config(cli={"model.name": manifest["model"], "model.dtype": manifest["dtype"],
-                            "model.seed": manifest.get("seed", 0), "paths.cache": str(cache)})
+                            "model.seed": manifest.get("seed", 0), "paths.cache": str(cache), **sizes,
+                            "webgpu.limits": manifest.get("limits_profile", "default"),
+                            "model.vae_tile": manifest.get("vae_tile") or 0})
 
 
 def complete_site(site: Path, cache: Path) -> tuple[bool | None, Path]:
@@ -178,7 +182,8 @@ def check_outputs(out: Path, manifest: dict, latents: np.ndarray, args, device: 
     cfg = site_config(manifest, args.work / "cache")
     errors = submodel_errors(cfg, out / "io", device)
     pixels = np.fromfile(out / "pixels.f32", dtype="<f4").reshape(manifest["height"], manifest["width"], 3)
-    pipe = load_reference_pipeline(model_dir, tokenizer_dir, device=device, dtype="float32")
+    pipe = load_reference_pipeline(model_dir, tokenizer_dir, device=device, dtype="float32",
+                                   vae_tile=manifest.get("vae_tile"))
     return {"submodel_errors": errors, "image": image_check(pipe, pixels, latents, settings)}
 
 

@@ -93,6 +93,10 @@ class ModelConfig:
     width: int = 0  # pixels; 0: model.image_size, else the model's own
     height: int = 0  # pixels; 0: model.image_size, else the model's own
     seed: int = 0
+    # the VAE decodes in overlapping, blended tiles of this many pixels (diffusers' enable_tiling; a multiple of 32
+    # for SD): 0 = automatic, the largest tile (the VAE's sample_size, halved) whose activations fit the
+    # webgpu.limits binding size in model.dtype, no tiling when the whole image fits (pipeline/submodels/vae_tiling.py)
+    vae_tile: int = 0
     # LoRA files fused into the weights at build time: comma-separated ``path[:scale]`` (pipeline/model/lora.py)
     lora: str = ""
     # the llvm (CPU) build and the verify_* tasks that check it against PyTorch: "auto" = only for models small
@@ -100,9 +104,9 @@ class ModelConfig:
     verify: str = field(default="auto", metadata=_choice("auto", "on", "off"))
 
     def __post_init__(self):
-        for key in ("image_size", "width", "height"):
+        for key in ("image_size", "width", "height", "vae_tile"):
             if getattr(self, key) < 0:
-                raise WebsdError(f"config model.{key} must be a number of pixels (0: the model's own); got "
+                raise WebsdError(f"config model.{key} must be a number of pixels (0: the default); got "
                                  f"{getattr(self, key)}")
 
     @property

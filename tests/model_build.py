@@ -55,6 +55,19 @@ def build_tiny(dtype: str = "float32", subs: tuple[str, ...] = SUBS, **overrides
     return _BUILDS[key]
 
 
+def build_alone(cache: Path, sub: str, **overrides: str) -> Config:
+    """Every model stage of one tiny submodel in a cache of its own (not memoized): for builds whose trace differs
+    from the shared ones' at the same path (a VAE tile, a limits profile patched in the test)."""
+    from pipeline.model import compile as compile_stage
+    from pipeline.model import hf, shard, trace, verify
+
+    cfg = tiny_config(cache, **overrides)
+    hf.materialize(cfg)
+    for stage in (trace, compile_stage, shard, verify):
+        stage.run(cfg, sub)
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def tiny_f32() -> Config:
     return build_tiny("float32")

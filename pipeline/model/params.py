@@ -24,7 +24,8 @@ def stored_dtype(param: dict, model_dtype: str) -> str:
 
 def traced_params(cfg: Config, sub: str) -> dict:
     """``{"component": ..., "params": [{"name", "key", "arg", "shape", "dtype"}, ...]}`` in the entry function's
-    parameter order; ``key`` is the name in the component's state dict."""
+    parameter order; ``key`` is the name in the component's state dict, ``rows`` (``[start, stop]``, only on a
+    split table) the rows of it the parameter holds."""
     path = Layout.from_config(cfg).trace_params(sub)
     found = read_json(path)
     if found is None:

@@ -66,7 +66,8 @@ def run(cfg: Config, sub: str) -> dict:
 
     def arrays():
         for p, dtype in zip(records, dtypes):
-            yield p["name"], state[p["key"]].detach().contiguous().numpy().astype(np.dtype(dtype), copy=False)
+            value = state[p["key"]][slice(*p["rows"])] if "rows" in p else state[p["key"]]  # a split table
+            yield p["name"], value.detach().contiguous().numpy().astype(np.dtype(dtype), copy=False)
 
     nbytes = sum(int(np.prod(p["shape"], dtype=np.int64)) * np.dtype(d).itemsize for p, d in zip(records, dtypes))
     metadata = {"model": cfg.model.name, "submodel": sub, "function": sub, "dtype": cfg.model.dtype,

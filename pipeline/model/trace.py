@@ -24,10 +24,16 @@ from .. import models, submodels
 from ..config import Config
 from ..fsutil import atomic_write, read_json, write_json
 from ..layout import Layout
-from ..submodels import code
+from ..submodels import code, vae_tiling
 from . import hf
 
 CONFIG_KEYS = ()  # model.name and the image size (model.image_size, .width, .height) are in the output paths
+
+
+def fingerprint(cfg: Config, sub: str) -> dict:
+    """The VAE's tile (model.vae_tile, or the automatic one from model.dtype and webgpu.limits): a new tile
+    changes the graph, so it re-traces, and through the trace's description recompiles."""
+    return {"vae_tile": vae_tiling.resolve(cfg)} if sub == "vae" else {}
 
 
 def paths(cfg: Config, sub: str) -> tuple[Path, Path]:
@@ -105,6 +111,7 @@ def run(cfg: Config, sub: str) -> dict:
         submodel=sub, function=sub, output=submodels.get(sub).output, model=cfg.model.name,
         width=dims.width, height=dims.height, latent_width=dims.latent_width, latent_height=dims.latent_height,
         attention=_attention_decisions(wrapper),
+        **({"vae_tile": vae_tiling.resolve(cfg)} if sub == "vae" else {}),
         torch_version=torch.__version__,
     )
     # The graph alone (no weight values): compile depends on this description, not on the .pt2, so new weights
@@ -126,14 +133,23 @@ def run(cfg: Config, sub: str) -> dict:
 def _component_keys(wrapper, component: str, params: list[dict]) -> dict:
     """The trace's parameters with their key in the component's own state dict. A wrapper holds either the
     component itself as an attribute (``unet.conv_in.weight`` is the UNet's ``conv_in.weight``) or parts of it
-    under their own names (the VAE's ``decoder``: the same key)."""
+    under their own names (the VAE's ``decoder``: the same key). A module's ``row_slices`` (``{param: (weight,
+    start, stop)}``, pipeline.submodels.clip's split embedding) maps a parameter to rows of a weight: ``rows``."""
     whole = {attr for attr, child in wrapper.named_children() if hasattr(child, "from_pretrained")}
+    sliced = {f"{prefix}.{param}": (f"{prefix}.{weight}", [start, stop]) for prefix, module in wrapper.named_modules()
+              for param, (weight, start, stop) in getattr(module, "row_slices", {}).items()}
 
     def key(name: str) -> str:
         attr, _, rest = name.partition(".")
         return rest if attr in whole else name
 
-    return {"component": component, "params": [{**p, "key": key(p["name"])} for p in params]}
+    def record(p: dict) -> dict:
+        if p["name"] in sliced:
+            weight, rows = sliced[p["name"]]
+            return {**p, "key": key(weight), "rows": rows}
+        return {**p, "key": key(p["name"])}
+
+    return {"component": component, "params": [record(p) for p in params]}
 
 
 def _attention_decisions(wrapper) -> list[dict]:

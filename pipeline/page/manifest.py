@@ -8,6 +8,7 @@ from ..errors import WebsdError
 from ..fsutil import read_json
 from ..layout import Layout
 from ..model import lora
+from ..submodels import vae_tiling
 
 
 def _json_safe(value):
@@ -68,6 +69,9 @@ def model_manifest(cfg: Config) -> dict:
         # the unet takes the guidance scale as an embedding (LCM): batch 1 with a guidance_scale input
         "guidance_embedding": d.guidance_embedding,
         "requires_f16": cfg.model.dtype == "float16",
+        # the VAE decodes tiles of this many pixels (diffusers' enable_tiling with tile_sample_min_size = it), null:
+        # untiled; a reference (pipeline.page.reference) decodes with the same tiling
+        "vae_tile": vae_tiling.resolve(cfg) or None,
         "max_buffer_bytes": max_buffer,
         # what the kernels need of the browser (pipeline.webgpu.limits): the page requests exactly these
         "limits_profile": cfg.webgpu.limits,

@@ -20,13 +20,14 @@ SCHEDULER_CLASSES = {"dpm++2m": "DPMSolverMultistepScheduler", "euler": "EulerDi
 
 
 def load_reference_pipeline(model_dir: Path, tokenizer_dir: Path | None, device: str = "cpu", dtype: str = "float32",
-                            loras: list[tuple[Path, float]] = ()):
+                            loras: list[tuple[Path, float]] = (), vae_tile: int | None = None):
     """A StableDiffusionPipeline (float32 on the CPU by default) from a diffusers folder (text_encoder/, unet/,
     vae/, scheduler/), or diffusers' LatentConsistencyModelPipeline for an LCM (its scheduler is an LCMScheduler),
     and the CLIP tokenizer files the site serves (so both sides tokenize with the same vocabulary and merges; None: no
     tokenizer, for weight checks). On CUDA, float32 means float32: TF32 matrix math is turned off. ``loras`` (file,
     scale) are fused as diffusers' documentation does it: ``load_lora_weights`` each, ``set_adapters`` with the
-    scales, ``fuse_lora``, ``unload_lora_weights``."""
+    scales, ``fuse_lora``, ``unload_lora_weights``. ``vae_tile`` (manifest.json ``vae_tile``: the site's VAE decodes
+    tiles of that many pixels) turns on diffusers' VAE tiling with the same tile, which the page's decode equals."""
     import diffusers
     import torch
     import transformers
@@ -62,6 +63,10 @@ def load_reference_pipeline(model_dir: Path, tokenizer_dir: Path | None, device:
         pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
         pipe.fuse_lora(adapter_names=names)
         pipe.unload_lora_weights()
+    if vae_tile:
+        pipe.vae.enable_tiling()
+        pipe.vae.tile_sample_min_size = vae_tile
+        pipe.vae.tile_latent_min_size = vae_tile // pipe.vae_scale_factor
     return pipe.to(device=device, dtype=getattr(torch, dtype))
 
 

@@ -20,7 +20,7 @@ from ..layout import TENSOR_CACHE_JSON, Layout
 from .tokenizer import TOKENIZER_FILES
 from ..toolchain.tvmjs_runtime import bundle_path
 
-CONFIG_KEYS = ("model.lora",)  # the manifest lists the fused LoRAs
+CONFIG_KEYS = ("model.lora", "model.vae_tile", "webgpu.limits")  # the manifest lists the LoRAs and the VAE tile
 WEB_DIR = PROJECT_ROOT / "web"
 # what of web/ is the page (the rest is its tests and npm tooling)
 PAGE_GLOBS = ("index.html", "style.css", "src/**/*.js")

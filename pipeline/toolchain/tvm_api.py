@@ -64,6 +64,11 @@ def ret_type(func):
     return adapter().ret_type(func)
 
 
+def call_type_args(call):
+    """A Relax call's type arguments, to rebuild it with other arguments (``ty_args``; ``sinfo_args`` before v0.26)."""
+    return adapter().call_type_args(call)
+
+
 def dump_tensor_cache(arrays, out_dir, metadata: dict, shard_cap_mb: int) -> None:
     """TVM's tensor-cache writer (``dump_tensor_cache``; ``dump_ndarray_cache`` before v0.22), raw encoding; the
     index is ``tensor-cache.json`` whatever the version."""

@@ -137,7 +137,7 @@ def align_storage(multiple: int = 4):
             if n % multiple == 0:
                 return call
             padded = relax.ShapeExpr([-(-n // multiple) * multiple])
-            return relax.Call(call.op, [padded, *call.args[1:]], call.attrs, call.sinfo_args)
+            return relax.Call(call.op, [padded, *call.args[1:]], call.attrs, tvm_api.call_type_args(call))
 
     return per_function_pass(Align, "AlignStorage")
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.model import compile as compile_stage
 from pipeline.model import trace
-from tests.model_build import tiny_f16_clip, tiny_f32  # noqa: F401 - fixtures
+from tests.model_build import tiny_config, tiny_f16_clip, tiny_f32  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow  # builds the tiny model (once per session)
 
@@ -49,3 +49,25 @@ def test_float16_build_takes_float16_params_and_keeps_float32_io(tiny_f16_clip):
         assert p["dtype"] == ("float32" if odd else "float16"), p
     assert "float16" in {p["dtype"] for p in desc["webgpu"]["params"]}
     assert desc["inputs"][0]["dtype"] == "int32" and desc["output"]["dtype"] == "float32"
+
+
+def test_a_tiled_vae_fits_the_binding_limit_its_tile_was_sized_for(tmp_path, monkeypatch):
+    """With a binding limit the whole 64 x 64 decode breaks and a 32 px tile fits (by vae_tiling's accounting), the
+    automatic tile is 32, the WebGPU build passes the limits check, and the CPU build equals the tiled wrapper."""
+    from pipeline import models
+    from pipeline.layout import Layout
+    from pipeline.submodels import vae_tiling
+    from pipeline.webgpu import limits
+    from tests.model_build import build_alone
+
+    vae_config = models.component_config(tiny_config(tmp_path / "cache"), "vae")
+    binding = vae_tiling.largest_activation(vae_config, 32, 32) * 4
+    assert vae_tiling.largest_activation(vae_config, 64, 64) * 4 > binding
+    monkeypatch.setitem(limits.PROFILES, "default", {**limits.PROFILES["default"],
+                                                     "maxStorageBufferBindingSize": binding})
+    cfg = build_alone(tmp_path / "cache", "vae")
+    assert vae_tiling.resolve(cfg) == 32 and json.loads(trace.paths(cfg, "vae")[1].read_text())["vae_tile"] == 32
+    desc = json.loads(compile_stage.paths(cfg, "vae")["json"].read_text())
+    assert desc["output"]["shape"] == [1, 64, 64, 3]
+    assert desc["webgpu"]["max_buffer_bytes"] <= binding
+    assert json.loads(Layout.from_config(cfg).verify_report("vae").read_text())["passed"]

@@ -76,3 +76,26 @@ def test_shard_needs_only_the_parameter_list_and_the_weights(tmp_path, tiny_f32,
     assert [len(s["records"]) for s in index["records"]] == [1, len(index["metadata"]["param_names"]) - 1]
     assert list(shard.read_cache(params_dir)) == index["metadata"]["param_names"]
     assert not Layout.from_config(fresh).compile_dir().exists()
+
+
+def test_a_split_token_embedding_is_sharded_as_its_row_tables_and_verifies(tmp_path, monkeypatch):
+    """A token embedding over the binding limit (here a 4 MiB limit: the tiny table is 6.3 MB) is traced as two row
+    tables; shard stores each as those rows of the model's weight, the WebGPU build fits the limit, and the CPU
+    build with them equals PyTorch (verify)."""
+    from pipeline.model import compile as compile_stage
+    from pipeline.webgpu import limits
+    from tests.model_build import build_alone
+
+    binding = 4 << 20
+    monkeypatch.setitem(limits.PROFILES, "default", {**limits.PROFILES["default"],
+                                                     "maxStorageBufferBindingSize": binding})
+    cfg = build_alone(tmp_path / "cache", "clip")
+    records = [p for p in json.loads(Layout.from_config(cfg).trace_params("clip").read_text())["params"]
+               if "rows" in p]
+    assert len(records) == 2 and len({p["key"] for p in records}) == 1
+    assert records[0]["key"].endswith("token_embedding.weight")
+    cache = shard.read_cache(Layout.from_config(cfg).params_dir("clip"))
+    table = hf.load_component(cfg, "text_encoder").state_dict()[records[0]["key"]].numpy()
+    assert np.array_equal(np.concatenate([cache[p["name"]] for p in records]), table)
+    assert json.loads(compile_stage.paths(cfg, "clip")["json"].read_text())["webgpu"]["max_buffer_bytes"] <= binding
+    assert json.loads(Layout.from_config(cfg).verify_report("clip").read_text())["passed"]

@@ -17,9 +17,10 @@ def test_model_manifest_matches_the_contract(tiny_f32):  # noqa: F811
     assert json.loads(text)["submodels"]["unet"] == {"wasm": "unet.wasm", "params": "params/unet/",
                                                       "function": "unet"}
     assert {k: found[k] for k in ("model", "dtype", "width", "height", "latent_width", "latent_height",
-                                  "latent_channels", "text_hidden", "max_length", "requires_f16", "lora")} == \
+                                  "latent_channels", "text_hidden", "max_length", "requires_f16", "lora",
+                                  "vae_tile")} == \
         {"model": "tiny", "dtype": "float32", "width": 64, "height": 64, "latent_width": 8, "latent_height": 8,
-         "latent_channels": 4, "lora": [],
+         "latent_channels": 4, "lora": [], "vae_tile": None,
          "text_hidden": 32, "max_length": 77, "requires_f16": False}
     compiled = [json.loads((Layout.from_config(tiny_f32).compile_dir() / f"{s}.json").read_text())
                 for s in ("clip", "unet", "vae")]

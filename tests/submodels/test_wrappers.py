@@ -126,3 +126,35 @@ def test_lcm_unet_embeds_the_guidance_scale_at_batch_1(tmp_path):
         other = code.entry("unet").wrapper(cfg)(x["latents"], x["timestep"], x["text_emb"], torch.tensor([2.0]))
     assert torch.allclose(out, expected, atol=1e-5)
     assert not torch.allclose(out, other, atol=1e-3)  # the scale reaches the UNet
+
+
+def test_token_embedding_splits_only_when_over_the_binding_limit():
+    from pipeline.models import sd15_random
+    from pipeline.submodels.clip import token_embedding_parts
+    from pipeline.webgpu import limits
+
+    text = sd15_random.FAMILY.components["text_encoder"][1]
+    binding = limits.PROFILES["default"]["maxStorageBufferBindingSize"]
+    assert token_embedding_parts(text, "float32", binding) == 2  # 49408 x 768 x 4 = 151.8 MB
+    assert token_embedding_parts(text, "float16", binding) == 1
+    assert token_embedding_parts(text, "float32", limits.PROFILES["desktop"]["maxStorageBufferBindingSize"]) == 1
+
+
+def test_split_token_embedding_clip_equals_the_unsplit_one(tiny_weights, monkeypatch):  # noqa: F811
+    import torch
+
+    from pipeline.webgpu import limits
+
+    ids = code.entry("clip").inputs(models.dims(tiny_weights), torch.Generator().manual_seed(0))["input_ids"]
+    ids[0, :4] = torch.tensor([0, 24703, 24704, 49407], dtype=torch.int32)  # both tables' first and last rows
+    with torch.no_grad():
+        unsplit = code.entry("clip").wrapper(tiny_weights)
+        expected = unsplit(ids)
+        # the tiny table is 49408 x 32 x 4 bytes = 6.3 MB: a 4 MiB binding limit splits it in two
+        monkeypatch.setitem(limits.PROFILES, "default", {**limits.PROFILES["default"],
+                                                         "maxStorageBufferBindingSize": 4 << 20})
+        split = code.entry("clip").wrapper(tiny_weights)
+        out = split(ids)
+    tables = {n.rpartition(".")[2]: p.shape for n, p in split.named_parameters() if "token_embedding" in n}
+    assert tables == {"rows_0": (24704, 32), "rows_24704": (24704, 32)}
+    assert torch.equal(out, expected)

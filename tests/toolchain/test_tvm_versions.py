@@ -23,7 +23,7 @@ from pipeline.webgpu import build as webgpu_build
 from pipeline.webgpu import inspection
 
 ADAPTER_API = ("tir", "schedule", "schedule_block", "scheduled_attr", "dlight", "estimate_tir_flops", "var_name", "expr_type",
-               "tensor_type", "ret_type", "var_remap_key", "module_kind", "module_source", "imported_modules",
+               "tensor_type", "ret_type", "call_type_args", "var_remap_key", "module_kind", "module_source", "imported_modules",
                "allocated_buffers", "cpu_tensor", "take", "dump_tensor_cache", "import_exported_program",
                "TENSOR_CACHE_JSON")
 

@@ -75,6 +75,10 @@ def ret_type(func):
     return func.ret_struct_info
 
 
+def call_type_args(call):
+    return call.sinfo_args
+
+
 def var_remap_key(var):
     """v0.21's ``PyExprMutator.set_var_remap`` is keyed by the Var's ``vid``."""
     return var.vid

@@ -69,6 +69,10 @@ def ret_type(func):
     return func.ret_ty
 
 
+def call_type_args(call):
+    return call.ty_args
+
+
 def var_remap_key(var):
     """What ``PyExprMutator.set_var_remap`` is keyed by: the Var itself."""
     return var
