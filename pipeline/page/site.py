@@ -50,7 +50,7 @@ def site_inputs(cfg: Config) -> dict[str, Path]:
     inputs["tvmjs.bundle.js"] = bundle_path(layout.tvmjs_dir)
     for i, (size, size_cfg) in enumerate(sizes.all_sizes(cfg)):  # one .wasm per submodel and size
         for sub, path in manifest.wasm_paths(size, default=i == 0).items():
-            inputs[f"model/{path}"] = Layout.from_config(size_cfg).wasm_path(sub)
+            inputs.setdefault(f"model/{path}", Layout.from_config(size_cfg).wasm_path(sub))  # clip: the default's
     for sub in submodels.names():  # one set of weights for every size
         inputs[f"model/params/{sub}/{TENSOR_CACHE_JSON}"] = layout.tensor_cache_index(sub)
     for name in TOKENIZER_FILES:

@@ -54,6 +54,9 @@ def test_the_site_places_each_sizes_wasm_and_one_set_of_weights(tmp_path):
     assert files["model/sizes/64x48/unet.wasm"] == wide.wasm_path("unet")
     assert files["model/sizes/64x48/vae.wasm"] == wide.wasm_path("vae")
     assert "model/sizes/64x48/clip.wasm" not in files
+    default = Layout.from_config(cfg)
+    assert [files[f"model/{s}.wasm"] for s in ("clip", "unet", "vae")] == \
+        [default.wasm_path(s) for s in ("clip", "unet", "vae")]
     assert sorted(p for p in files if p.endswith(TENSOR_CACHE_JSON)) == \
         sorted(f"model/params/{s}/{TENSOR_CACHE_JSON}" for s in ("clip", "unet", "vae"))
     assert not any(str(p).startswith(str(wide.variant_dir / "params")) for p in files.values())
