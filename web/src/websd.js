@@ -59,6 +59,15 @@ function disposeSubmodel(m) {
   for (const obj of [m.params, m.fn, m.vm, m.tvm]) obj?.dispose?.();
 }
 
+/** Free a submodel the page no longer runs (a size switch) while the device stays: its weights and VM, not its
+ * Instance, whose dispose() destroys the shared GPUDevice (tvmjs' WebGPUContext.dispose). */
+function retireSubmodel(m) {
+  for (const obj of [m.params, m.fn, m.vm]) obj?.dispose?.();
+  // tvmjs >= 0.22 names it tensorCacheClear, v0.21 ndarrayCacheClear: the cache holds the uploaded weights
+  (m.tvm?.tensorCacheClear ?? m.tvm?.ndarrayCacheClear)?.call(m.tvm);
+  if (m.tvm) m.tvm.deviceLostIsError = false;  // the device's end (dispose) is not this instance's error
+}
+
 export class WebsdModel {
   constructor(parts) {
     // manifest (the site's), sized (the manifest at the loaded size: manifestAtSize), adapter, device, tokenizer,
@@ -86,7 +95,7 @@ export class WebsdModel {
       const progress = newProgress(this.manifest, names.flatMap((n) => submodelFiles(to, n)), this.onProgress);
       const loaded = await withGpuErrorCheck(this.device, `loading size ${name}`,
         () => loadSubmodels(this.tvmjs, this.device, to, this.files, progress, { names }));
-      for (const n of names) disposeSubmodel(this.models[n]);
+      for (const n of names) retireSubmodel(this.models[n]);
       Object.assign(this.models, loaded);
     }
     this.sized = to;

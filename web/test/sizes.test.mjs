@@ -102,16 +102,21 @@ test("switching size loads the new size's unet and vae with their weights from t
     },
   };
   const disposed = [];
-  const models = Object.fromEntries(SUBS.map((s) => [s, { tvm: { dispose: () => disposed.push(s) } }]));
+  const models = Object.fromEntries(SUBS.map((s) => [s, {
+    tvm: { dispose: () => disposed.push(`${s}.tvm`), tensorCacheClear: () => disposed.push(`${s}.cache`) },
+    params: { dispose: () => disposed.push(`${s}.params`) } }]));
   const device = { pushErrorScope() {}, popErrorScope: async () => null };
   const model = new WebsdModel({ manifest, sized: manifestAtSize(manifest), device, models, tvmjs,
     files: new ModelFiles(BASE, manifest.files, { fetch, cache }), onProgress: () => {} });
   assert.equal(model.size, "64x64");
+  const old = { ...models };
 
   await model.setSize("64x48");
   assert.deepEqual(fetched.sort(), ["sizes/64x48/unet.wasm", "sizes/64x48/vae.wasm"]);
-  assert.deepEqual(disposed.sort(), ["unet", "vae"]);
-  assert.equal(model.models.clip, models.clip);
+  // the old size's weights are freed, not its Instance: that would destroy the device the others share
+  assert.deepEqual(disposed.sort(), ["unet.cache", "unet.params", "vae.cache", "vae.params"]);
+  assert.equal(old.unet.tvm.deviceLostIsError, false);
+  assert.equal(model.models.clip, old.clip);
   assert.deepEqual([model.models.unet.tvm.wasm, model.models.vae.tvm.wasm], [11, 12]);
   assert.deepEqual(instances.map((t) => t.uploaded).flat().sort(), ["unet.w", "vae.w"]);
   assert.equal(model.size, "64x48");
