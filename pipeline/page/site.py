@@ -89,26 +89,30 @@ def assemble_site(cfg: Config, model_manifest: dict) -> Path:
     return layout.site_dir
 
 
+def _shared_weight_traces(cfg: Config) -> list[tuple[str, str, Path, Path]]:
+    """(size, submodel, its trace's parameter list, the default size's) per extra size and image-sized submodel."""
+    default = Layout.from_config(cfg)
+    return [(size.name, sub, Layout.from_config(size_cfg).trace_params(sub), default.trace_params(sub))
+            for size, size_cfg in sizes.all_sizes(cfg)[1:] for sub, rec in submodels.REGISTRY.items()
+            if rec.image_sized]
+
+
 def check_shared_weights(cfg: Config) -> None:
     """Every size's build takes the default size's weights: the same parameters in the same order (the traces say),
     else the shared shards would feed it the wrong tensors."""
-    default_layout = Layout.from_config(cfg)
-    for size, size_cfg in sizes.all_sizes(cfg)[1:]:
-        for sub in (s for s, rec in submodels.REGISTRY.items() if rec.image_sized):
-            theirs, ours = (read_json(lay.trace_params(sub), {}).get("params")
-                            for lay in (Layout.from_config(size_cfg), default_layout))
-            if [(p["name"], p["shape"]) for p in theirs or []] != [(p["name"], p["shape"]) for p in ours or ()]:
-                raise WebsdError(f"{sub} at {size.name} takes other parameters than at the default size, so it "
-                                 f"cannot share its weights; drop {size.name} from model.sizes")
+    for size, sub, theirs, ours in _shared_weight_traces(cfg):
+        theirs, ours = ([(p["name"], p["shape"]) for p in read_json(path, {}).get("params", [])]
+                        for path in (theirs, ours))
+        if theirs != ours:
+            raise WebsdError(f"{sub} at {size} takes other parameters than at the default size, so it cannot share "
+                             f"its weights; drop {size} from model.sizes")
 
 
 def inputs(cfg: Config) -> list[Path]:
     """What the site stage reads: every file it places, the compile descriptions the manifest's limits and
-    ``model/kernels.json`` come from, and each extra size's trace parameters (check_shared_weights)."""
-    extra = [Layout.from_config(size_cfg).trace_params(sub) for _, size_cfg in sizes.all_sizes(cfg)[1:]
-             for sub, rec in submodels.REGISTRY.items() if rec.image_sized]
-    return [*site_inputs(cfg).values(), *(p for _, p in manifest.compile_descriptions(cfg)),
-            *(Layout.from_config(cfg).trace_params(sub) for sub in submodels.names() if extra), *extra]
+    ``model/kernels.json`` come from, and the traces' parameter lists check_shared_weights compares."""
+    traces = dict.fromkeys(p for *_, theirs, ours in _shared_weight_traces(cfg) for p in (theirs, ours))
+    return [*site_inputs(cfg).values(), *(p for _, p in manifest.compile_descriptions(cfg)), *traces]
 
 
 def kernel_costs(cfg: Config) -> dict:
