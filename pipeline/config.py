@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,11 @@ class ModelConfig:
     vae_tile: int = 0
     # LoRA files fused into the weights at build time: comma-separated ``path[:scale]`` (pipeline/model/lora.py)
     lora: str = ""
+    # more sizes in the same site: comma-separated (a TOML list too) ``<n>`` or ``<width>x<height>``, e.g.
+    # "512,768,512x768". Each gets its own unet and vae build (clip does not see the image size); all share the one
+    # set of weight shards and the page switches between them without downloading weights again. The size above
+    # (width/height/image_size) is the default and always in the site; empty: just that one (pipeline/sizes.py)
+    sizes: str = field(default="", metadata={"list": True})
     # the llvm (CPU) build and the verify_* tasks that check it against PyTorch: "auto" = only for models small
     # enough for the unscheduled CPU build (tiny); an SD v1.5 UNet forward takes > 18 min there.
     verify: str = field(default="auto", metadata=_choice("auto", "on", "off"))
@@ -108,6 +114,23 @@ class ModelConfig:
             if getattr(self, key) < 0:
                 raise WebsdError(f"config model.{key} must be a number of pixels (0: the default); got "
                                  f"{getattr(self, key)}")
+        self.size_list  # a malformed model.sizes is an error at load time
+
+    @property
+    def size_list(self) -> tuple[tuple[int, int], ...]:
+        """``model.sizes`` as (width, height) pairs, in the given order; whether the model takes them is
+        pipeline.sizes' check (it needs the model's config)."""
+        pairs = []
+        for item in filter(None, (i.strip() for i in self.sizes.split(","))):
+            m = re.fullmatch(r"([1-9][0-9]*)(?:x([1-9][0-9]*))?", item)
+            if not m:
+                raise WebsdError(f"config model.sizes: {item!r} is not a size; write <n> or <width>x<height> "
+                                 "(e.g. 512,512x768)")
+            pair = (int(m[1]), int(m[2] or m[1]))
+            if pair in pairs:
+                raise WebsdError(f"config model.sizes lists {pair[0]}x{pair[1]} twice; list each size once")
+            pairs.append(pair)
+        return tuple(pairs)
 
     @property
     def size_key(self) -> str:
@@ -215,6 +238,8 @@ def _coerce(dotted: str, value: Any, fld: dataclasses.Field, source: str) -> Any
         except ValueError:
             raise WebsdError(f"config {dotted} (from {source}) must be an integer, got {value!r}") from None
     elif want is str:
+        if fld.metadata.get("list") and isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
+            value = ",".join(str(v) for v in value)  # a TOML list of a comma-separated key
         if not isinstance(value, str):
             raise WebsdError(f"config {dotted} (from {source}) must be a string, got {value!r}")
     choices = fld.metadata.get("choices")

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from . import code_deps, submodels
+from . import code_deps, sizes, submodels
 from .config import Config
 from .errors import WebsdError
 from .model import compile, shard, trace, verify, verify_policy, wasm_link, weights
@@ -54,6 +54,9 @@ class Stage:
     # looked up in / stored to the remote build cache (cache.remote; pipeline.remote_cache) before running; never
     # for an always-run stage
     remote_cache: bool = True
+    # its output depends on the image size: run again for each extra size of model.sizes (pipeline.sizes), for the
+    # submodels that see the size; the other stages' outputs (weights, shards) serve every size
+    per_size: bool = False
 
     def __post_init__(self):
         needs = ("run",) if self.always else ("run", "outputs")  # an always-run stage may write nothing
@@ -125,11 +128,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("tvmjs_runtime", "Build TVM's web runtime with emscripten (wasm objects, JS glue, tvmjs.bundle.js)",
           tvmjs_runtime, in_process=True, expensive=True, after=("tvm_checkout",)),
     Stage("weights", "Materialize the embedded model (tiny / sd15-random) as a diffusers folder", weights),
-    Stage("trace", "torch.export the submodel's wrapper (the graph; no TVM involved)", trace, per_submodel=True),
+    Stage("trace", "torch.export the submodel's wrapper (the graph; no TVM involved)", trace, per_submodel=True,
+          per_size=True),
     Stage("compile", "Import the trace into TVM Relax and build it for WebGPU (and llvm when verified)", compile,
-          per_submodel=True, runs_tvm=True),
+          per_submodel=True, runs_tvm=True, per_size=True),
     Stage("link", "Link the compiled submodel with the tvmjs runtime objects into the .wasm the page loads",
-          wasm_link, per_submodel=True),
+          wasm_link, per_submodel=True, per_size=True),
     Stage("shard", "Write the submodel's weights as a tvmjs tensor cache (32 MB shards)", shard, per_submodel=True,
           after=("tvm_build",)),
     Stage("verify", "Check the TVM llvm build against PyTorch on the same inputs", verify, per_submodel=True,
@@ -146,6 +150,35 @@ STAGES: tuple[Stage, ...] = (
           in_process=True, always=True, default=lambda cfg: False),  # like serve: `doit site publish` builds first
 )
 BY_NAME = {s.name: s for s in STAGES}
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """One task of the build: a stage, its submodel, and the config it runs with (the site's, or the site's at one
+    extra size of model.sizes)."""
+    stage: Stage
+    sub: str | None
+    cfg: Config
+    size: sizes.Size | None = None  # an extra size; None: the default size
+
+    @property
+    def name(self) -> str:
+        base = self.stage.task_name(self.sub)
+        return f"{base}_{self.size.name}" if self.size else base
+
+    def overrides(self, cli: dict[str, str]) -> dict[str, str]:
+        """The command-line config of its child process: doit's, at this task's size."""
+        return {**cli, **sizes.overrides(self.size)} if self.size else dict(cli)
+
+
+def tasks(cfg: Config) -> list[StageTask]:
+    """Every task of the build: each stage per submodel, then the size-dependent ones again per extra size."""
+    out = [StageTask(s, sub, cfg) for s in STAGES for sub in s.subs()]
+    for size in sizes.extra(cfg):
+        size_cfg = sizes.at_size(cfg, size)
+        out += [StageTask(s, sub, size_cfg, size) for s in STAGES if s.per_size
+                for sub in s.subs() if submodels.get(sub).image_sized]
+    return out
 
 
 def get(name: str) -> Stage:

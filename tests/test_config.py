@@ -80,3 +80,25 @@ def test_a_bad_submodule_mirror_entry_is_one_line():
 
     with pytest.raises(WebsdError, match="tvm.submodule_mirrors: expected name=path pairs"):
         load_config(pyproject=None, env={"WEBSD_TVM_SUBMODULE_MIRRORS": "dmlc-core"})
+
+
+def test_model_sizes_parse_from_the_command_line_and_a_toml_list(tmp_path):
+    cfg = load_config(pyproject=None, user_config=tmp_path / "none.toml", env={}, cli={"model.sizes": "512, 512x768"})
+    assert cfg.model.size_list == ((512, 512), (512, 768))
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[tool.websd.model]\nsizes = ["512", 768, "512x768"]\n')
+    cfg = load_config(pyproject, tmp_path / "none.toml", env={})
+    assert (cfg.model.sizes, cfg.model.size_list) == ("512,768,512x768", ((512, 512), (768, 768), (512, 768)))
+    assert load_config(pyproject=None, user_config=tmp_path / "none.toml", env={}).model.size_list == ()
+
+
+@pytest.mark.parametrize("sizes, message", [
+    ("512,abc", "model.sizes: 'abc' is not a size; write <n> or <width>x<height>"),
+    ("0", "model.sizes: '0' is not a size"),
+    ("512x", "model.sizes: '512x' is not a size"),
+    ("512,512x512", "model.sizes lists 512x512 twice"),
+])
+def test_a_bad_model_sizes_is_one_line(tmp_path, sizes, message):
+    with pytest.raises(WebsdError) as e:
+        load_config(pyproject=None, user_config=tmp_path / "none.toml", env={}, cli={"model.sizes": sizes})
+    assert message in str(e.value) and "\n" not in str(e.value)

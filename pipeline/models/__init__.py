@@ -211,16 +211,25 @@ def tokenizer_settings(cfg: Config) -> TokenizerSettings:
     return TokenizerSettings(pad_token=str(pad), max_length=max_length)
 
 
+def _size_steps(cfg: Config) -> tuple[int, int]:
+    """(the VAE's upsampling factor, the multiple of it every image side must be)."""
+    vae_scale = 2 ** (len(component_config(cfg, "vae").get("block_out_channels", [64])) - 1)
+    # every UNet down block but the last halves the latent; the VAE upsamples it back
+    return vae_scale, vae_scale * 2 ** (len(component_config(cfg, "unet").get("block_out_channels", [0] * 4)) - 1)
+
+
+def size_multiple(cfg: Config) -> int:
+    """What every image side must be a multiple of for this model."""
+    return _size_steps(cfg)[1]
+
+
 def dims(cfg: Config) -> Dims:
     """Image/latent/text sizes, validated: ``model.width``/``model.height``, else ``model.image_size`` (square),
     else the model's own size."""
     text = component_config(cfg, "text_encoder")
     unet = component_config(cfg, "unet")
-    vae = component_config(cfg, "vae")
-    vae_scale = 2 ** (len(vae.get("block_out_channels", [64])) - 1)
+    vae_scale, multiple = _size_steps(cfg)
     own = unet.get("sample_size", 64) * vae_scale
-    # every UNet down block but the last halves the latent; the VAE upsamples it back
-    multiple = vae_scale * 2 ** (len(unet.get("block_out_channels", [0, 0, 0, 0])) - 1)
     sizes = {}
     for key in ("width", "height"):
         given = getattr(cfg.model, key) or cfg.model.image_size

@@ -2,7 +2,9 @@
 the compiled kernels need (the page requests exactly those)."""
 from __future__ import annotations
 
-from .. import models, submodels
+from pathlib import Path
+
+from .. import models, sizes, submodels
 from ..config import Config
 from ..errors import WebsdError
 from ..fsutil import read_json
@@ -31,10 +33,8 @@ def model_manifest(cfg: Config) -> dict:
     (``<sub>.json``) but no torch/TVM.
     """
     d = models.dims(cfg)
-    layout = Layout.from_config(cfg)
     max_buffer, required, built_with = 0, {}, set()
-    for sub in submodels.REGISTRY:
-        desc_path = layout.compile_json(sub)
+    for sub, desc_path in compile_descriptions(cfg):  # the page requests limits once: the most any size needs
         built_with.add(read_json(desc_path, {}).get("tvm_version"))
         desc = read_json(desc_path, {}).get("webgpu")
         if desc is None or "required_limits" not in desc:
@@ -61,6 +61,11 @@ def model_manifest(cfg: Config) -> dict:
         "max_length": d.max_length,
         "submodels": {sub: {"wasm": f"{sub}.wasm", "params": f"params/{sub}/", "function": sub}
                       for sub in submodels.REGISTRY},
+        # every size the page offers (model.sizes), the default first: its own .wasm of each image-sized submodel
+        # (the site adds each one's sha256), the same weights; the fields above are the default size's
+        "default_size": sizes.default(cfg).name,
+        "sizes": [_size_entry(size, size_cfg, default=i == 0)
+                  for i, (size, size_cfg) in enumerate(sizes.all_sizes(cfg))],
         "scheduler": _json_safe(models.scheduler_config(cfg)),
         # the page's starting steps, guidance and scheduler; classifier_free False: clip and unet take the prompt
         # alone (batch 1) and the unet no guidance_scale (pipeline.submodels.unet)
@@ -77,3 +82,27 @@ def model_manifest(cfg: Config) -> dict:
         "limits_profile": cfg.webgpu.limits,
         "required_limits": required,
     }
+
+
+def wasm_paths(size: sizes.Size, default: bool) -> dict[str, str]:
+    """Each submodel's .wasm at ``size``, as a path in the site's model/: the default size's at the top, an extra
+    size's image-sized submodels under sizes/<name>/."""
+    return {sub: f"{sub}.wasm" if default or not s.image_sized else f"sizes/{size.name}/{sub}.wasm"
+            for sub, s in submodels.REGISTRY.items()}
+
+
+def compile_descriptions(cfg: Config) -> list[tuple[str, Path]]:
+    """(submodel, its compile description's path) of every build in the site: each submodel at the default size,
+    the image-sized ones at each extra size."""
+    out = []
+    for i, (size, size_cfg) in enumerate(sizes.all_sizes(cfg)):
+        layout = Layout.from_config(size_cfg)
+        out += [(sub, layout.compile_json(sub)) for sub, s in submodels.REGISTRY.items() if i == 0 or s.image_sized]
+    return out
+
+
+def _size_entry(size: sizes.Size, size_cfg: Config, default: bool) -> dict:
+    d = models.dims(size_cfg)
+    return {"name": size.name, "width": d.width, "height": d.height, "latent_width": d.latent_width,
+            "latent_height": d.latent_height, "vae_tile": vae_tiling.resolve(size_cfg) or None,
+            "wasm": wasm_paths(size, default)}

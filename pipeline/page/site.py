@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from . import manifest
-from .. import submodels
+from .. import sizes, submodels
 from ..config import PROJECT_ROOT, Config
 from ..errors import WebsdError
 from ..fsutil import publish_versioned, read_json, sha256_file, versions_dir, write_json
@@ -48,8 +48,10 @@ def site_inputs(cfg: Config) -> dict[str, Path]:
     layout = Layout.from_config(cfg)
     inputs = page_files()
     inputs["tvmjs.bundle.js"] = bundle_path(layout.tvmjs_dir)
-    for sub in submodels.names():
-        inputs[f"model/{sub}.wasm"] = layout.wasm_path(sub)
+    for i, (size, size_cfg) in enumerate(sizes.all_sizes(cfg)):  # one .wasm per submodel and size
+        for sub, path in manifest.wasm_paths(size, default=i == 0).items():
+            inputs.setdefault(f"model/{path}", Layout.from_config(size_cfg).wasm_path(sub))  # clip: the default's
+    for sub in submodels.names():  # one set of weights for every size
         inputs[f"model/params/{sub}/{TENSOR_CACHE_JSON}"] = layout.tensor_cache_index(sub)
     for name in TOKENIZER_FILES:
         inputs[f"model/tokenizer/{name}"] = layout.tokenizer_dir / name
@@ -71,10 +73,13 @@ def assemble_site(cfg: Config, model_manifest: dict) -> Path:
         hint = "run ./setup.sh (npm install in web/)" if "node_modules" in missing[0] else "run `doit` to build them"
         raise WebsdError(f"site input missing: {missing[0]}{f' (+{len(missing) - 1} more)' if len(missing) > 1 else ''}; "
                          f"{hint}")
+    check_shared_weights(cfg)
     manifest = dict(model_manifest)
     manifest["tokenizer"] = {name.split(".")[0]: f"tokenizer/{name}" for name in TOKENIZER_FILES}
     manifest["files"] = {name[len("model/"):]: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
                          for name, path in sorted(files.items()) if name.startswith("model/")}
+    manifest["sizes"] = [{**size, "sha256": {sub: manifest["files"][path]["sha256"]
+                                             for sub, path in size["wasm"].items()}} for size in manifest["sizes"]]
     with publish_versioned(layout.site_dir) as work:
         for name, path in files.items():
             _place(path, work / name)
@@ -84,11 +89,30 @@ def assemble_site(cfg: Config, model_manifest: dict) -> Path:
     return layout.site_dir
 
 
+def _shared_weight_traces(cfg: Config) -> list[tuple[str, str, Path, Path]]:
+    """(size, submodel, its trace's parameter list, the default size's) per extra size and image-sized submodel."""
+    default = Layout.from_config(cfg)
+    return [(size.name, sub, Layout.from_config(size_cfg).trace_params(sub), default.trace_params(sub))
+            for size, size_cfg in sizes.all_sizes(cfg)[1:] for sub, rec in submodels.REGISTRY.items()
+            if rec.image_sized]
+
+
+def check_shared_weights(cfg: Config) -> None:
+    """Every size's build takes the default size's weights: the same parameters in the same order (the traces say),
+    else the shared shards would feed it the wrong tensors."""
+    for size, sub, theirs, ours in _shared_weight_traces(cfg):
+        theirs, ours = ([(p["name"], p["shape"]) for p in read_json(path, {}).get("params", [])]
+                        for path in (theirs, ours))
+        if theirs != ours:
+            raise WebsdError(f"{sub} at {size} takes other parameters than at the default size, so it cannot share "
+                             f"its weights; drop {size} from model.sizes")
+
+
 def inputs(cfg: Config) -> list[Path]:
-    """What the site stage reads: every file it places, and the compile descriptions the manifest's limits and
-    ``model/kernels.json`` come from."""
-    layout = Layout.from_config(cfg)
-    return [*site_inputs(cfg).values(), *(layout.compile_json(sub) for sub in submodels.names())]
+    """What the site stage reads: every file it places, the compile descriptions the manifest's limits and
+    ``model/kernels.json`` come from, and the traces' parameter lists check_shared_weights compares."""
+    traces = dict.fromkeys(p for *_, theirs, ours in _shared_weight_traces(cfg) for p in (theirs, ours))
+    return [*site_inputs(cfg).values(), *(p for _, p in manifest.compile_descriptions(cfg)), *traces]
 
 
 def kernel_costs(cfg: Config) -> dict:

@@ -20,6 +20,8 @@ class Submodel:
     name: str  # also the entry function's name and the entry module's
     component: str  # the diffusers folder component it loads (text_encoder, unet, vae)
     output: str  # the name of the entry function's result
+    # its inputs have the image's shape: one build per size of model.sizes (pipeline.sizes); clip takes token ids
+    image_sized: bool = True
 
     @property
     def module(self) -> str:
@@ -28,7 +30,7 @@ class Submodel:
 
 
 REGISTRY: dict[str, Submodel] = {s.name: s for s in (
-    Submodel("clip", component="text_encoder", output="text_emb"),
+    Submodel("clip", component="text_encoder", output="text_emb", image_sized=False),
     Submodel("unet", component="unet", output="noise_pred"),
     Submodel("vae", component="vae", output="image"),
 )}

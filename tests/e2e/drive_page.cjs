@@ -16,6 +16,9 @@
 //                        the canvas bytes are read back). Either way the controls show the run's settings, so
 //                        the screenshot (a PNG of the page after that run) documents what was generated.
 //   screenshot?          a PNG of the page after loading (e.g. to show an error)
+//   countRequests?       the server records requests (page_driver.serving(record=True)): wait until the load's
+//                        files are stored in the weight cache, and give each run the model/ paths requested
+//                        during it (run.requests)
 // }
 // Prints one JSON line: {loadState, error, loadMs, runs: [{name, state, width, height, ms, pixelsFile, rgbaFile}],
 // canvasBlank, browserMs, console: [messages of type error/warning]}. Exit code 0 unless the driver itself failed
@@ -89,8 +92,14 @@ async function main() {
       return el.hidden ? null : el.textContent;
     });
 
+    const requests = async () => (spec.countRequests
+      ? (await (await fetch(new URL("__test/requests", spec.url))).json()) : []);
+    if (result.loadState === "ready" && spec.countRequests) {
+      await page.waitForFunction(() => document.body.dataset.cacheStored === "1", null, { timeout });
+    }
     if (result.loadState === "ready") {
       for (const run of spec.runs ?? []) {
+        const mark = (await requests()).length;
         const options = { ...run.options };
         if (run.latentsFile) {
           const buf = fs.readFileSync(run.latentsFile);
@@ -102,6 +111,7 @@ async function main() {
           : await page.evaluate(generateWithApi, options);
         const entry = { name: run.name, via: run.via ?? "api", state: out.state, ms: Date.now() - t0,
           error: out.error ?? null };
+        if (spec.countRequests) entry.requests = (await requests()).slice(mark).filter((p) => p.startsWith("model/"));
         if (!out.error) {
           entry.width = out.width;
           entry.height = out.height;

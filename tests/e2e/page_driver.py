@@ -77,9 +77,10 @@ def serving(site_dir: Path, record: bool = False):
 
 
 def drive_page(url: str, work_dir: Path, runs: list[dict] = (), screenshot: Path | None = None,
-               timeout_s: float = 1800) -> dict:
+               timeout_s: float = 1800, count_requests: bool = False) -> dict:
     """Load ``url`` in a fresh headless Chromium profile, make the images of ``runs`` and return the driver's report
-    (see drive_page.cjs). Each run gets ``pixels`` (the VAE output, H x W x 3 float32 0..255; None for a run made
+    (see drive_page.cjs). ``count_requests`` (a ``serving(record=True)`` server): each run's ``requests``, the model
+    files asked for while it ran, counted once the load's files are in the weight cache. Each run gets ``pixels`` (the VAE output, H x W x 3 float32 0..255; None for a run made
     through the form) and ``rgba`` (the canvas bytes, H x W x 4)."""
     import numpy as np
 
@@ -88,7 +89,7 @@ def drive_page(url: str, work_dir: Path, runs: list[dict] = (), screenshot: Path
     shutil.rmtree(profile, ignore_errors=True)
     profile.mkdir(parents=True)
     spec = {"url": url, "userDataDir": str(profile), "outDir": str(work_dir / "pixels"),
-            "timeoutMs": int(timeout_s * 1000), "runs": list(runs)}
+            "timeoutMs": int(timeout_s * 1000), "runs": list(runs), "countRequests": count_requests}
     if screenshot is not None:
         spec["screenshot"] = str(screenshot)
     spec_path = work_dir / "spec.json"

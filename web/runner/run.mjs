@@ -8,7 +8,9 @@
 //       [--prompt ...] [--negative ...] [--guidance G] [--scheduler S] [--seed 0 | --latents noise.f32]
 //       (steps, guidance and scheduler left out: the model's own, manifest.json "defaults", as on the page)
 //       [--dawn-feature vulkan_enable_f16_on_nvidia] [--list-adapter] [--profile] [--serial-load]
-//       [--cache-dir DIR] [--launch replay|plain]
+//       [--cache-dir DIR] [--launch replay|plain] [--size WxH]
+//
+// --size runs one of the site's sizes (manifest.json "sizes", built with model.sizes; default: its default size).
 //
 // It loads the site through web/src/websd.js, the module the page's worker runs. --cache-dir keeps the weights in
 // DIR (fs_cache.js: the page's weight cache on disk) and loads the site twice: the first load fetches what DIR
@@ -122,7 +124,7 @@ function options() {
       verbose: { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
       "serial-load": { type: "boolean", default: false },
-      "cache-dir": { type: "string" },
+      "cache-dir": { type: "string" }, size: { type: "string" },
       launch: { type: "string", default: "replay" },
     },
   });
@@ -173,7 +175,7 @@ async function main() {
   let lastStage = "";
   const cache = o["cache-dir"] ? new FsWeightCache(path.resolve(o["cache-dir"])) : null;
   const loadOnce = () => loadSite(pathToFileURL(`${site}/`), {
-    tvmjs, gpu, fetch: fileFetch, cache, serialLoad: o["serial-load"],
+    tvmjs, gpu, fetch: fileFetch, cache, serialLoad: o["serial-load"], size: o.size,
     optionalFeatures: o.profile ? ["timestamp-query"] : [],
     onProgress: (p) => {
       if (o.verbose && p.stage !== lastStage) console.log(`  ${(lastStage = p.stage)}`);
@@ -207,7 +209,7 @@ async function main() {
       `(${(l.files.fetched_bytes / 1e6).toFixed(1)} MB)${l.files.dropped.length ? `, ${l.files.dropped.length} ` +
       "bad cache entries dropped" : ""}`);
   }
-  const { manifest, tokenizer } = model;
+  const { sized: manifest, tokenizer } = model;  // the manifest at the size loaded (--size)
   const loaded = model.models;
 
   const counter = installCallCounter(globals);
@@ -248,7 +250,8 @@ async function main() {
 
   const result = {
     adapter, dawn_features: o["dawn-feature"], node: process.version, launch: o.launch,
-    site: { model: manifest.model, dtype: manifest.dtype, width: manifest.width, height: manifest.height,
+    site: { model: manifest.model, dtype: manifest.dtype, size: model.size, width: manifest.width,
+      height: manifest.height,
       required_limits: manifest.required_limits ?? null, limits_profile: manifest.limits_profile ?? null },
     settings: { ...settings, latents: o.latents ? path.basename(o.latents) : null },
     load, second_load: secondLoad, calls, image_seconds: imageSeconds.map((s) => round(s, 4)),

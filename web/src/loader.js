@@ -59,13 +59,14 @@ export async function loadTokenizer(manifest, source, progress) {
 /** Every file a page load fetches (tokenizer, each submodel's wasm and weights): the progress bar's total. */
 export function filesToFetch(manifest) {
   const { json, config } = tokenizerPaths(manifest);
-  const paths = [json, config];
-  for (const name of SUBMODELS) {
-    const sub = manifest.submodels[name];
-    const dir = sub.params.endsWith("/") ? sub.params : `${sub.params}/`;
-    paths.push(sub.wasm, ...Object.keys(manifest.files).filter((p) => p.startsWith(dir)));
-  }
-  return paths;
+  return [json, config, ...SUBMODELS.flatMap((name) => submodelFiles(manifest, name))];
+}
+
+/** The files one submodel loads: its .wasm, its tensor-cache.json and shards. */
+export function submodelFiles(manifest, name) {
+  const sub = manifest.submodels[name];
+  const dir = sub.params.endsWith("/") ? sub.params : `${sub.params}/`;
+  return [sub.wasm, ...Object.keys(manifest.files).filter((p) => p.startsWith(dir))];
 }
 
 function toHex(buffer) {
@@ -326,13 +327,15 @@ export function uploadRecord(tvm, rec, shardBytes, shardName) {
  * loading them one after another (benchmarks/results/webgpu-sd15-random-h200.md measures both).
  * @returns {Promise<Object<string, TvmSubmodel>>} by submodel name
  */
-export async function loadSubmodels(tvmjs, gpuDevice, manifest, source, progress, { serial = false } = {}) {
+export async function loadSubmodels(tvmjs, gpuDevice, manifest, source, progress,
+  { serial = false, names = SUBMODELS } = {}) {
   const load = (name) => TvmSubmodel.load(tvmjs, gpuDevice, name, manifest, source, progress);
   if (serial) {  // one after another: only to measure what the overlap saves (the runner's --serial-load)
     const models = {};
-    for (const name of SUBMODELS) models[name] = await load(name);
+    for (const name of names) models[name] = await load(name);
     return models;
   }
-  const loaded = await Promise.all(SUBMODELS.map(load));
-  return Object.fromEntries(SUBMODELS.map((name, i) => [name, loaded[i]]));
+  const loaded = await Promise.all(names.map(load));
+  return Object.fromEntries(names.map((name, i) => [name, loaded[i]]));
 }
+

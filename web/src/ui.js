@@ -4,13 +4,14 @@
 // document.body.dataset.state: "loading" -> "ready" -> "running" -> "done" (-> "running" ...), or "error" with the
 // message in #error. Cancel returns to "ready". A message that stops nothing (storage too small) is in #notice.
 //
-// URL parameters: prompt, negative, steps, guidance, seed, scheduler, preview (k), autorun=1, and
+// URL parameters: prompt, negative, steps, guidance, seed, scheduler, preview (k), size (WxH), autorun=1, and
 // latents=<url of raw little-endian float32 initial noise, 1 x C x h x w> which replaces the seeded noise.
 //
 // window.websd = {
 //   ready: Promise (resolves when the model is loaded, rejects on a load error),
-//   manifest, schedulers: [names], loadStats (files from the cache / the network),
-//   generate({prompt, negativePrompt, seed, steps, guidance, scheduler, latents: Float32Array, previewEvery})
+//   manifest, schedulers: [names], sizes: [names, the default first], loadStats (files from the cache / the network),
+//   generate({prompt, negativePrompt, seed, steps, guidance, scheduler, latents: Float32Array, previewEvery,
+//             size: one of sizes (its modules load, its weights come from the weight cache)})
 //     -> Promise<{width, height, pixels: Float32Array (H*W*3, 0..255), rgba: Uint8ClampedArray}>  (also drawn),
 //   cancel(), cacheStatus() -> {files, bytes, cachedFiles, cachedBytes}, deleteCache()
 // }
@@ -18,6 +19,7 @@
 import { PageError } from "./gpu.js";
 import { modelDefaults } from "./pipeline.js";
 import { DEFAULT_SCHEDULER, SCHEDULERS } from "./schedulers/index.js";
+import { sizeNames } from "./sizes.js";
 import { WorkerModel } from "./worker_client.js";
 
 const $ = (id) => document.getElementById(id);
@@ -62,6 +64,7 @@ async function load(sd) {
       `${p.stage} — ${mb(p.doneBytes)} / ${mb(p.totalBytes)} MB`),
     onNotice: showNotice,
     onDeviceLost: (text) => showError(new PageError(text)),
+    size: params.get("size") ?? undefined,  // loaded first, so a ?size= page loads only that size's modules
     onCacheStored: (status) => {
       showCache(status, window.websd.loadStats);
       document.body.dataset.cacheStored = "1";  // for tests: what this load fetched is stored (or refused)
@@ -108,12 +111,13 @@ function readControls() {
     seed: parseInt($("seed").value, 10),
     scheduler: $("scheduler").value,
     previewEvery: parseInt($("preview-every").value, 10) || 0,
+    size: $("size").value || undefined,
   };
 }
 
 function applyUrlParams() {
   const map = { prompt: "prompt", negative: "negative-prompt", steps: "steps", guidance: "guidance", seed: "seed",
-    scheduler: "scheduler", preview: "preview-every" };
+    scheduler: "scheduler", preview: "preview-every" };  // size: set once the manifest lists the sizes
   for (const [key, id] of Object.entries(map)) {
     if (params.has(key)) $(id).value = params.get(key);
   }
@@ -126,6 +130,11 @@ function applyModelDefaults(manifest) {
   for (const [key, id] of [["steps", "steps"], ["guidance", "guidance"], ["scheduler", "scheduler"]]) {
     if (!params.has(key)) $(id).value = String(own[key]);
   }
+  const sizes = sizeNames(manifest);  // the size control: one option per size the site was built with
+  const select = $("size");
+  for (const name of sizes) select.add(new Option(name.replace("x", " × "), name));
+  select.value = sizes.includes(params.get("size")) ? params.get("size") : sizes[0];
+  $("size-label").hidden = sizes.length < 2;
   if (manifest.classifier_free === false) {
     for (const id of ["guidance", "negative-prompt"]) {
       $(id).disabled = true;
@@ -158,6 +167,7 @@ function setup() {
     $("error").hidden = true;
     setState("running");
     const o = { ...modelDefaults(loaded.manifest), latents: loaded.fixedLatents ?? undefined, ...opts };
+    if (o.size) $("size").value = o.size;  // the control shows the size generated
     const started = performance.now();
     let lastStep = 0;
     try {
@@ -211,7 +221,7 @@ function setup() {
   const ready = load(sd).then((l) => {
     loaded = l;
     applyModelDefaults(l.manifest);
-    Object.assign(window.websd, { manifest: l.manifest, loadStats: l.loadStats });
+    Object.assign(window.websd, { manifest: l.manifest, loadStats: l.loadStats, sizes: sizeNames(l.manifest) });
     showCache(l.cache, l.loadStats);
     if (l.fixedLatents) {
       $("latents-note").textContent = "Initial noise comes from the latents URL (the seed is ignored).";
@@ -225,7 +235,8 @@ function setup() {
   ready.catch(showError);
 
   window.websd = { ready, generate, cancel: () => sd.cancel(), cacheStatus: () => sd.cacheStatus(),
-    deleteCache: () => sd.deleteCache(), manifest: null, loadStats: null, schedulers: Object.keys(SCHEDULERS) };
+    deleteCache: () => sd.deleteCache(), manifest: null, loadStats: null, sizes: [],
+    schedulers: Object.keys(SCHEDULERS) };
 }
 
 setup();

@@ -3,7 +3,8 @@
 // API and an example: web/README.md.
 
 import { requestDevice, withGpuErrorCheck } from "./gpu.js";
-import { filesToFetch, loadManifest, loadSubmodels, loadTokenizer, Progress } from "./loader.js";
+import { filesToFetch, loadManifest, loadSubmodels, loadTokenizer, Progress, submodelFiles } from "./loader.js";
+import { manifestAtSize, submodelsToSwitch } from "./sizes.js";
 import { StableDiffusion } from "./pipeline.js";
 import { checkStorage, ModelFiles } from "./weight_cache.js";
 
@@ -22,36 +23,83 @@ import { checkStorage, ModelFiles } from "./weight_cache.js";
  * @param {string[]} [options.optionalFeatures] GPU features requested where present (e.g. "timestamp-query")
  * @param {boolean} [options.serialLoad] load the submodels one after another (to measure the overlap)
  * @param {(device: GPUDevice) => void} [options.onDevice] called with the device before anything is loaded
+ * @param {string} [options.size] which of the site's sizes (manifest.sizes[].name, "<width>x<height>") to load;
+ *   default: the manifest's default_size. generate({size}) switches later.
  * @returns {Promise<WebsdModel>}
  */
 export async function loadSite(siteUrl, options) {
   const { tvmjs, gpu = globalThis.navigator?.gpu, fetch = globalThis.fetch, cache = null,
     onProgress = () => {}, onNotice = () => {}, optionalFeatures = [], serialLoad = false, onDevice = () => {},
+    size = null,
   } = options;
   const start = performance.now();
   const manifestUrl = new URL("model/manifest.json", siteUrl);
   const manifest = await loadManifest(manifestUrl.href, fetch);
+  const sized = manifestAtSize(manifest, size);  // an unknown size stops here, before the device or a download
   const { adapter, device } = await requestDevice(manifest, gpu, optionalFeatures);
   onDevice(device);
   const storage = await checkStorage(cache, manifest);
   if (storage.notice) onNotice(storage.notice);
   const files = new ModelFiles(manifestUrl, manifest.files, { fetch, cache, store: storage.fits, onNotice });
-  const total = filesToFetch(manifest).reduce((sum, p) => sum + (manifest.files[p]?.bytes ?? 0), 0);
-  const progress = new Progress(total, (p) => onProgress({ stage: p.stage, doneBytes: p.doneBytes,
-    totalBytes: p.totalBytes }));
+  const progress = newProgress(manifest, filesToFetch(sized), onProgress);
   const tokenizer = await loadTokenizer(manifest, files, progress);
   // one error scope for the concurrent loads: WebGPU's error scopes are a stack, not per task
   const models = await withGpuErrorCheck(device, "loading the model",
-    () => loadSubmodels(tvmjs, device, manifest, files, progress, { serial: serialLoad }));
-  return new WebsdModel({ manifest, adapter, device, tokenizer, models, files, storage,
+    () => loadSubmodels(tvmjs, device, sized, files, progress, { serial: serialLoad }));
+  return new WebsdModel({ manifest, sized, adapter, device, tokenizer, models, files, storage, tvmjs, onProgress,
     loadMs: performance.now() - start });
+}
+
+function newProgress(manifest, paths, onProgress) {
+  const total = paths.reduce((sum, p) => sum + (manifest.files[p]?.bytes ?? 0), 0);
+  return new Progress(total, (p) => onProgress({ stage: p.stage, doneBytes: p.doneBytes, totalBytes: p.totalBytes }));
+}
+
+function disposeSubmodel(m) {
+  for (const obj of [m.params, m.fn, m.vm, m.tvm]) obj?.dispose?.();
+}
+
+/** Free a submodel the page no longer runs (a size switch) while the device stays: its weights and VM, not its
+ * Instance, whose dispose() destroys the shared GPUDevice (tvmjs' WebGPUContext.dispose). */
+function retireSubmodel(m) {
+  for (const obj of [m.params, m.fn, m.vm]) obj?.dispose?.();
+  // tvmjs >= 0.22 names it tensorCacheClear, v0.21 ndarrayCacheClear: the cache holds the uploaded weights
+  (m.tvm?.tensorCacheClear ?? m.tvm?.ndarrayCacheClear)?.call(m.tvm);
+  if (m.tvm) m.tvm.deviceLostIsError = false;  // the device's end (dispose) is not this instance's error
 }
 
 export class WebsdModel {
   constructor(parts) {
-    Object.assign(this, parts);  // manifest, adapter, device, tokenizer, models, files, storage, loadMs
-    this.pipeline = new StableDiffusion(this.manifest, this.tokenizer, this.models);
+    // manifest (the site's), sized (the manifest at the loaded size: manifestAtSize), adapter, device, tokenizer,
+    // models, files, storage, tvmjs, onProgress, loadMs
+    Object.assign(this, parts);
+    this.pipeline = new StableDiffusion(this.sized, this.tokenizer, this.models);
     this.running = null;  // the AbortController of the generation under way
+  }
+
+  /** The loaded size's name ("<width>x<height>"). */
+  get size() {
+    return this.sized.size ?? `${this.sized.width}x${this.sized.height}`;
+  }
+
+  /**
+   * Switch to another of the site's sizes: load that size's .wasm of each submodel that differs (unet, vae) and
+   * free the old ones. The weights are the same files: they come from the weight cache (`files`), so a page that
+   * has stored them downloads none again. Called by generate({size}).
+   * @param {string} name manifest.sizes[].name
+   */
+  async setSize(name) {
+    const to = manifestAtSize(this.manifest, name);
+    const names = submodelsToSwitch(this.sized, to);
+    if (names.length) {
+      const progress = newProgress(this.manifest, names.flatMap((n) => submodelFiles(to, n)), this.onProgress);
+      const loaded = await withGpuErrorCheck(this.device, `loading size ${name}`,
+        () => loadSubmodels(this.tvmjs, this.device, to, this.files, progress, { names }));
+      for (const n of names) retireSubmodel(this.models[n]);
+      Object.assign(this.models, loaded);
+    }
+    this.sized = to;
+    this.pipeline = new StableDiffusion(to, this.tokenizer, this.models);
   }
 
   /** Where the load's files came from: {cachedFiles, cachedBytes, fetchedFiles, fetchedBytes, dropped, ...}. */
@@ -62,7 +110,8 @@ export class WebsdModel {
   /**
    * Generate one image; one at a time.
    * @param {object} opts prompt, negativePrompt, seed, steps, guidance, scheduler ("dpm++2m" | "euler"),
-   *   latents (Float32Array, replaces the seeded noise), previewEvery
+   *   latents (Float32Array, replaces the seeded noise), previewEvery, size (one of manifest.sizes[].name: switches
+   *   to it first, see setSize; default: the size loaded last)
    * @param {{onStep?: Function, signal?: AbortSignal}} [hooks] onStep({step, steps, timestep, preview?})
    * @returns {Promise<{width, height, pixels: Float32Array, rgba: Uint8ClampedArray}>} rejects with
    *   pipeline.js Cancelled after cancel()
@@ -73,6 +122,7 @@ export class WebsdModel {
     signal?.addEventListener("abort", () => controller.abort(), { once: true });
     this.running = controller;
     try {
+      if (opts.size && opts.size !== this.size) await this.setSize(opts.size);
       return await withGpuErrorCheck(this.device, "generating",
         () => this.pipeline.generate(opts, onStep, controller.signal));
     } finally {
@@ -88,9 +138,7 @@ export class WebsdModel {
   /** Free the GPU memory and the TVM instances; the object is unusable afterwards. */
   dispose() {
     this.cancel();
-    for (const m of Object.values(this.models)) {
-      for (const obj of [m.params, m.fn, m.vm, m.tvm]) obj?.dispose?.();
-    }
+    Object.values(this.models).forEach(disposeSubmodel);
     this.device.destroy();
   }
 }

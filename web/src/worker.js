@@ -27,9 +27,9 @@ async function importTvmjs() {
 }
 
 const ops = {
-  async load({ siteUrl }) {
+  async load({ siteUrl, size }) {
     model = await loadSite(siteUrl, {
-      tvmjs: await importTvmjs(), cache,
+      tvmjs: await importTvmjs(), cache, size,
       onProgress: (p) => emit("progress", p),
       onNotice: (text) => emit("notice", text),
     });
@@ -38,11 +38,11 @@ const ops = {
     });
     // the files the load fetched are still being stored: the page hears when that is done
     model.files.flush().then(async () => emit("cacheStored", cache && await cacheStatus(cache, model.manifest)));
-    return { manifest: model.manifest, loadMs: model.loadMs, loadStats: model.loadStats,
+    return { manifest: model.manifest, size: model.size, loadMs: model.loadMs, loadStats: model.loadStats,
       persisted: model.storage.persisted, cache: cache && await cacheStatus(cache, model.manifest) };
   },
 
-  async generate(opts) {
+  async generate(opts) {  // opts.size: another of the site's sizes (websd.js setSize: weights from the cache)
     return model.generate(opts, {
       onStep: ({ step, steps, timestep, preview }) => emit("step", { step, steps, timestep, preview }),
     });

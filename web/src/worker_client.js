@@ -1,8 +1,8 @@
 // The main thread's side of worker.js: the same operations as websd.js, as promises, with the model in a worker.
 //
 //   const sd = new WorkerModel();                      // starts worker.js (a module worker)
-//   const info = await sd.load(siteUrl, {onProgress, onNotice, onCacheStored});
-//   const image = await sd.generate({prompt, seed, steps}, {onStep});   // rejects with err.cancelled after cancel()
+//   const info = await sd.load(siteUrl, {onProgress, onNotice, onCacheStored, size});
+//   const image = await sd.generate({prompt, seed, steps, size}, {onStep});   // rejects with err.cancelled after cancel()
 //   sd.cancel(); await sd.cacheStatus(); await sd.deleteCache(); sd.dispose();
 
 import { PageError } from "./gpu.js";
@@ -52,13 +52,14 @@ export class WorkerModel {
   }
 
   /**
-   * Load the site; resolves to {manifest, loadMs, loadStats, persisted, cache}. onCacheStored(cache status) is
-   * called when the files the load fetched are all stored (after the load resolves).
+   * Load the site (at `size`, one of manifest.sizes[].name; default: the site's default size); resolves to
+   * {manifest, size, loadMs, loadStats, persisted, cache}. onCacheStored(cache status) is called when the files the
+   * load fetched are all stored (after the load resolves).
    */
-  load(siteUrl, { onProgress, onNotice, onDeviceLost, onCacheStored } = {}) {
+  load(siteUrl, { onProgress, onNotice, onDeviceLost, onCacheStored, size } = {}) {
     Object.assign(this.handlers, { progress: onProgress, notice: onNotice, deviceLost: onDeviceLost,
       cacheStored: onCacheStored });
-    return this.call("load", { siteUrl: String(siteUrl) });
+    return this.call("load", { siteUrl: String(siteUrl), size });
   }
 
   generate(opts, { onStep } = {}) {
