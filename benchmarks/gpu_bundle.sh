@@ -31,6 +31,9 @@ LIMIT_MIB=64
 pack() {
     local bundle=$1; shift
     mkdir -p "$bundle/whl" "$bundle/deb" "$bundle/sites"
+    # the commit the figures belong to (the GPU machine gets a copy of the tree without .git); "+dirty" if it differs
+    { git rev-parse HEAD; git diff --quiet HEAD -- . ':!bundle-*' || echo "+dirty"; } 2>/dev/null | paste -sd '' \
+        > "$bundle/commit" || true
     xz -T0 -6 -c "$(command -v node)" > "$bundle/node.xz"
     tar -C web -cJf "$bundle/node_modules.tar.xz" node_modules/webgpu/package.json node_modules/webgpu/index.js \
         node_modules/webgpu/dist/linux-x64 node_modules/@huggingface
@@ -63,6 +66,7 @@ run() {
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/pysite \
         "$bundle"/whl/*.whl
     export PYTHONPATH=/tmp/pysite PYTHONUNBUFFERED=1
+    [ -n "${WEBSD_COMMIT:-}" ] || [ ! -s "$bundle/commit" ] || export WEBSD_COMMIT=$(cat "$bundle/commit")
     local sites=()
     for archive in "$bundle"/sites/*.tar.xz; do
         local dir=/tmp/sites/$(basename "$archive" .tar.xz)
