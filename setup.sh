@@ -82,6 +82,54 @@ PY
 }
 install_lavapipe
 
+# A second software Vulkan driver, for the subgroup-matrix kernels (WebGPU's chromium-experimental-subgroup-matrix,
+# issue 20): Dawn offers that feature where Vulkan has VK_KHR_cooperative_matrix, which lavapipe has from Mesa 26. The
+# release after Debian 12 backports it, built against that release's C library, so the driver, its libraries and
+# that release's dynamic loader are unpacked together into .venv/lavapipe-sm, and .venv/lavapipe-sm/bin/node runs
+# Node through that loader with the driver selected. Nothing system-wide changes; tests that need it skip without it.
+SM_RELEASE=trixie
+SM_LIBS=(libc6 libvulkan1 libllvm19 libstdc++6 libgcc-s1 libdisplay-info2 libwayland-client0 libelf1t64 libdrm2
+         libdrm-amdgpu1 libpng16-16t64 libexpat1 libzstd1 zlib1g libxml2 libffi8 libedit2 libz3-4 libtinfo6 libbsd0
+         libmd0 libicu76 liblzma5 libx11-6 libx11-xcb1 libxcb1 libxcb-dri3-0 libxcb-present0 libxcb-randr0
+         libxcb-shm0 libxcb-sync1 libxcb-xfixes0 libxshmfence1 libxau6 libxdmcp6)
+install_lavapipe_sm() {
+    local dir=$PWD/.venv/lavapipe-sm uri tmp node
+    [ -x "$dir/bin/node" ] && return 0
+    node=$(command -v node) || return 0
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}' || true)
+    [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1 || true)
+    [ -n "$uri" ] || { echo "setup: no Debian archive in the apt sources; skipping lavapipe-sm"; return 0; }
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/lists/partial" "$tmp/deb"
+    printf 'deb %s %s main\ndeb %s %s-backports main\n' "$uri" "$SM_RELEASE" "$uri" "$SM_RELEASE" > "$tmp/sources.list"
+    local apt_opts=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
+                    -o "Dir::State::Lists=$tmp/lists" -o APT::Sandbox::User=root -o APT::Architecture=amd64)
+    if [ "$(dpkg --print-architecture)" = amd64 ] && apt-get "${apt_opts[@]}" update -q >/dev/null && \
+       (cd "$tmp/deb" && apt-get "${apt_opts[@]}" download "mesa-vulkan-drivers/$SM_RELEASE-backports" \
+            "${SM_LIBS[@]}" >/dev/null); then
+        rm -rf "$dir.tmp" && mkdir -p "$dir.tmp/bin"
+        for deb in "$tmp"/deb/*.deb; do dpkg -x "$deb" "$dir.tmp/root"; done
+        rm -rf "$dir.tmp/root/usr/share"  # docs, locales and data Node and the driver do not read
+        local lib=$dir/root/usr/lib/x86_64-linux-gnu
+        printf '{"file_format_version": "1.0.1", "ICD": {"library_path": "%s/libvulkan_lvp.so", "api_version": "1.4.0"}}\n' \
+            "$lib" > "$dir.tmp/lvp_icd.json"
+        cat > "$dir.tmp/bin/node" <<SH
+#!/bin/sh
+# Node with Dawn on lavapipe from Mesa 26 (VK_KHR_cooperative_matrix), through $SM_RELEASE's C library (setup.sh)
+export VK_ICD_FILENAMES=$dir/lvp_icd.json XDG_RUNTIME_DIR=\${XDG_RUNTIME_DIR:-/tmp}
+exec $dir/root/usr/lib64/ld-linux-x86-64.so.2 --library-path $lib:$dir/root/lib/x86_64-linux-gnu $node "\$@"
+SH
+        chmod +x "$dir.tmp/bin/node"
+        rm -rf "$dir" && mv "$dir.tmp" "$dir"
+        echo "setup: lavapipe with subgroup matrices (Mesa from $SM_RELEASE-backports) in $dir"
+    else
+        echo "setup: Mesa from $SM_RELEASE-backports is not available; subgroup-matrix kernel tests will skip"
+    fi
+    rm -rf "$tmp"
+}
+install_lavapipe_sm
+
 if [ -f web/package.json ]; then
     # exactly web/package-lock.json, each package checked against its integrity hash (npm ci never edits the lock)
     (cd web && npm ci --no-audit --no-fund --loglevel=error)

@@ -155,6 +155,25 @@ class WebgpuConfig:
     # How dlight's Matmul rule tiles matmuls and convolutions (pipeline.webgpu.kernels.MATMUL_CONFIGS, measured in
     # benchmarks/results/webgpu-sd15-random-h200.md).
     matmul: str = field(default="dlight", metadata=_choice("dlight", "k16", "cuda", "wide"))
+    # Which kernels this build compiles: "default" (every kernel TVM's, any WebGPU adapter) or "subgroup-matrix"
+    # (matmuls on the experimental chromium-experimental-subgroup-matrix feature, pipeline/webgpu/subgroup_matrix.py)
+    kernels: str = field(default="default", metadata=_choice("default", "subgroup-matrix"))
+    # More compiled variants in the same site, comma-separated kernel sets (e.g. "subgroup-matrix"): each gets its
+    # own compile and link per submodel at the default size, shares the weight shards, and the page picks the
+    # fastest the adapter supports at run time (pipeline/variants.py). Empty: the one build above.
+    variants: str = field(default="", metadata={"list": True})
+    # The adapter class the subgroup-matrix kernels are built for: its matrix shape and subgroup size
+    # (pipeline.webgpu.subgroup_matrix.PROFILES; "lavapipe" is for CI's software driver)
+    subgroup_matrix: str = field(default="nvidia", metadata=_choice("nvidia", "lavapipe"))
+
+    def __post_init__(self):
+        for name in self.variant_list:
+            if name != "subgroup-matrix":
+                raise WebsdError(f"config webgpu.variants: {name!r} is not a kernel set; use subgroup-matrix")
+
+    @property
+    def variant_list(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(v.strip() for v in self.variants.split(",") if v.strip()))
 
 
 @dataclass(frozen=True)

@@ -34,17 +34,18 @@ class Layout:
     dtype: str
     size: str  # the image size: "default" (the model's own), "<n>" (square) or "<width>x<height>"
     tvm: str = TvmConfig().resolved_ref  # tvm_key of the TVM ref (default: the default tvm.version's tag)
+    kernels: str = "default"  # webgpu.kernels: another kernel set compiles and links into folders of its own
 
     # the config keys that decide the output paths (from_config reads exactly these, and paths.cache): switching
     # one writes elsewhere, so switching back finds the outputs still there and re-runs nothing
     PATH_KEYS: ClassVar[tuple[str, ...]] = ("model.name", "model.dtype", "model.image_size", "model.width",
-                                            "model.height", "tvm.version", "tvm.ref")
+                                            "model.height", "tvm.version", "tvm.ref", "webgpu.kernels")
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Layout":
         ref = f"{cfg.tvm.version}-{cfg.tvm.ref}" if cfg.tvm.ref else cfg.tvm.resolved_ref
         return cls(cfg.paths.cache_dir, cfg.model.name, cfg.model.dtype, cfg.model.size_key,
-                   tvm_key(ref))
+                   tvm_key(ref), cfg.webgpu.kernels)
 
     @property
     def variant(self) -> str:
@@ -94,8 +95,12 @@ class Layout:
         """The traced entry function's weights (names, shapes, dtypes, component keys): what shard and verify read."""
         return self.trace_dir() / f"{submodel}.params.json"
 
+    @property
+    def _kernels_suffix(self) -> str:
+        return "" if self.kernels == "default" else f"-{self.kernels}"
+
     def compile_dir(self) -> Path:
-        return self.variant_dir / "compile"
+        return self.variant_dir / f"compile{self._kernels_suffix}"
 
     def webgpu_objects(self, submodel: str) -> Path:
         """compile's WebGPU build: wasm object files in a tar (pipeline.model.wasm_link links them)."""
@@ -106,7 +111,11 @@ class Layout:
         return self.compile_dir() / f"{submodel}.json"
 
     def wasm_path(self, submodel: str) -> Path:
-        return self.variant_dir / "wasm" / f"{submodel}.wasm"
+        return self.variant_dir / f"wasm{self._kernels_suffix}" / f"{submodel}.wasm"
+
+    def kernel_overrides(self, submodel: str) -> Path:
+        """compile's WGSL overrides of a kernel set that TVM cannot emit ({entry point: WGSL}; none for default)."""
+        return self.compile_dir() / f"{submodel}.kernels.json"
 
     def params_dir(self, submodel: str) -> Path:
         return self.variant_dir / "params" / submodel

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-from . import code_deps, sizes, submodels
+from . import code_deps, sizes, submodels, variants
 from .config import Config
 from .errors import WebsdError
 from .model import compile, shard, trace, verify, verify_policy, wasm_link, weights
@@ -57,6 +57,8 @@ class Stage:
     # its output depends on the image size: run again for each extra size of model.sizes (pipeline.sizes), for the
     # submodels that see the size; the other stages' outputs (weights, shards) serve every size
     per_size: bool = False
+    # its output depends on the kernel set: run again for each extra variant of webgpu.variants (pipeline.variants)
+    per_variant: bool = False
 
     def __post_init__(self):
         needs = ("run",) if self.always else ("run", "outputs")  # an always-run stage may write nothing
@@ -131,9 +133,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("trace", "torch.export the submodel's wrapper (the graph; no TVM involved)", trace, per_submodel=True,
           per_size=True),
     Stage("compile", "Import the trace into TVM Relax and build it for WebGPU (and llvm when verified)", compile,
-          per_submodel=True, runs_tvm=True, per_size=True),
+          per_submodel=True, runs_tvm=True, per_size=True, per_variant=True),
     Stage("link", "Link the compiled submodel with the tvmjs runtime objects into the .wasm the page loads",
-          wasm_link, per_submodel=True, per_size=True),
+          wasm_link, per_submodel=True, per_size=True, per_variant=True),
     Stage("shard", "Write the submodel's weights as a tvmjs tensor cache (32 MB shards)", shard, per_submodel=True,
           after=("tvm_build",)),
     Stage("verify", "Check the TVM llvm build against PyTorch on the same inputs", verify, per_submodel=True,
@@ -155,25 +157,34 @@ BY_NAME = {s.name: s for s in STAGES}
 @dataclass(frozen=True)
 class StageTask:
     """One task of the build: a stage, its submodel, and the config it runs with (the site's, or the site's at one
-    extra size of model.sizes)."""
+    extra size of model.sizes, or with one extra kernel set of webgpu.variants)."""
     stage: Stage
     sub: str | None
     cfg: Config
     size: sizes.Size | None = None  # an extra size; None: the default size
+    variant: str | None = None  # an extra kernel set; None: the site's own
 
     @property
     def name(self) -> str:
         base = self.stage.task_name(self.sub)
-        return f"{base}_{self.size.name}" if self.size else base
+        if self.size:
+            return f"{base}_{self.size.name}"
+        return f"{base}_{variants.task_suffix(self.variant)}" if self.variant else base
 
     def overrides(self, cli: dict[str, str]) -> dict[str, str]:
-        """The command-line config of its child process: doit's, at this task's size."""
-        return {**cli, **sizes.overrides(self.size)} if self.size else dict(cli)
+        """The command-line config of its child process: doit's, at this task's size or kernel set."""
+        if self.size:
+            return {**cli, **sizes.overrides(self.size)}
+        return {**cli, **variants.overrides(self.variant)} if self.variant else dict(cli)
 
 
 def tasks(cfg: Config) -> list[StageTask]:
-    """Every task of the build: each stage per submodel, then the size-dependent ones again per extra size."""
+    """Every task of the build: each stage per submodel, then the size-dependent ones again per extra size, then the
+    kernel-dependent ones again per extra variant."""
     out = [StageTask(s, sub, cfg) for s in STAGES for sub in s.subs()]
+    for kernels in variants.extra(cfg):
+        out += [StageTask(s, sub, variants.at_variant(cfg, kernels), variant=kernels) for s in STAGES
+                if s.per_variant for sub in s.subs()]
     for size in sizes.extra(cfg):
         size_cfg = sizes.at_size(cfg, size)
         out += [StageTask(s, sub, size_cfg, size) for s in STAGES if s.per_size

@@ -6,7 +6,7 @@ from pipeline.layout import TENSOR_CACHE_JSON, Layout
 
 OTHER_VALUES = {"model.name": "sd15-random", "model.dtype": "float16", "model.image_size": "128",
                 "model.width": "96", "model.height": "48",
-                "tvm.version": "0.21.0", "tvm.ref": "main"}
+                "tvm.version": "0.21.0", "tvm.ref": "main", "webgpu.kernels": "subgroup-matrix"}
 
 
 def test_the_path_keys_are_exactly_the_config_that_moves_the_outputs():

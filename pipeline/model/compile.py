@@ -10,6 +10,8 @@ entry inputs/outputs stay float32); then
 Outputs, in ``Layout.compile_dir()``:
   <sub>.webgpu.tar   wasm32 object files of the WebGPU build (pipeline.model.wasm_link links them into <sub>.wasm)
   <sub>.llvm.so      CPU build of the same module (verification only)
+  <sub>.kernels.json with webgpu.kernels=subgroup-matrix: the WGSL overrides of the kernels TVM cannot emit
+                     ({entry point: WGSL}, pipeline/webgpu/subgroup_matrix.py); the site ships them with the variant
   <sub>.json         written last: per target the param names/dtypes in call order, input/output specs,
                      kernel count, largest device buffer (``max_buffer_bytes``), timings; for WebGPU the
                      limits profile it was checked against and the limits it needs (``required_limits``)
@@ -26,10 +28,11 @@ from ..layout import Layout
 from ..toolchain import tvm_api
 from ..webgpu import build as webgpu_build
 from ..webgpu import flash_attention
-from ..webgpu import inspection, passes
+from ..webgpu import inspection, passes, subgroup_matrix
 from . import params, trace, verify_policy
 
-CONFIG_KEYS = ("webgpu.limits", "webgpu.matmul")  # model.dtype is in the output path
+# model.dtype and webgpu.kernels are in the output path
+CONFIG_KEYS = ("webgpu.limits", "webgpu.matmul", "webgpu.subgroup_matrix")
 TARGETS = ("webgpu", "llvm")
 
 
@@ -38,7 +41,7 @@ def paths(cfg: Config, sub: str) -> dict[str, Path]:
     layout = Layout.from_config(cfg)
     compile_dir = layout.compile_dir()
     return {"webgpu": layout.webgpu_objects(sub), "llvm": compile_dir / f"{sub}.llvm.so",
-            "json": layout.compile_json(sub)}
+            "json": layout.compile_json(sub), "kernels": layout.kernel_overrides(sub)}
 
 
 def inputs(cfg: Config, sub: str) -> list[Path]:
@@ -48,13 +51,17 @@ def inputs(cfg: Config, sub: str) -> list[Path]:
 
 
 def default_targets(cfg: Config) -> tuple[str, ...]:
-    """WebGPU always; llvm only when the model is verified on the CPU (it costs ~30 s for SD v1.5's UNet)."""
+    """WebGPU always; llvm only when the model is verified on the CPU (it costs ~30 s for SD v1.5's UNet), which is
+    the default kernel set's build (a variant's twins compute what the kernels they stand for compute)."""
+    if cfg.webgpu.kernels != "default":
+        return ("webgpu",)
     return TARGETS if verify_policy.cpu_verification(cfg) else ("webgpu",)
 
 
 def outputs(cfg: Config, sub: str, which: tuple[str, ...] | None = None) -> list[Path]:
     p = paths(cfg, sub)
-    return [*(p[t] for t in which or default_targets(cfg)), p["json"]]
+    overrides = [p["kernels"]] if cfg.webgpu.kernels == "subgroup-matrix" else []
+    return [*(p[t] for t in which or default_targets(cfg)), *overrides, p["json"]]
 
 
 def tvm_target(kind: str):
@@ -124,9 +131,17 @@ def build(mod, info: dict, cfg: Config, sub: str, target: str) -> dict:
     start = time.perf_counter()
     extra = {}
     if target == "webgpu":
+        profile = subgroup_matrix.PROFILES[cfg.webgpu.subgroup_matrix] \
+            if cfg.webgpu.kernels == "subgroup-matrix" else None
         lowered, executable, use = webgpu_build.build(mod, sub, cfg.webgpu.limits,
-                                                      [p["name"] for p in info["params"]], cfg.webgpu.matmul)
-        extra = {"limits_profile": cfg.webgpu.limits, "matmul_schedule": cfg.webgpu.matmul,
+                                                      [p["name"] for p in info["params"]], cfg.webgpu.matmul,
+                                                      subgroup_matrix=profile)
+        if profile:
+            kernels = subgroup_matrix.overrides(executable, lowered, profile)
+            write_json(paths(cfg, sub)["kernels"], kernels)
+            extra["subgroup_matrix_kernels"] = sorted(kernels)
+        extra = {**extra, "kernels": cfg.webgpu.kernels, "limits_profile": cfg.webgpu.limits,
+                 "matmul_schedule": cfg.webgpu.matmul,
                  "required_limits": use.required(), "kernel_costs": inspection.kernel_costs(lowered),
                  "widest_kernels": sorted(({"kernel": k.name, "storage_buffers": k.storage_buffers}
                                            for k in use.kernels), key=lambda k: -k["storage_buffers"])[:3]}

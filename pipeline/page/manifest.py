@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import models, sizes, submodels
+from .. import models, sizes, submodels, variants
 from ..config import Config
 from ..errors import WebsdError
 from ..fsutil import read_json
@@ -81,6 +81,12 @@ def model_manifest(cfg: Config) -> dict:
         # what the kernels need of the browser (pipeline.webgpu.limits): the page requests exactly these
         "limits_profile": cfg.webgpu.limits,
         "required_limits": required,
+        # more compiled variants (webgpu.variants), fastest first, each with what it requires of the adapter; the
+        # page picks the first the adapter supports, else the files above (pipeline.variants, web/src/variants.js)
+        **({"variants": variants.manifest_entries(cfg)} if variants.extra(cfg) else {}),
+        # the kernel set of the files above (pipeline.variants): what they require beyond dtype and limits
+        "kernels": cfg.webgpu.kernels,
+        **({"requires": variants.requires(cfg)} if variants.requires(cfg) else {}),
     }
 
 
@@ -93,11 +99,14 @@ def wasm_paths(size: sizes.Size, default: bool) -> dict[str, str]:
 
 def compile_descriptions(cfg: Config) -> list[tuple[str, Path]]:
     """(submodel, its compile description's path) of every build in the site: each submodel at the default size,
-    the image-sized ones at each extra size."""
+    the image-sized ones at each extra size, each submodel of each extra variant."""
     out = []
     for i, (size, size_cfg) in enumerate(sizes.all_sizes(cfg)):
         layout = Layout.from_config(size_cfg)
         out += [(sub, layout.compile_json(sub)) for sub, s in submodels.REGISTRY.items() if i == 0 or s.image_sized]
+    for kernels in variants.extra(cfg):
+        layout = Layout.from_config(variants.at_variant(cfg, kernels))
+        out += [(sub, layout.compile_json(sub)) for sub in submodels.REGISTRY]
     return out
 
 

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from . import manifest
-from .. import sizes, submodels
+from .. import sizes, submodels, variants
 from ..config import PROJECT_ROOT, Config
 from ..errors import WebsdError
 from ..fsutil import publish_versioned, read_json, sha256_file, versions_dir, write_json
@@ -20,7 +20,8 @@ from ..layout import TENSOR_CACHE_JSON, Layout
 from .tokenizer import TOKENIZER_FILES
 from ..toolchain.tvmjs_runtime import bundle_path
 
-CONFIG_KEYS = ("model.lora", "model.vae_tile", "webgpu.limits")  # the manifest lists the LoRAs and the VAE tile
+# the manifest lists the LoRAs, the VAE tile, the limits and the variants with their requirements
+CONFIG_KEYS = ("model.lora", "model.vae_tile", "webgpu.limits", "webgpu.variants", "webgpu.subgroup_matrix")
 WEB_DIR = PROJECT_ROOT / "web"
 # what of web/ is the page (the rest is its tests and npm tooling)
 PAGE_GLOBS = ("index.html", "style.css", "src/**/*.js")
@@ -51,7 +52,8 @@ def site_inputs(cfg: Config) -> dict[str, Path]:
     for i, (size, size_cfg) in enumerate(sizes.all_sizes(cfg)):  # one .wasm per submodel and size
         for sub, path in manifest.wasm_paths(size, default=i == 0).items():
             inputs.setdefault(f"model/{path}", Layout.from_config(size_cfg).wasm_path(sub))  # clip: the default's
-    for sub in submodels.names():  # one set of weights for every size
+    inputs.update({f"model/{path}": src for path, src in variants.site_files(cfg).items()})  # extra variants
+    for sub in submodels.names():  # one set of weights for every size and variant
         inputs[f"model/params/{sub}/{TENSOR_CACHE_JSON}"] = layout.tensor_cache_index(sub)
     for name in TOKENIZER_FILES:
         inputs[f"model/tokenizer/{name}"] = layout.tokenizer_dir / name

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import WebsdError
 from ..toolchain import tvm_api
 from . import flash_attention, inspection, kernels, limits, passes
+from . import subgroup_matrix as subgroup_matrix_pass
 
 
 def target():
@@ -17,10 +18,12 @@ def target():
     return tvm.target.Target({"kind": "webgpu"}, host={"kind": "llvm", "mtriple": "wasm32-unknown-unknown-wasm"})
 
 
-def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight"):
+def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight", subgroup_matrix=None):
     """THE WebGPU pass list, as one module pass: TVM's generic GPU Relax pipeline (``relax.backend.gpu_generic``)
     with ours (pipeline.webgpu.passes, pipeline.webgpu.kernels):
-      * first, before legalization: the kernel rewrites (``kernels.rewrites()``), fused attention
+      * first, with a subgroup-matrix profile (the ``subgroup-matrix`` kernel set): matmuls to their twin kernels
+        (pipeline.webgpu.subgroup_matrix);
+      * before legalization: the kernel rewrites (``kernels.rewrites()``), fused attention
         (``flash_attention.fuse_attention()``), then ``split_wide_concats``;
       * dlight's schedule rules replaced by ``kernels.schedule_rules(matmul)`` (``webgpu.matmul``);
       * right after FuseOps: ``split_wide_fusions``, so no kernel binds more storage buffers than the limits
@@ -38,7 +41,8 @@ def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight"):
     finalize = list(gpu.finalize_passes(tgt))
     plan_at = next(i for i, p in enumerate(finalize) if p.info.name == "StaticPlanBlockMemory")
     finalize.insert(plan_at + 1, passes.align_storage())
-    ordered = [*kernels.rewrites(), flash_attention.fuse_attention(), passes.split_wide_concats(max_buffers),
+    tensor_cores = [subgroup_matrix_pass.rewrite_matmuls(subgroup_matrix)] if subgroup_matrix else []
+    ordered = [*tensor_cores, *kernels.rewrites(), flash_attention.fuse_attention(), passes.split_wide_concats(max_buffers),
                *gpu.library_dispatch_passes(tgt),
                *legalize, *gpu.dataflow_lower_passes(tgt), *finalize]
 
@@ -50,19 +54,21 @@ def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight"):
     return run
 
 
-def lower(mod, limits_profile: str = "default", matmul: str = "dlight"):
+def lower(mod, limits_profile: str = "default", matmul: str = "dlight", subgroup_matrix=None):
     """``(lowered, target)``: the pass list run by us (tvm.compile would run TVM's)."""
     tgt = target()
     with tgt:
-        return pass_list(tgt, limits_profile, matmul)(mod), tgt
+        return pass_list(tgt, limits_profile, matmul, subgroup_matrix)(mod), tgt
 
 
-def build(mod, sub: str, limits_profile: str, param_names: list[str] = (), matmul: str = "dlight"):
+def build(mod, sub: str, limits_profile: str, param_names: list[str] = (), matmul: str = "dlight",
+          subgroup_matrix=None):
     """Lower and build the WebGPU module and check it against the limits profile: ``(lowered, executable, use)``,
-    or a one-line WebsdError naming the kernel or buffer over a limit."""
+    or a one-line WebsdError naming the kernel or buffer over a limit. ``subgroup_matrix``: a MatrixProfile to
+    build the subgroup-matrix kernel set for (None: the default kernels)."""
     import tvm
 
-    lowered, tgt = lower(mod, limits_profile, matmul)
+    lowered, tgt = lower(mod, limits_profile, matmul, subgroup_matrix)
     aliased = inspection.aliased_kernel_calls(lowered)
     if aliased:
         raise WebsdError(f"{sub}: kernel call {aliased[0]} would bind one buffer twice, which WebGPU forbids; "

@@ -2,7 +2,8 @@
 // device with WebGPU's DEFAULT limits (a kernel over them fails its pipeline creation), and writes its outputs.
 //
 //   node tests/node/run_wgsl.mjs spec.json
-//   spec: {wgsl, entry, grid: [x, y, z], features: ["shader-f16"], inputs: {name: file}, outputs: {name: [file, bytes]}}
+//   spec: {wgsl, entry, grid: [x, y, z], features: ["shader-f16"], inputs: {name: file}, outputs: {name: [file, bytes]},
+//          dawnToggles: ["allow_unsafe_apis"] (optional: Dawn offers chromium-experimental-subgroup-matrix only with it)}
 // Buffers are bound by the names TVM's WGSL gives them (`@binding(i) var<storage, ...> q_ptr`); TVM's uniform
 // (`podArgs.packGridDimX`, tvmjs sets it to the grid's x) is bound where the WGSL declares it.
 import { readFile, writeFile } from "node:fs/promises";
@@ -16,7 +17,8 @@ const { create, globals } = await import(
 Object.assign(globalThis, globals);
 
 const spec = JSON.parse(await readFile(process.argv[2], "utf8"));
-const gpu = create([]); // kept: Dawn's instance must outlive the device
+// kept: Dawn's instance must outlive the device
+const gpu = create(spec.dawnToggles?.length ? [`enable-dawn-features=${spec.dawnToggles.join(",")}`] : []);
 const adapter = await gpu.requestAdapter();
 if (!adapter) throw new Error("no WebGPU adapter");
 const device = await adapter.requestDevice({ requiredFeatures: spec.features ?? [] }); // default limits

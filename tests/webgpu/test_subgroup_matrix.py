@@ -1,0 +1,130 @@
+"""pipeline.webgpu.subgroup_matrix: the twin kernels (TVM's, on plain lavapipe) and their subgroup-matrix WGSL
+overrides (on lavapipe from Mesa 26, which offers chromium-experimental-subgroup-matrix at 8x8x8, subgroup size 8),
+each against numpy, and the Relax rewrite that puts the twins in place of matmuls."""
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipeline.errors import WebsdError
+from pipeline.webgpu import subgroup_matrix as sm
+from tests.conftest import ROOT, runner_env
+
+pytest.importorskip("tvm")
+
+SM_NODE = ROOT / ".venv" / "lavapipe-sm" / "bin" / "node"
+LAVAPIPE = sm.PROFILES["lavapipe"]
+GEMMS = [sm.Gemm(1, 64, 32, 48), sm.Gemm(1, 32, 64, 16, b_transposed=True), sm.Gemm(3, 16, 24, 40, b_batched=True),
+         sm.Gemm(1, 128, 96, 64, b_transposed=True)]
+
+
+@pytest.fixture(scope="session")
+def sm_node():
+    """Node through setup.sh's Mesa 26 lavapipe (.venv/lavapipe-sm), the one software driver with subgroup matrices."""
+    if not SM_NODE.exists():
+        (pytest.fail if __import__("os").environ.get("CI") else pytest.skip)(
+            f"{SM_NODE} is missing: ./setup.sh unpacks Mesa 26's lavapipe there (needs the next Debian release's "
+            "backports suite)")
+    return str(SM_NODE)
+
+
+def _twin_wgsl(gemm, profile):
+    import tvm
+
+    from pipeline.webgpu import build as webgpu_build
+    from pipeline.webgpu import inspection
+
+    block = sm.block_of(gemm, profile)
+    func = sm.gemm_twin(gemm, profile, block).with_attr("global_symbol", gemm.name)
+    source = inspection.webgpu_source(tvm.compile(tvm.IRModule({gemm.name: func}), target=webgpu_build.target()))
+    return block, sm.split_kernels(source)[f"{gemm.name}_kernel"]
+
+
+def _run(node, tmp_path, gemm, profile, wgsl, toggles, features):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((gemm.batch, gemm.m, gemm.k)).astype("float16")
+    b_shape = ((gemm.batch,) if gemm.b_batched else ()) + ((gemm.n, gemm.k) if gemm.b_transposed else (gemm.k, gemm.n))
+    b = rng.standard_normal(b_shape).astype("float16")
+    want = np.matmul(a.astype("float32"), np.swapaxes(b, -1, -2) if gemm.b_transposed else b.astype("float32"))
+    a.tofile(tmp_path / "a.bin")
+    b.tofile(tmp_path / "b.bin")
+    spec = {"wgsl": wgsl, "entry": f"{gemm.name}_kernel", "grid": [*sm.grid(gemm, profile, sm.block_of(gemm, profile)), 1],
+            "features": features, "dawnToggles": toggles,
+            "inputs": {"A_ptr": str(tmp_path / "a.bin"), "B_ptr": str(tmp_path / "b.bin")},
+            "outputs": {"C_ptr": [str(tmp_path / "c.bin"), want.size * 4]}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(tmp_path / "spec.json")],
+                          cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = np.fromfile(tmp_path / "c.bin", "float32").reshape(want.shape)
+    return got, want
+
+
+@pytest.mark.parametrize("gemm", GEMMS, ids=lambda g: g.name)
+def test_twin_kernel_computes_the_matmul(node, tmp_path, gemm):
+    """TVM's build of the twin (what runs where the override does not) on plain lavapipe."""
+    _, twin = _twin_wgsl(gemm, LAVAPIPE)
+    got, want = _run(node, tmp_path, gemm, LAVAPIPE, twin, [], ["shader-f16"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("gemm", GEMMS, ids=lambda g: g.name)
+def test_subgroup_matrix_override_computes_the_matmul(sm_node, tmp_path, gemm):
+    """The override, in the twin's bindings and on its grid, with subgroupMatrixLoad/MultiplyAccumulate/Store."""
+    block, twin = _twin_wgsl(gemm, LAVAPIPE)
+    wgsl = sm.gemm_wgsl(gemm, LAVAPIPE, block, twin)
+    assert "subgroupMatrixMultiplyAccumulate" in wgsl and "enable chromium_experimental_subgroup_matrix;" in wgsl
+    got, want = _run(sm_node, tmp_path, gemm, LAVAPIPE, wgsl, ["allow_unsafe_apis"], ["shader-f16", sm.FEATURE])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)  # float32 accumulation of float16 products
+
+
+def test_override_needs_the_feature(node, tmp_path):
+    """Where the adapter lacks the feature (plain lavapipe, a stock browser) the override does not compile: why the
+    page runs the default variant there."""
+    gemm = GEMMS[0]
+    block, twin = _twin_wgsl(gemm, LAVAPIPE)
+    with pytest.raises(AssertionError, match="subgroup_matrix"):
+        _run(node, tmp_path, gemm, LAVAPIPE, sm.gemm_wgsl(gemm, LAVAPIPE, block, twin), [], ["shader-f16"])
+
+
+def test_blocks_names_and_requirements():
+    assert sm.block_of(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == (4, 4)
+    assert sm.block_of(sm.Gemm(1, 77, 32, 48), LAVAPIPE) is None  # CLIP's 77 tokens: not a multiple of 8
+    assert sm.block_of(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == (4, 4)
+    for gemm in GEMMS:
+        assert sm.parse_name(gemm.name) == gemm
+    with pytest.raises(WebsdError):
+        sm.parse_name("fused_matmul_kernel")
+    need = sm.PROFILES["nvidia"].requires()
+    assert need["subgroup_size"] == 32 and sm.FEATURE in need["features"]
+    assert need["subgroup_matrix_configs"] == [{"componentType": "f16", "resultComponentType": "f32",
+                                                "M": 16, "N": 16, "K": 16}]
+
+
+def test_rewrite_puts_twins_in_place_of_float16_matmuls():
+    import tvm
+    from tvm import relax
+
+    from pipeline.toolchain import tvm_api
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", tvm_api.tensor_type((2, 16, 32), "float16"))
+    w = relax.Var("w", tvm_api.tensor_type((24, 32), "float16"))
+    y = relax.Var("y", tvm_api.tensor_type((32, 16), "float16"))
+    with bb.function("main", [x, w, y]):
+        with bb.dataflow():
+            linear = bb.emit(relax.op.matmul(x, bb.emit(relax.op.permute_dims(w)), out_dtype="float32"))
+            plain = bb.emit(relax.op.matmul(x, y, out_dtype="float32"))
+            half = bb.emit(relax.op.matmul(x, y))  # a float16 result: not these kernels' (float32 accumulators)
+            out = bb.emit_output(relax.Tuple([linear, plain, half]))
+        bb.emit_func_output(out)
+    mod = sm.rewrite_matmuls(LAVAPIPE)(bb.get())
+    twins = sorted(gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm_api.tir().PrimFunc))
+    # the batch folds into the rows; the Linear reads w in place (transposed)
+    assert twins == ["sgmm_1x32x16x32", "sgmm_1x32x24x32_t"]
+    calls = []
+    relax.analysis.post_order_visit(mod["main"].body, lambda e: calls.append(e.op.name) if isinstance(e, relax.Call)
+                                    and isinstance(e.op, tvm.ir.Op) else None)
+    assert calls.count("relax.matmul") == 1 and calls.count("relax.call_tir") == 2
+    assert [int(d) for d in tvm_api.expr_type(mod["main"].body.body).fields[0].shape] == [2, 16, 24]
