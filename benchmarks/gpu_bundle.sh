@@ -48,6 +48,11 @@ pack() {
             "$site/model/manifest.json")
         tar -C "$site" --exclude='params_shard_*' -cJf "$bundle/sites/$name.tar.xz" .
     done
+    # WEBSD_BUNDLE_SM_KERNELS=<profile>: the subgroup-matrix matmul kernels, built here (the GPU machine has no TVM)
+    if [ -n "${WEBSD_BUNDLE_SM_KERNELS:-}" ]; then
+        .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile "$WEBSD_BUNDLE_SM_KERNELS" \
+            --write-kernels "$bundle/sm-kernels.json"
+    fi
     du -sh "$bundle"
     local mib=$(( $(du -sk "$bundle" | cut -f1) / 1024 ))
     if [ "$mib" -ge "$LIMIT_MIB" ]; then
@@ -74,6 +79,11 @@ run() {
         sites+=(--site "$dir")
     done
     mkdir -p "$out"
+    if [ -f "$bundle/sm-kernels.json" ]; then  # the subgroup-matrix matmuls against TVM's kernels, one at a time
+        python3 benchmarks/bench_subgroup_matrix.py --kernels "$bundle/sm-kernels.json" --node /tmp/node \
+            --results "$out" || echo "gpu_bundle: the subgroup-matrix kernel benchmark failed (above)"
+    fi
+    [ -n "$(ls "$bundle"/sites 2>/dev/null)" ] || return 0
     python3 benchmarks/bench_webgpu.py "${sites[@]}" --node /tmp/node --work /tmp/bench --results "$out" "$@"
     for image in /tmp/bench/run-*/image.png; do  # bring the pictures back with the results, to look at
         [ -f "$image" ] && cp "$image" "$out/image-$(basename "$(dirname "$image")").png"

@@ -3,7 +3,8 @@
 //
 //   node tests/node/run_wgsl.mjs spec.json
 //   spec: {wgsl, entry, grid: [x, y, z], features: ["shader-f16"], inputs: {name: file}, outputs: {name: [file, bytes]},
-//          dawnToggles: ["allow_unsafe_apis"] (optional: Dawn offers chromium-experimental-subgroup-matrix only with it)}
+//          dawnToggles: ["allow_unsafe_apis"] (optional: Dawn offers chromium-experimental-subgroup-matrix only with it),
+//          repeat: n (optional: then time n more dispatches in one pass and print "timing: <ms per dispatch>")}
 // Buffers are bound by the names TVM's WGSL gives them (`@binding(i) var<storage, ...> q_ptr`); TVM's uniform
 // (`podArgs.packGridDimX`, tvmjs sets it to the grid's x) is bound where the WGSL declares it.
 import { readFile, writeFile } from "node:fs/promises";
@@ -68,6 +69,18 @@ if (error) errors.push(error.message);
 if (errors.length) {
   console.error(`WebGPU error: ${errors.join("; ")}`);
   process.exit(1);
+}
+if (spec.repeat) {  // wall time of `repeat` back-to-back dispatches after the first, from submit to done
+  const timed = device.createCommandEncoder();
+  const p = timed.beginComputePass();
+  p.setPipeline(pipeline);
+  p.setBindGroup(0, bindGroup);
+  for (let i = 0; i < spec.repeat; i++) p.dispatchWorkgroups(...spec.grid);
+  p.end();
+  const start = performance.now();
+  device.queue.submit([timed.finish()]);
+  await device.queue.onSubmittedWorkDone();
+  console.log(`timing: ${((performance.now() - start) / spec.repeat).toFixed(6)}`);
 }
 for (let i = 0; i < outputs.length; i++) {
   await reads[i].mapAsync(GPUMapMode.READ);
