@@ -21,8 +21,8 @@ def target():
 def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight", subgroup_matrix=None):
     """THE WebGPU pass list, as one module pass: TVM's generic GPU Relax pipeline (``relax.backend.gpu_generic``)
     with ours (pipeline.webgpu.passes, pipeline.webgpu.kernels):
-      * first, with a subgroup-matrix profile (the ``subgroup-matrix`` kernel set): matmuls to their twin kernels
-        (pipeline.webgpu.subgroup_matrix);
+      * first, with a subgroup-matrix profile (the ``subgroup-matrix`` kernel set): matmuls and convolutions to
+        their twin kernels (pipeline.webgpu.subgroup_matrix);
       * before legalization: the kernel rewrites (``kernels.rewrites()``), fused attention
         (``flash_attention.fuse_attention()``), then ``split_wide_concats``;
       * dlight's schedule rules replaced by ``kernels.schedule_rules(matmul)`` (``webgpu.matmul``);
@@ -41,7 +41,7 @@ def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight", subg
     finalize = list(gpu.finalize_passes(tgt))
     plan_at = next(i for i, p in enumerate(finalize) if p.info.name == "StaticPlanBlockMemory")
     finalize.insert(plan_at + 1, passes.align_storage())
-    tensor_cores = [subgroup_matrix_pass.rewrite_matmuls(subgroup_matrix)] if subgroup_matrix else []
+    tensor_cores = subgroup_matrix_pass.rewrites(subgroup_matrix) if subgroup_matrix else []
     ordered = [*tensor_cores, *kernels.rewrites(), flash_attention.fuse_attention(), passes.split_wide_concats(max_buffers),
                *gpu.library_dispatch_passes(tgt),
                *legalize, *gpu.dataflow_lower_passes(tgt), *finalize]

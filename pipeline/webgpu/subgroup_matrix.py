@@ -114,16 +114,22 @@ def gemm_twin(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]):
     sch.bind(sch.fuse(bi, i_out), "blockIdx.y")
     thread, _ = sch.split(sch.fuse(i_in, j_in), [profile.subgroup_size, None])
     sch.bind(thread, "threadIdx.x")
-    return tvm_api.mark_scheduled(sch.mod["main"])
+    return _opaque(tvm_api.mark_scheduled(sch.mod["main"]))
+
+
+def _opaque(func):
+    """A twin that FuseOps leaves alone: its override computes exactly the twin's output, so nothing may be fused
+    into it (relax.transform.AnnotateTIROpPattern keeps a pattern that is already set; 8 = kOpaque)."""
+    return func.with_attr("op_pattern", 8)
 
 
 _ENTRY = re.compile(r"@compute\s+@workgroup_size\([^)]*\)\s*fn\s+(\w+)\s*\(")
 _BINDING = re.compile(r"@binding\((\d+)\)\s+var<storage[^>]*>\s+(\w+)\s*:")
 
 
-def twin_header(wgsl: str) -> tuple[str, str, dict[str, str]]:
+def twin_header(wgsl: str, buffers=("A", "B", "C")) -> tuple[str, str, dict[str, str]]:
     """TVM's WGSL of a twin kernel -> (everything before its entry point: enables, bindings, uniform; the entry
-    point's name; {buffer name A/B/C: its WGSL variable})."""
+    point's name; {buffer name (A/B/C): its WGSL variable})."""
     found = _ENTRY.search(wgsl)
     if not found:
         raise WebsdError("subgroup-matrix: TVM's WGSL for a twin kernel has no @compute entry point; the WGSL "
@@ -131,10 +137,11 @@ def twin_header(wgsl: str) -> tuple[str, str, dict[str, str]]:
     header = wgsl[:found.start()]
     names = {}
     for _, var in _BINDING.findall(header):
-        if var.removesuffix("_ptr") in ("A", "B", "C"):
+        if var.removesuffix("_ptr") in buffers:
             names[var.removesuffix("_ptr")] = var
-    if set(names) != {"A", "B", "C"}:
-        raise WebsdError(f"subgroup-matrix: twin kernel {found.group(1)} binds {sorted(names)}, expected A, B, C")
+    if set(names) != set(buffers):
+        raise WebsdError(f"subgroup-matrix: twin kernel {found.group(1)} binds {sorted(names)}, expected "
+                         f"{', '.join(buffers)}")
     return header, found.group(1), names
 
 
@@ -180,6 +187,140 @@ def gemm_wgsl(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], twin_w
     return (enables + header + f"@compute @workgroup_size({p.subgroup_size}, 1, 1)\n"
             f"fn {entry}(\n  @builtin(workgroup_id) blockIdx : vec3<u32>,\n"
             f"  @builtin(num_workgroups) gridDim : vec3<u32>\n) {{\n" + "\n".join(lines) + "\n}\n")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """out[b, o, y, x] = sum over c, ky, kx of pad(X)[b, c, y * stride + ky, x * stride + kx] * W[o, c, ky, kx]: X float16
+    (batch, c, h, w), W float16 (o, c, kh, kw), out float32 (NCHW). As a GEMM per image: W (o, c*kh*kw) times the
+    input's im2col (c*kh*kw, out_h*out_w), which the kernel gathers into workgroup memory a chunk at a time."""
+    batch: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    stride: int = 1
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+
+    @property
+    def out_h(self) -> int:
+        return (self.h + self.pad[0] + self.pad[2] - self.kh) // self.stride + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.w + self.pad[1] + self.pad[3] - self.kw) // self.stride + 1
+
+    @property
+    def gemm(self) -> Gemm:
+        """The GEMM of one image: rows = output channels, columns = output pixels, reduction = c * kh * kw."""
+        return Gemm(self.batch, self.o, self.out_h * self.out_w, self.c * self.kh * self.kw)
+
+    @property
+    def name(self) -> str:
+        return (f"sgconv_{self.batch}x{self.c}x{self.h}x{self.w}_{self.o}x{self.kh}x{self.kw}_s{self.stride}"
+                f"_p{'_'.join(map(str, self.pad))}")
+
+
+def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], storage: int = 8192) -> int:
+    """How much of the reduction one workgroup-memory fill holds: the most of 4, 2, 1 matrix depths that divides
+    it and keeps the float16 tile within ``storage`` bytes (half of WebGPU's default workgroup storage)."""
+    cols = block[1] * profile.n
+    return next(d * profile.k for d in (4, 2, 1)
+                if conv.gemm.k % (d * profile.k) == 0 and d * profile.k * cols * 2 <= storage)
+
+
+def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
+    """The twin of a convolution kernel (module doc): plain TIR on the real kernel's grid. Marked scheduled."""
+    from tvm import te
+
+    T = tvm_api.tir()
+    top, left = conv.pad[0], conv.pad[1]
+    x = te.placeholder((conv.batch, conv.c, conv.h, conv.w), "float16", name="X")
+    w = te.placeholder((conv.o, conv.c, conv.kh, conv.kw), "float16", name="W")
+    rc, ry, rx = (te.reduce_axis((0, e), n) for e, n in ((conv.c, "rc"), (conv.kh, "ry"), (conv.kw, "rx")))
+
+    def at(b, o, y, xx):
+        iy, ix = y * conv.stride + ry - top, xx * conv.stride + rx - left
+        inside = T.all(iy >= 0, iy < conv.h, ix >= 0, ix < conv.w)
+        v = te.if_then_else(inside, x[b, rc, iy, ix], T.const(0, "float16"))
+        return te.sum(v.astype("float32") * w[o, rc, ry, rx].astype("float32"), axis=[rc, ry, rx])
+
+    out = te.compute((conv.batch, conv.o, conv.out_h, conv.out_w), at, name="C")
+    sch = tvm_api.schedule(te.create_prim_func([x, w, out]))
+    rows, cols = block
+    b, o, y, xx, *_ = sch.get_loops(tvm_api.schedule_block(sch, "C"))
+    pixels = sch.fuse(y, xx)
+    o_out, o_in = sch.split(o, [None, rows * profile.m])
+    p_out, p_in = sch.split(pixels, [None, cols * profile.n])
+    sch.reorder(b, o_out, p_out, o_in, p_in)
+    sch.bind(p_out, "blockIdx.x")
+    sch.bind(sch.fuse(b, o_out), "blockIdx.y")
+    thread, _ = sch.split(sch.fuse(o_in, p_in), [profile.subgroup_size, None])
+    sch.bind(thread, "threadIdx.x")
+    return _opaque(tvm_api.mark_scheduled(sch.mod["main"]))
+
+
+def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str) -> str:
+    """The WGSL override of a convolution's twin: per chunk of the reduction, the subgroup gathers that chunk of
+    the im2col columns it needs into workgroup memory (zeros outside the padded input), then multiplies the weight
+    rows (read straight from storage) by it."""
+    header, entry, v = twin_header(twin_wgsl, ("X", "W", "C"))
+    p, (rows, cols) = profile, block
+    g = conv.gemm
+    chunk = conv_chunk(conv, profile, block)
+    width = cols * p.n  # the columns (output pixels) of the block
+    left = f"subgroup_matrix_left<f16, {p.k}, {p.m}>"
+    right = f"subgroup_matrix_right<f16, {p.n}, {p.k}>"
+    result = f"subgroup_matrix_result<f32, {p.n}, {p.m}>"
+    row_blocks = g.m // (rows * p.m)
+    accs = [(i, j) for i in range(rows) for j in range(cols)]
+    kk = conv.kh * conv.kw
+    lines = [
+        "  let block_x = blockIdx.z * gridDim.x + blockIdx.x;",
+        "  if (block_x > podArgs.packGridDimX) { return; }",
+        f"  let image = blockIdx.y / {row_blocks}u;",
+        f"  let row0 = (blockIdx.y % {row_blocks}u) * {rows * p.m}u;",
+        f"  let col0 = block_x * {width}u;",
+        f"  let x0 = image * {conv.c * conv.h * conv.w}u;",
+        *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
+        f"  for (var k0 = 0u; k0 < {g.k}u; k0 += {chunk}u) {{",
+        "    workgroupBarrier();  // the last chunk's multiplies are done with the tile",
+        f"    for (var e = lane; e < {chunk * width}u; e += {p.subgroup_size}u) {{",
+        f"      let k = k0 + e / {width}u;",
+        f"      let col = col0 + e % {width}u;",
+        f"      let ch = k / {kk}u;",
+        f"      let ky = i32((k % {kk}u) / {conv.kw}u);",
+        f"      let kx = i32(k % {conv.kw}u);",
+        f"      let iy = i32(col / {conv.out_w}u) * {conv.stride} + ky - {conv.pad[0]};",
+        f"      let ix = i32(col % {conv.out_w}u) * {conv.stride} + kx - {conv.pad[1]};",
+        "      var value = f16(0.0);",
+        f"      if (iy >= 0 && iy < {conv.h} && ix >= 0 && ix < {conv.w}) {{",
+        f"        value = {v['X']}[x0 + ch * {conv.h * conv.w}u + u32(iy) * {conv.w}u + u32(ix)];",
+        "      }",
+        "      im2col[e] = value;",
+        "    }",
+        "    workgroupBarrier();",
+        f"    for (var kc = 0u; kc < {chunk}u; kc += {p.k}u) {{",
+        *(f"      let l{i} = subgroupMatrixLoad<{left}>(&{v['W']}, (row0 + {i * p.m}u) * {g.k}u + k0 + kc, false, "
+          f"{g.k}u);" for i in range(rows)),
+        *(f"      let r{j} = subgroupMatrixLoad<{right}>(&im2col, kc * {width}u + {j * p.n}u, false, {width}u);"
+          for j in range(cols)),
+        *(f"      acc_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, acc_{i}_{j});" for i, j in accs),
+        "    }",
+        "  }",
+        *(f"  subgroupMatrixStore(&{v['C']}, image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + {j * p.n}u, "
+          f"acc_{i}_{j}, false, {g.n}u);" for i, j in accs),
+    ]
+    enables = "enable chromium_experimental_subgroup_matrix;\n"
+    if "enable f16;" not in header:
+        enables = "enable f16;\n" + enables
+    return (enables + header + f"var<workgroup> im2col : array<f16, {chunk * width}>;\n\n"
+            f"@compute @workgroup_size({p.subgroup_size}, 1, 1)\n"
+            f"fn {entry}(\n  @builtin(workgroup_id) blockIdx : vec3<u32>,\n"
+            f"  @builtin(num_workgroups) gridDim : vec3<u32>,\n"
+            f"  @builtin(local_invocation_index) lane : u32\n) {{\n" + "\n".join(lines) + "\n}\n")
 
 
 def split_kernels(wgsl: str) -> dict[str, str]:
@@ -264,6 +405,49 @@ def rewrite_matmuls(profile: MatrixProfile):
     return passes.call_rewrite_pass("relax.matmul", rewrite, "SubgroupMatrixMatmul")
 
 
+def conv_of(call) -> Conv | None:
+    """The Conv a Relax ``nn.conv2d`` call is, when it is one these kernels take: float16 operands, a float32
+    result, static shapes, NCHW/OIHW, no groups or dilation, one stride both ways."""
+    from .kernels import static_shape
+
+    attrs = call.attrs
+    x_ty, w_ty = (tvm_api.expr_type(e) for e in call.args)
+    x, w = static_shape(x_ty), static_shape(w_ty)
+    strides = [int(d) for d in attrs.strides]
+    if (x is None or w is None or int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]
+            or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
+            or strides[0] != strides[1] or str(x_ty.dtype) != "float16" or str(w_ty.dtype) != "float16"
+            or str(tvm_api.expr_type(call).dtype) != "float32"):
+        return None
+    return Conv(x[0], x[1], x[2], x[3], w[0], w[2], w[3], strides[0], tuple(int(d) for d in attrs.padding))
+
+
+def rewrite_convs(profile: MatrixProfile):
+    """A module pass: each convolution ``conv_of`` accepts, and whose GEMM fits the profile, becomes a call of its
+    twin PrimFunc (one per distinct Conv). Run before legalization."""
+    from tvm import relax
+
+    twins = {}
+
+    def rewrite(mutator, call):
+        conv = conv_of(call)
+        block = conv and block_of(conv.gemm, profile)
+        if not block:
+            return None
+        bb = mutator.builder_
+        if conv.name not in twins:
+            twins[conv.name] = bb.add_func(conv_twin(conv, profile, block).with_attr("global_symbol", conv.name),
+                                           conv.name)
+        return relax.call_tir(twins[conv.name], list(call.args), tvm_api.expr_type(call))
+
+    return passes.call_rewrite_pass("relax.nn.conv2d", rewrite, "SubgroupMatrixConv2d")
+
+
+def rewrites(profile: MatrixProfile) -> list:
+    """The module passes of the subgroup-matrix kernel set (pipeline.webgpu.build runs them first)."""
+    return [rewrite_matmuls(profile), rewrite_convs(profile)]
+
+
 def overrides(executable, lowered, profile: MatrixProfile) -> dict[str, str]:
     """{twin kernel entry point: its WGSL override} for every twin in a built module (``lowered`` is the module the
     pass list produced, ``executable`` its ``tvm.compile``)."""
@@ -273,13 +457,17 @@ def overrides(executable, lowered, profile: MatrixProfile) -> dict[str, str]:
     sources = split_kernels(inspection.webgpu_source(executable))
     out = {}
     for gv, func in lowered.functions.items():
-        if not isinstance(func, T.PrimFunc) or not gv.name_hint.startswith("sgmm_"):
+        if not isinstance(func, T.PrimFunc) or not gv.name_hint.startswith(("sgmm_", "sgconv_")):
             continue
-        gemm = parse_name(gv.name_hint)
         entry = f"{gv.name_hint}_kernel"
         if entry not in sources:
             raise WebsdError(f"subgroup-matrix: the build has no WGSL for {entry}; TVM renamed its kernels")
-        out[entry] = gemm_wgsl(gemm, profile, block_of(gemm, profile), sources[entry])
+        if gv.name_hint.startswith("sgconv_"):
+            conv = parse_conv_name(gv.name_hint)
+            out[entry] = conv_wgsl(conv, profile, block_of(conv.gemm, profile), sources[entry])
+        else:
+            gemm = parse_name(gv.name_hint)
+            out[entry] = gemm_wgsl(gemm, profile, block_of(gemm, profile), sources[entry])
     return out
 
 
@@ -290,3 +478,12 @@ def parse_name(name: str) -> Gemm:
         raise WebsdError(f"subgroup-matrix: {name} is not a twin kernel name")
     batch, m, n, k = (int(found.group(i)) for i in range(1, 5))
     return Gemm(batch, m, n, k, b_batched=bool(found.group(5)), b_transposed=bool(found.group(6)))
+
+
+def parse_conv_name(name: str) -> Conv:
+    """Conv.name back to the Conv."""
+    found = re.fullmatch(r"sgconv_(\d+)x(\d+)x(\d+)x(\d+)_(\d+)x(\d+)x(\d+)_s(\d+)_p(\d+)_(\d+)_(\d+)_(\d+)", name)
+    if not found:
+        raise WebsdError(f"subgroup-matrix: {name} is not a convolution twin's name")
+    v = [int(x) for x in found.groups()]
+    return Conv(*v[:8], pad=tuple(v[8:]))

@@ -1,6 +1,6 @@
 """pipeline.webgpu.subgroup_matrix: the twin kernels (TVM's, on plain lavapipe) and their subgroup-matrix WGSL
 overrides (on lavapipe from Mesa 26, which offers chromium-experimental-subgroup-matrix at 8x8x8, subgroup size 8),
-each against numpy, and the Relax rewrite that puts the twins in place of matmuls."""
+each against numpy (matmuls) or torch (convolutions), and the Relax rewrites that put the twins in place."""
 import json
 import subprocess
 
@@ -88,6 +88,55 @@ def test_override_needs_the_feature(node, tmp_path):
         _run(node, tmp_path, gemm, LAVAPIPE, sm.gemm_wgsl(gemm, LAVAPIPE, block, twin), [], ["shader-f16"])
 
 
+CONVS = [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)), sm.Conv(1, 8, 16, 16, 16, 1, 1),
+         sm.Conv(1, 16, 16, 16, 16, 3, 3, 2, (0, 0, 1, 1)), sm.Conv(1, 24, 8, 16, 8, 3, 3, 1, (1, 1, 1, 1))]
+
+
+def _run_conv(node, tmp_path, conv, use_override):
+    import tvm
+    import torch
+
+    from pipeline.webgpu import build as webgpu_build
+    from pipeline.webgpu import inspection
+
+    block = sm.block_of(conv.gemm, LAVAPIPE)
+    func = sm.conv_twin(conv, LAVAPIPE, block).with_attr("global_symbol", conv.name)
+    source = inspection.webgpu_source(tvm.compile(tvm.IRModule({conv.name: func}), target=webgpu_build.target()))
+    twin = sm.split_kernels(source)[f"{conv.name}_kernel"]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((conv.batch, conv.c, conv.h, conv.w)).astype("float16")
+    w = rng.standard_normal((conv.o, conv.c, conv.kh, conv.kw)).astype("float16")
+    top, left, bottom, right = conv.pad
+    padded = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float32), (left, right, top, bottom))
+    want = torch.nn.functional.conv2d(padded, torch.tensor(w, dtype=torch.float32), stride=conv.stride).numpy()
+    x.tofile(tmp_path / "x.bin")
+    w.tofile(tmp_path / "w.bin")
+    wgsl, toggles, features = (sm.conv_wgsl(conv, LAVAPIPE, block, twin), ["allow_unsafe_apis"],
+                               ["shader-f16", sm.FEATURE]) if use_override else (twin, [], ["shader-f16"])
+    spec = {"wgsl": wgsl, "entry": f"{conv.name}_kernel", "grid": [*sm.grid(conv.gemm, LAVAPIPE, block), 1],
+            "features": features, "dawnToggles": toggles,
+            "inputs": {"X_ptr": str(tmp_path / "x.bin"), "W_ptr": str(tmp_path / "w.bin")},
+            "outputs": {"C_ptr": [str(tmp_path / "c.bin"), want.size * 4]}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(tmp_path / "spec.json")],
+                          cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return np.fromfile(tmp_path / "c.bin", "float32").reshape(want.shape), want
+
+
+@pytest.mark.parametrize("conv", CONVS, ids=lambda c: c.name)
+def test_conv_twin_computes_the_convolution(node, tmp_path, conv):
+    got, want = _run_conv(node, tmp_path, conv, use_override=False)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("conv", CONVS, ids=lambda c: c.name)
+def test_conv_override_computes_the_convolution(sm_node, tmp_path, conv):
+    """Padding, stride 2, 1x1 and 3x3 kernels, reduction chunks of 8 and 16 through workgroup memory."""
+    got, want = _run_conv(sm_node, tmp_path, conv, use_override=True)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_blocks_names_and_requirements():
     assert sm.block_of(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == (4, 4)
     assert sm.block_of(sm.Gemm(1, 77, 32, 48), LAVAPIPE) is None  # CLIP's 77 tokens: not a multiple of 8
@@ -96,6 +145,9 @@ def test_blocks_names_and_requirements():
         assert sm.parse_name(gemm.name) == gemm
     with pytest.raises(WebsdError):
         sm.parse_name("fused_matmul_kernel")
+    for conv in CONVS:
+        assert sm.parse_conv_name(conv.name) == conv
+    assert sm.conv_chunk(CONVS[0], LAVAPIPE, (4, 4)) == 16  # 144 = 9 x 16: two matrix depths per fill
     need = sm.PROFILES["nvidia"].requires()
     assert need["subgroup_size"] == 32 and sm.FEATURE in need["features"]
     assert need["subgroup_matrix_configs"] == [{"componentType": "f16", "resultComponentType": "f32",
@@ -128,3 +180,26 @@ def test_rewrite_puts_twins_in_place_of_float16_matmuls():
                                     and isinstance(e.op, tvm.ir.Op) else None)
     assert calls.count("relax.matmul") == 1 and calls.count("relax.call_tir") == 2
     assert [int(d) for d in tvm_api.expr_type(mod["main"].body.body).fields[0].shape] == [2, 16, 24]
+
+
+def test_rewrite_puts_twins_in_place_of_float16_convolutions():
+    from tvm import relax
+
+    from pipeline.toolchain import tvm_api
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", tvm_api.tensor_type((2, 16, 8, 8), "float16"))
+    w = relax.Var("w", tvm_api.tensor_type((32, 16, 3, 3), "float16"))
+    x4 = relax.Var("x4", tvm_api.tensor_type((1, 4, 8, 8), "float16"))
+    w4 = relax.Var("w4", tvm_api.tensor_type((8, 4, 3, 3), "float16"))
+    with bb.function("main", [x, w, x4, w4]):
+        with bb.dataflow():
+            fits = bb.emit(relax.op.nn.conv2d(x, w, padding=1, out_dtype="float32"))
+            # 4 input channels: a 36-long reduction, not a multiple of the 8-deep matrices
+            odd = bb.emit(relax.op.nn.conv2d(x4, w4, padding=1, out_dtype="float32"))
+            out = bb.emit_output(relax.Tuple([fits, odd]))
+        bb.emit_func_output(out)
+    mod = sm.rewrite_convs(LAVAPIPE)(bb.get())
+    twins = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm_api.tir().PrimFunc)]
+    assert twins == [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)).name]
+    assert [int(d) for d in tvm_api.expr_type(mod["main"].body.body).fields[0].shape] == [2, 32, 8, 8]
