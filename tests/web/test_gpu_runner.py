@@ -21,6 +21,9 @@ import pytest
 from conftest import ROOT, real_env, run_doit, runner_env  # tests/conftest.py; also the `node` fixture
 from pipeline.layout import Layout
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_webgpu  # noqa: E402
+
 RUNNER = ROOT / "web" / "runner" / "run.mjs"
 SUBGROUP_MATRIX = "chromium-experimental-subgroup-matrix"
 # The stand-in's "scale" kernel (out = x * factor, tests/web/fake_tvmjs.cjs) computed differently: each workgroup
@@ -228,7 +231,8 @@ def _run(node, site, out, *args, timeout=300):
                           timeout=timeout)
 
 
-def test_a_site_with_a_subgroup_matrix_variant_runs_its_default_on_plain_lavapipe_and_says_why(node, tmp_path):
+def test_a_site_with_a_subgroup_matrix_variant_runs_its_default_on_plain_lavapipe_and_says_why(node, tmp_path,
+                                                                                               monkeypatch):
     site = _fake_site(tmp_path / "site", size=72, unet_kernels={"scale": SCALE_WITH_SUBGROUP_MATRICES})
     proc = _run(node, site, tmp_path / "out", "--dawn-feature", "allow_unsafe_apis")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -240,6 +244,8 @@ def test_a_site_with_a_subgroup_matrix_variant_runs_its_default_on_plain_lavapip
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"variant subgroup-matrix: lacks {SUBGROUP_MATRIX}" in proc.stdout and "variant default: runs" in proc.stdout
+    monkeypatch.setenv("VK_ICD_FILENAMES", runner_env()["VK_ICD_FILENAMES"])  # the benchmark runs in runner_env()
+    assert bench_webgpu.runnable_variants(node, site, ["allow_unsafe_apis"]) == ["default"]  # --variants all's rows
     # forced, it stops in one line that names what the adapter lacks
     proc = _run(node, site, tmp_path / "forced", "--variant", "subgroup-matrix")
     assert proc.returncode == 1
@@ -259,6 +265,9 @@ def test_lavapipe_with_subgroup_matrices_runs_the_variants_kernels_with_the_same
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads((tmp_path / "variant" / "result.json").read_text())
     assert result["variant"] == "subgroup-matrix", result["variant_reason"]
+    # bench_webgpu.py --variants all: a row for each build this adapter runs, the fastest first
+    assert bench_webgpu.runnable_variants(node_sm, site, unsafe[1:]) == ["subgroup-matrix", "default"]
+    assert bench_webgpu.runnable_variants(node_sm, site, []) == ["default"]
     assert result["variant_reason"] == (f"this GPU adapter offers {SUBGROUP_MATRIX}, shader-f16 and f16->f32 8x8x8 "
                                         "subgroup matrices")
     assert result["kernel_overrides"] == {"unet": {"kernels": 1, "applied": 1, "unused": []}}
