@@ -15,6 +15,11 @@ A site whose weight shards are absent (they are too large to carry to a GPU mach
 embedded model is made again from its seed and sharded into the layout its tensor-cache.json records, and every
 shard must match the sha256 in manifest.json (reported as ``weights_identical``).
 
+A site with compiled variants (manifest.json ``variants``: e.g. subgroup-matrix kernels) runs with Dawn's
+allow_unsafe_apis toggle (the experimental features need it). ``--variants auto`` (default) runs the fastest variant
+the adapter supports, as the page would; ``--variants all`` runs each variant the adapter supports, and the default
+build, as rows of their own (``<label>:<variant>``), each checked against the same bar.
+
 Runs on the CPU too: lavapipe through Dawn and a CPU reference (the tiny model); see tests/web/test_gpu_runner.py.
 """
 from __future__ import annotations
@@ -187,12 +192,35 @@ def check_outputs(out: Path, manifest: dict, latents: np.ndarray, args, device: 
     return {"submodel_errors": errors, "image": image_check(pipe, pixels, latents, settings)}
 
 
-def run_runner(node: str, site: Path, out: Path, latents: Path, args, settings: dict) -> dict:
+UNSAFE_APIS = "allow_unsafe_apis"  # Dawn's toggle that exposes experimental features (chromium-experimental-*)
+
+
+def dawn_features(manifest: dict, args) -> list[str]:
+    """The Dawn toggles of a site's runs: the command line's, and allow_unsafe_apis where a variant needs an
+    experimental feature (Dawn hides chromium-experimental-subgroup-matrix without it)."""
+    experimental = any(f.startswith("chromium-experimental-") for v in manifest.get("variants", [])
+                       for f in v.get("requires", {}).get("features", []))
+    return [*args.dawn_feature, *([UNSAFE_APIS] if experimental and UNSAFE_APIS not in args.dawn_feature else [])]
+
+
+def runnable_variants(node: str, site: Path, features: list[str]) -> list[str]:
+    """The site's builds this adapter runs, fastest first, "default" last (the runner's --list-adapter --site)."""
+    cmd = [node, str(RUNNER), "--list-adapter", "--site", str(site)]
+    for feature in features:
+        cmd += ["--dawn-feature", feature]
+    proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, timeout=300)
+    if proc.returncode != 0:
+        raise WebsdError(f"the runner could not list the variants of {site}: {proc.stderr.strip()[-500:]}")
+    return re.findall(r"^variant (\S+): runs$", proc.stdout, re.M)
+
+
+def run_runner(node: str, site: Path, out: Path, latents: Path, args, settings: dict, variant: str = "auto",
+               features: list[str] | None = None) -> dict:
     cmd = [node, str(RUNNER), "--site", str(site), "--out", str(out), "--latents", str(latents),
            "--prompt", PROMPT, "--negative", NEGATIVE, "--guidance", str(settings["guidance"]), "--steps",
            str(settings["steps"]), "--scheduler", settings["scheduler"], "--seed", str(NOISE_SEED),
-           "--images", str(args.images), "--warm", str(args.warm), "--launch", args.launch]
-    for feature in args.dawn_feature:
+           "--images", str(args.images), "--warm", str(args.warm), "--launch", args.launch, "--variant", variant]
+    for feature in args.dawn_feature if features is None else features:
         cmd += ["--dawn-feature", feature]
     if args.profile:
         cmd.append("--profile")
@@ -365,7 +393,10 @@ def add_kernel_rates(profile: dict, costs: dict) -> None:
 
 
 def _name(s: dict) -> str:
-    return f"{s.get('label', s['dtype'])}: {s['dtype']} ({s['limits_profile']})"
+    label = s.get("label", s["dtype"])
+    ran = s.get("runner", {}).get("variant")  # an auto row of a site with variants: which build ran
+    kernels = f" [{ran} kernels]" if ran and ran != "default" and ":" not in label else ""
+    return f"{label}{kernels}: {s['dtype']} ({s['limits_profile']})"
 
 
 def _load_s(load: dict | None) -> str:
@@ -494,6 +525,9 @@ def main(argv=None) -> int:
     ap.add_argument("--serial-load", action="store_true", help="load the submodels one by one, not concurrently")
     ap.add_argument("--launch", choices=["replay", "plain"], default="replay",
                     help="the page's kernel launch path (web/src/launch.js) or tvmjs' own")
+    ap.add_argument("--variants", choices=["auto", "all"], default="auto",
+                    help="auto: each site's fastest build this adapter runs (as the page); all: every build it runs, "
+                         "a row each (<label>:<variant>)")
     ap.add_argument("--runner-timeout", type=int, default=1800)
     ap.add_argument("--peer", action="append", default=[], choices=["ort"],
                     help="also run a peer on each site's model: ort = ONNX Runtime's WebGPU EP (benchmarks/ort_peer.py)")
@@ -568,14 +602,21 @@ def bench_model(site_args: list[str], args, device: str, device_name: str, torch
                  "limits_profile": manifest.get("limits_profile"), "required_limits": manifest.get("required_limits"),
                  # what was measured, so a stale figure shows (before the shards are made again)
                  "manifest_sha256": sha256_file(site / "model" / "manifest.json"),
-                 "wasm_sha256": {w.stem: sha256_file(w) for w in sorted((site / "model").glob("*.wasm"))}}
-        report["sites"].append(entry)
+                 "wasm_sha256": {str(w.relative_to(site / "model").with_suffix("")): sha256_file(w)
+                                 for w in sorted((site / "model").rglob("*.wasm"))},
+                 "variant": "auto", "dawn_features": dawn_features(manifest, args)}
         try:
             entry["weights_identical"], model_dir = complete_site(site, args.work / "cache")
             tokenizer_dir = site / "model" / "tokenizer"
-            sites.append((site, manifest, entry))
+            rows = [entry]
+            if args.variants == "all" and manifest.get("variants"):  # a row per build this adapter runs
+                rows = [{**entry, "label": f"{label}:{v}", "variant": v}
+                        for v in runnable_variants(args.node, site, entry["dawn_features"])]
+            report["sites"] += rows
+            sites += [(site, manifest, row) for row in rows]
         except WebsdError as e:
             entry["runner"] = {"error": f"could not complete the site: {e}"}
+            report["sites"].append(entry)
     settings = report["settings"]
     if not args.no_torch and model_dir is not None:  # the reference timings first: they take seconds
         for dtype in (["float16", "float32"] if device == "cuda" else ["float32"]):
@@ -585,11 +626,12 @@ def bench_model(site_args: list[str], args, device: str, device_name: str, torch
             print(f"  {report['torch'][dtype]}", flush=True)
         write_json(partial, report)
     for site, manifest, entry in sites:
-        out = args.work / f"run-{entry['label']}"
+        out = args.work / f"run-{entry['label'].replace(':', '-')}"
         latents = initial_latents(manifest)
         out.mkdir(parents=True, exist_ok=True)
         latents.tofile(out / "latents.f32")
-        entry["runner"] = run_runner(args.node, site, out, out / "latents.f32", args, settings)
+        entry["runner"] = run_runner(args.node, site, out, out / "latents.f32", args, settings, entry["variant"],
+                                     entry["dawn_features"])
         if entry["runner"].get("profile") and (site / "model" / "kernels.json").exists():
             add_kernel_rates(entry["runner"]["profile"], json.loads((site / "model" / "kernels.json").read_text()))
         write_json(partial, report)

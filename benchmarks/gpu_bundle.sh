@@ -9,6 +9,7 @@
 #   benchmarks/gpu_bundle.sh run BUNDLE OUT [bench_webgpu.py args...]
 #                                                  there, from the repo root: unpack and run; results in OUT
 #                                                  (--peer ort adds ONNX Runtime's WebGPU EP on the same weights)
+#                                                  (--variants all: a row per compiled variant the GPU runs)
 #
 # Sizes: Node ~24 MB and dawn.node ~5 MB compressed; SD v1.5's .wasm files ~2-3 MB each compressed.
 set -euo pipefail

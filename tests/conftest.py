@@ -51,6 +51,20 @@ def node():
     return path
 
 
+LAVAPIPE_SM_NODE = ROOT / ".venv" / "lavapipe-sm" / "bin" / "node"
+
+
+@pytest.fixture(scope="session")
+def node_sm(node):
+    """Node with Dawn on Mesa 26's lavapipe, which offers chromium-experimental-subgroup-matrix (with Dawn's
+    allow_unsafe_apis): a wrapper ./setup.sh writes where the Debian archive has that Mesa (else it skips it, so
+    tests that need it skip too, CI included)."""
+    if not LAVAPIPE_SM_NODE.is_file():
+        pytest.skip(f"{LAVAPIPE_SM_NODE} is missing: ./setup.sh installs it where the Debian archive has Mesa 26 "
+                    "(lavapipe with subgroup matrices)")
+    return str(LAVAPIPE_SM_NODE)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     """No test sees the developer's user config or WEBSD_* variables, nor writes into the repo's cache/."""

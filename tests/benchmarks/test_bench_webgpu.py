@@ -53,3 +53,19 @@ def test_report_names_say_the_size_only_when_it_is_not_the_models_own():
     assert bench_webgpu.report_stem({**own, "model": "tiny", "width": 64, "height": 64, "model_size": (64, 64)},
                                     "cpu", "CPU", "replay") == "webgpu-tiny-cpu"
     assert bench_webgpu.model_size("sd21-random") == (768, 768)
+
+
+def test_a_site_whose_variants_need_an_experimental_feature_runs_with_dawns_unsafe_apis_toggle():
+    args = argparse.Namespace(dawn_feature=["vulkan_enable_f16_on_nvidia"])
+    sm = {"variants": [{"name": "subgroup-matrix", "requires": {
+        "features": ["chromium-experimental-subgroup-matrix", "shader-f16"]}, "submodels": {}}]}
+    assert bench_webgpu.dawn_features(sm, args) == ["vulkan_enable_f16_on_nvidia", "allow_unsafe_apis"]
+    assert bench_webgpu.dawn_features({}, args) == ["vulkan_enable_f16_on_nvidia"]
+    given = argparse.Namespace(dawn_feature=["allow_unsafe_apis"])
+    assert bench_webgpu.dawn_features(sm, given) == ["allow_unsafe_apis"]
+    # a row of --variants all says its build in its label; an auto row says which build ran
+    row = {"label": "sd15:subgroup-matrix", "dtype": "float16", "limits_profile": "default",
+           "runner": {"variant": "subgroup-matrix"}}
+    assert bench_webgpu._name(row) == "sd15:subgroup-matrix: float16 (default)"
+    assert bench_webgpu._name({**row, "label": "sd15"}) == "sd15 [subgroup-matrix kernels]: float16 (default)"
+    assert bench_webgpu._name({**row, "label": "sd15", "runner": {"variant": "default"}}) == "sd15: float16 (default)"

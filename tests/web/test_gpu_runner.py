@@ -21,7 +21,38 @@ import pytest
 from conftest import ROOT, real_env, run_doit, runner_env  # tests/conftest.py; also the `node` fixture
 from pipeline.layout import Layout
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import bench_webgpu  # noqa: E402
+
 RUNNER = ROOT / "web" / "runner" / "run.mjs"
+SUBGROUP_MATRIX = "chromium-experimental-subgroup-matrix"
+# The stand-in's "scale" kernel (out = x * factor, tests/web/fake_tvmjs.cjs) computed differently: each workgroup
+# takes an 8x8 tile of 64 elements (the launch's grid is n / 64 workgroups) as one f32 subgroup matrix, adds
+# 0 x 0 on the f16->f32 8x8x8 matrix unit, and scales the result matrix; a last, partial tile is done per element.
+# The same bindings and uniform: a drop-in swap, exact in f32, so the outputs must be bit-identical to the default.
+SCALE_WITH_SUBGROUP_MATRICES = """enable f16;
+enable chromium_experimental_subgroup_matrix;
+@group(0) @binding(0) var<storage, read_write> out : array<f32>;
+@group(0) @binding(1) var<storage, read> x : array<f32>;
+struct PODArgs { n : i32, factor : f32, packGridDimX : u32 }
+@group(0) @binding(2) var<uniform> podArgs : PODArgs;
+@compute @workgroup_size(8, 1, 1)
+fn scale(@builtin(workgroup_id) b : vec3<u32>, @builtin(num_workgroups) nb : vec3<u32>,
+    @builtin(local_invocation_id) t : vec3<u32>) {
+  let base = (b.z * nb.x + b.x) * 64u;
+  if (base + 64u <= u32(podArgs.n)) {
+    let tile = subgroupMatrixLoad<subgroup_matrix_result<f32, 8, 8>>(&x, base, false, 8u);
+    let sum = subgroupMatrixMultiplyAccumulate(subgroup_matrix_left<f16, 8, 8>(),
+                                               subgroup_matrix_right<f16, 8, 8>(), tile);
+    subgroupMatrixStore(&out, base, subgroupMatrixScalarMultiply(sum, podArgs.factor), false, 8u);
+  } else {
+    for (var j = 0u; j < 8u; j++) {
+      let i = base + t.x * 8u + j;
+      if (i < u32(podArgs.n)) { out[i] = x[i] * podArgs.factor; }
+    }
+  }
+}
+"""
 def test_dawn_describes_the_software_adapter(node):
     proc = subprocess.run([node, str(RUNNER), "--list-adapter"], cwd=ROOT, env=runner_env(), capture_output=True,
                           text=True, timeout=120)
@@ -32,8 +63,10 @@ def test_dawn_describes_the_software_adapter(node):
     assert "shader-f16: true" in proc.stdout  # lavapipe has it, so float16 builds can be run here too
 
 
-def _fake_site(root):
-    """A site with the real page modules' inputs (manifest, tokenizer, verified files) and a stand-in tvmjs."""
+def _fake_site(root, size=16, unet_kernels=None):
+    """A site with the real page modules' inputs (manifest, tokenizer, verified files) and a stand-in tvmjs.
+    ``unet_kernels`` ({kernel name: WGSL}): the site also has a subgroup-matrix variant of the unet, as issue 20's
+    build writes it (manifest ``variants``: its own .wasm and kernels file, the default build's weights)."""
     import hashlib
 
     from pipeline.fsutil import write_json
@@ -52,13 +85,25 @@ def _fake_site(root):
         write_json(params / "tensor-cache.json", {"metadata": {"param_names": ["w"], "of": sub}, "records": [
             {"dataPath": "params_shard_0.bin", "format": "raw-shard", "nbytes": 8, "records": [
                 {"name": "w", "shape": [2], "dtype": "float32", "format": "raw", "nbytes": 8, "byteOffset": 0}]}]})
+    variants = []
+    if unet_kernels is not None:
+        own = model / "variants" / "subgroup-matrix"
+        own.mkdir(parents=True)
+        (own / "unet.wasm").write_bytes(b"\0asm" + b"unet-subgroup-matrix")
+        write_json(own / "unet.kernels.json", unet_kernels)
+        variants = [{"name": "subgroup-matrix",
+                     "requires": {"features": [SUBGROUP_MATRIX, "shader-f16"],
+                                  "subgroup_matrix_configs": [{"componentType": "f16", "resultComponentType": "f32",
+                                                               "M": 8, "N": 8, "K": 8}]},
+                     "submodels": {"unet": {"wasm": "variants/subgroup-matrix/unet.wasm",
+                                            "kernels": "variants/subgroup-matrix/unet.kernels.json"}}}]
     for path in sorted(model.rglob("*")):
         if path.is_file():
             data = path.read_bytes()
             files[str(path.relative_to(model))] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     write_json(model / "manifest.json", {
-        "model": "fake", "seed": 0, "dtype": "float32", "width": 16, "height": 16, "latent_width": 2,
-        "latent_height": 2, "latent_channels": 4,
+        "model": "fake", "seed": 0, "dtype": "float32", "width": size, "height": size, "latent_width": size // 8,
+        "latent_height": size // 8, "latent_channels": 4, **({"variants": variants} if variants else {}),
         "max_length": 77, "scheduler": {"_class_name": "DPMSolverMultistepScheduler", **SD1_SCHEDULER[1]},
         "submodels": {s: {"wasm": f"{s}.wasm", "params": f"params/{s}/", "function": s} for s in ("clip", "unet", "vae")},
         "tokenizer": {n.split(".")[0]: f"tokenizer/{n}" for n in ("vocab.json", "merges.txt", "tokenizer.json",
@@ -178,3 +223,73 @@ def test_benchmark_on_lavapipe_matches_diffusers(node, real_cache, tmp_path):
     for sub, err in entry["submodel_errors"].items():
         assert err["max_abs_err"] <= 1e-3 * max(1.0, err["ref_max_abs"]), (sub, err)
     assert (tmp_path / "run-tiny-float32" / "image.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _run(node, site, out, *args, timeout=300):
+    return subprocess.run([node, str(RUNNER), "--site", str(site), "--out", str(out), "--steps", "2", "--images", "1",
+                           "--warm", "1", *args], cwd=ROOT, env=runner_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_site_with_a_subgroup_matrix_variant_runs_its_default_on_plain_lavapipe_and_says_why(node, tmp_path,
+                                                                                               monkeypatch):
+    site = _fake_site(tmp_path / "site", size=72, unet_kernels={"scale": SCALE_WITH_SUBGROUP_MATRICES})
+    proc = _run(node, site, tmp_path / "out", "--dawn-feature", "allow_unsafe_apis")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["variant"] == "default" and result["kernel_overrides"] == {}
+    assert result["variant_reason"].startswith(f"this GPU adapter does not offer {SUBGROUP_MATRIX} ("), result
+    assert f"variant: default (this GPU adapter does not offer {SUBGROUP_MATRIX}" in proc.stdout
+    proc = subprocess.run([node, str(RUNNER), "--list-adapter", "--site", str(site)], cwd=ROOT, env=runner_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert f"variant subgroup-matrix: lacks {SUBGROUP_MATRIX}" in proc.stdout and "variant default: runs" in proc.stdout
+    monkeypatch.setenv("VK_ICD_FILENAMES", runner_env()["VK_ICD_FILENAMES"])  # the benchmark runs in runner_env()
+    assert bench_webgpu.runnable_variants(node, site, ["allow_unsafe_apis"]) == ["default"]  # --variants all's rows
+    # forced, it stops in one line that names what the adapter lacks
+    proc = _run(node, site, tmp_path / "forced", "--variant", "subgroup-matrix")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"runner: variant=subgroup-matrix: this GPU adapter does not offer {SUBGROUP_MATRIX}"), proc.stderr
+
+
+def test_lavapipe_with_subgroup_matrices_runs_the_variants_kernels_with_the_same_output(node_sm, tmp_path):
+    """Mesa 26's lavapipe offers chromium-experimental-subgroup-matrix (with Dawn's allow_unsafe_apis): the variant is
+    picked, its unet .wasm loads and its WGSL replaces the stand-in's "scale" kernel, and the outputs are the
+    default build's, bit for bit."""
+    import numpy as np
+
+    site = _fake_site(tmp_path / "site", size=72, unet_kernels={"scale": SCALE_WITH_SUBGROUP_MATRICES})
+    unsafe = ["--dawn-feature", "allow_unsafe_apis"]
+    proc = _run(node_sm, site, tmp_path / "variant", *unsafe, "--cache-dir", str(tmp_path / "weights"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((tmp_path / "variant" / "result.json").read_text())
+    assert result["variant"] == "subgroup-matrix", result["variant_reason"]
+    # bench_webgpu.py --variants all: a row for each build this adapter runs, the fastest first
+    assert bench_webgpu.runnable_variants(node_sm, site, unsafe[1:]) == ["subgroup-matrix", "default"]
+    assert bench_webgpu.runnable_variants(node_sm, site, []) == ["default"]
+    assert result["variant_reason"] == (f"this GPU adapter offers {SUBGROUP_MATRIX}, shader-f16 and f16->f32 8x8x8 "
+                                        "subgroup matrices")
+    assert result["kernel_overrides"] == {"unet": {"kernels": 1, "applied": 1, "unused": []}}
+    assert "unet: 1 of 1 kernels from the variant's WGSL" in proc.stdout
+    # the variant's two files were read, and the shared weights: tokenizer 2 + clip/vae 3 each + unet 4
+    assert result["load"]["files"]["fetched_files"] == 2 + 3 + 3 + 4
+    assert {c["componentType"] + c["resultComponentType"] for c in result["adapter"]["subgroup_matrix_configs"]} >= \
+        {"f16f32", "f16f16"}
+    proc = _run(node_sm, site, tmp_path / "default", *unsafe, "--variant", "default")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((tmp_path / "default" / "result.json").read_text())["variant_reason"] == \
+        "asked for (variant=default)"
+    io = json.loads((tmp_path / "variant" / "io" / "io.json").read_text())
+    unet_in = np.fromfile(tmp_path / "variant" / "io" / io["unet"]["inputs"][0]["file"], dtype="float32")
+    assert unet_in.size == 4 * 9 * 9  # 5 whole 8x8 tiles through the matrices, the last 4 elements one by one
+    for sub in ("clip", "unet", "vae"):
+        assert (tmp_path / "variant" / "io" / f"{sub}.out.bin").read_bytes() == \
+            (tmp_path / "default" / "io" / f"{sub}.out.bin").read_bytes(), sub
+    unet_out = np.fromfile(tmp_path / "variant" / "io" / "unet.out.bin", dtype="float32")
+    assert np.array_equal(unet_out, 0.5 * unet_in) and np.abs(unet_in).max() > 0
+    # without Dawn's toggle the same adapter hides the feature: the default runs, and the reason says how to get it
+    proc = _run(node_sm, site, tmp_path / "no-toggle")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    reason = json.loads((tmp_path / "no-toggle" / "result.json").read_text())["variant_reason"]
+    assert reason.startswith(f"this GPU adapter does not offer {SUBGROUP_MATRIX}") and "allow_unsafe_apis" in reason

@@ -8,9 +8,13 @@
 //       [--prompt ...] [--negative ...] [--guidance G] [--scheduler S] [--seed 0 | --latents noise.f32]
 //       (steps, guidance and scheduler left out: the model's own, manifest.json "defaults", as on the page)
 //       [--dawn-feature vulkan_enable_f16_on_nvidia] [--list-adapter] [--profile] [--serial-load]
-//       [--cache-dir DIR] [--launch replay|plain] [--size WxH]
+//       [--cache-dir DIR] [--launch replay|plain] [--size WxH] [--variant auto|default|NAME]
 //
 // --size runs one of the site's sizes (manifest.json "sizes", built with model.sizes; default: its default size).
+// --variant picks the compiled build (manifest.json "variants", web/src/variants.js): auto (the fastest this adapter
+// runs), default, or a variant's name; it prints the pick and why, and result.json records them. A variant that
+// needs an experimental feature (subgroup matrices) needs Dawn's toggle: --dawn-feature allow_unsafe_apis.
+// --list-adapter with --site also lists the site's variants, one line each: "variant NAME: runs" or what it lacks.
 //
 // It loads the site through web/src/websd.js, the module the page's worker runs. --cache-dir keeps the weights in
 // DIR (fs_cache.js: the page's weight cache on disk) and loads the site twice: the first load fetches what DIR
@@ -37,6 +41,7 @@ import { PageError } from "../src/gpu.js";
 import { launchSettings, LAUNCH_MODES } from "../src/launch.js";
 import { loadManifest, SUBMODELS } from "../src/loader.js";
 import { modelDefaults, StableDiffusion } from "../src/pipeline.js";
+import { variantProblems, variantsOf } from "../src/variants.js";
 import { loadSite } from "../src/websd.js";
 import { FsWeightCache } from "./fs_cache.js";
 import { encodePng } from "./png.js";
@@ -125,7 +130,7 @@ function options() {
       profile: { type: "boolean", default: false },
       "serial-load": { type: "boolean", default: false },
       "cache-dir": { type: "string" }, size: { type: "string" },
-      launch: { type: "string", default: "replay" },
+      launch: { type: "string", default: "replay" }, variant: { type: "string", default: "auto" },
     },
   });
   if (!values.site && !values["list-adapter"]) throw new PageError("--site <directory doit built> is required");
@@ -143,9 +148,14 @@ async function adapterReport(gpu) {
   }
   const info = adapter.info ?? {};
   return {
-    vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description,
-    features: [...adapter.features].sort(),
-    limits: Object.fromEntries(LIMITS.map((n) => [n, adapter.limits[n]])),
+    report: {
+      vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description,
+      features: [...adapter.features].sort(),
+      limits: Object.fromEntries(LIMITS.map((n) => [n, adapter.limits[n]])),
+      subgroup_matrix_configs: [...(info.subgroupMatrixConfigs ?? [])].map((c) => ({ componentType: c.componentType,
+        resultComponentType: c.resultComponentType, M: c.M, N: c.N, K: c.K })),
+    },
+    adapter,
   };
 }
 
@@ -154,16 +164,24 @@ async function main() {
   Object.assign(globalThis, globals); // GPUBufferUsage, GPUShaderStage, ... as in a browser
   const dawnFlags = o["dawn-feature"].length ? [`enable-dawn-features=${o["dawn-feature"].join(",")}`] : [];
   const gpu = create(dawnFlags);
-  const adapter = await adapterReport(gpu);
+  const { report: adapter, adapter: gpuAdapter } = await adapterReport(gpu);
   console.log(`adapter: ${adapter.vendor} ${adapter.architecture} ${adapter.description || adapter.device}`);
   console.log(`  limits: ${LIMITS.map((n) => `${n}=${adapter.limits[n]}`).join(" ")}`);
   console.log(`  shader-f16: ${adapter.features.includes("shader-f16")}; dawn features: ${o["dawn-feature"]}`);
-  if (o["list-adapter"]) return;
+  if (o["list-adapter"] && !o.site) return;
 
   launchSettings.mode = o.launch;
   const site = path.resolve(o.site);
   // a site that is not there is named by its manifest, before the runtime bundle beside it is looked for
-  await loadManifest(pathToFileURL(path.join(site, "model", "manifest.json")).href, fileFetch);
+  const siteManifest = await loadManifest(pathToFileURL(path.join(site, "model", "manifest.json")).href, fileFetch);
+  if (o["list-adapter"]) {  // which of the site's builds this adapter runs (benchmarks/bench_webgpu.py --variants all)
+    for (const v of variantsOf(siteManifest)) {
+      const problems = variantProblems(gpuAdapter, v.requires);
+      console.log(`variant ${v.name}: ${problems.length ? `lacks ${problems.join("; ")}` : "runs"}`);
+    }
+    console.log("variant default: runs");
+    return;
+  }
   let tvmjs;
   try {
     tvmjs = createRequire(import.meta.url)(path.join(site, "tvmjs.bundle.js"));
@@ -175,7 +193,7 @@ async function main() {
   let lastStage = "";
   const cache = o["cache-dir"] ? new FsWeightCache(path.resolve(o["cache-dir"])) : null;
   const loadOnce = () => loadSite(pathToFileURL(`${site}/`), {
-    tvmjs, gpu, fetch: fileFetch, cache, serialLoad: o["serial-load"], size: o.size,
+    tvmjs, gpu, fetch: fileFetch, cache, serialLoad: o["serial-load"], size: o.size, variant: o.variant,
     optionalFeatures: o.profile ? ["timestamp-query"] : [],
     onProgress: (p) => {
       if (o.verbose && p.stage !== lastStage) console.log(`  ${(lastStage = p.stage)}`);
@@ -189,6 +207,12 @@ async function main() {
     },
   });
   let model = await loadOnce();
+  console.log(`variant: ${model.variant.name} (${model.variant.reason})`);
+  for (const n of SUBMODELS) {
+    const k = model.models[n].kernelOverrides;
+    if (k) console.log(`${n}: ${k.applied} of ${k.kernels} kernels from the variant's WGSL${k.unused.length ? `; ` +
+      `no kernel took ${k.unused.join(", ")}` : ""}`);
+  }
   let secondLoad = null;
   if (cache) {  // the first load filled the cache (what it lacked); the second is a returning visit
     const start = performance.now();
@@ -250,6 +274,9 @@ async function main() {
 
   const result = {
     adapter, dawn_features: o["dawn-feature"], node: process.version, launch: o.launch,
+    variant: model.variant.name, variant_reason: model.variant.reason,
+    kernel_overrides: Object.fromEntries(SUBMODELS.filter((n) => model.models[n].kernelOverrides)
+      .map((n) => [n, model.models[n].kernelOverrides])),
     site: { model: manifest.model, dtype: manifest.dtype, size: model.size, width: manifest.width,
       height: manifest.height,
       required_limits: manifest.required_limits ?? null, limits_profile: manifest.limits_profile ?? null },

@@ -56,14 +56,8 @@ export function deviceLimits(adapter, manifest) {
     .map(([name, need]) => [name, need]));
 }
 
-/**
- * Request a GPUDevice fit for the model, or throw a PageError that says why not.
- * @param {object} manifest
- * @param {GPU|undefined} gpu navigator.gpu
- * @param {string[]} optionalFeatures also requested where the adapter has them (e.g. "timestamp-query")
- * @returns {Promise<{adapter: GPUAdapter, device: GPUDevice}>}
- */
-export async function requestDevice(manifest, gpu = globalThis.navigator?.gpu, optionalFeatures = []) {
+/** The adapter the page runs on (high-performance), or a PageError that says why there is none. */
+export async function requestAdapter(gpu = globalThis.navigator?.gpu) {
   if (!gpu) {
     throw new PageError("This browser does not offer WebGPU (navigator.gpu is missing). Use a recent Chrome, " +
       "Edge or another WebGPU browser, on a page served over http://localhost or https.");
@@ -73,10 +67,25 @@ export async function requestDevice(manifest, gpu = globalThis.navigator?.gpu, o
     throw new PageError("WebGPU is present but no GPU adapter is available (requestAdapter returned null): " +
       "the GPU may be blocklisted or disabled in this browser.");
   }
+  return adapter;
+}
+
+/**
+ * Request a GPUDevice fit for the model, or throw a PageError that says why not.
+ * @param {object} manifest
+ * @param {GPU|undefined} gpu navigator.gpu
+ * @param {string[]} optionalFeatures also requested where the adapter has them (e.g. "timestamp-query")
+ * @param {{adapter?: GPUAdapter, features?: string[]}} [more] an adapter already requested (requestAdapter), and
+ *   features the device must have (a variant's, variants.js pickVariant: checked against the adapter there)
+ * @returns {Promise<{adapter: GPUAdapter, device: GPUDevice}>}
+ */
+export async function requestDevice(manifest, gpu = globalThis.navigator?.gpu, optionalFeatures = [],
+  { adapter = null, features = [] } = {}) {
+  adapter ??= await requestAdapter(gpu);
   const problems = adapterProblems(adapter, manifest);
   if (problems.length) throw new PageError(`This GPU cannot run the model: ${problems.join("; ")}.`);
-  const requiredFeatures = [...(manifest.requires_f16 ? ["shader-f16"] : []),
-    ...optionalFeatures.filter((f) => adapter.features.has(f))];
+  const requiredFeatures = [...new Set([...(manifest.requires_f16 ? ["shader-f16"] : []), ...features,
+    ...optionalFeatures.filter((f) => adapter.features.has(f))])];
   let device;
   try {
     device = await adapter.requestDevice({ requiredFeatures, requiredLimits: deviceLimits(adapter, manifest) });

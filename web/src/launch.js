@@ -26,6 +26,8 @@
 // live bind groups than maxBindGroups). A buffer that changes between calls (a fresh input tensor) is only a bind
 // group created again: correct, and counted in `stats.bindGroupsCreated`.
 
+import { PageError } from "./gpu.js";
+
 export const LAUNCH_MODES = ["replay", "plain"];
 /**
  * What the loader installs (the runner's --launch sets the mode; a page may too, before loading). The caps bound
@@ -57,6 +59,31 @@ export function installLaunch(tvm, settings = launchSettings) {
     return null;
   }
   return new ReplayLauncher(ctx, { ...launchSettings, ...settings });
+}
+
+/**
+ * Replace the WGSL of the named kernels (a variant's kernels file: {entry-point name: WGSL}) in the shaders tvmjs
+ * creates from now on: wraps the context's createShader(Async), whichever launch path installed them (call it
+ * after installLaunch), so both paths build their module from the override and a replay fallback keeps it. The
+ * override keeps the kernel's bindings and uniform (a drop-in shader swap). Returns {kernels, applied: Set of
+ * names created from an override}; a tvmjs without a WebGPU context cannot take overrides: a PageError.
+ */
+export function installKernelOverrides(tvm, kernels, what = "the variant") {
+  const ctx = tvm.lib?.webGPUContext;
+  if (typeof ctx?.createShader !== "function" || typeof ctx?.createShaderAsync !== "function") {
+    throw new PageError(`${what} replaces kernels, but this tvmjs has no webGPUContext.createShader(Async) to ` +
+      "replace them in: load variant=default, or rebuild the site with a tvmjs that has them.");
+  }
+  const applied = new Set();
+  const code = (finfo, wgsl) => {
+    if (!Object.hasOwn(kernels, finfo.name)) return wgsl;
+    applied.add(finfo.name);
+    return kernels[finfo.name];
+  };
+  const [sync, async] = [ctx.createShader, ctx.createShaderAsync];
+  ctx.createShader = (finfo, wgsl) => sync.call(ctx, finfo, code(finfo, wgsl));
+  ctx.createShaderAsync = (finfo, wgsl) => async.call(ctx, finfo, code(finfo, wgsl));
+  return { kernels: Object.keys(kernels), applied };
 }
 
 /** One compiled kernel, as tvmjs describes it (FunctionInfo: arg_types, launch_param_tags). */

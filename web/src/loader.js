@@ -3,7 +3,7 @@
 // tvmjs Instance per submodel on the shared GPUDevice, and its weights put into that instance's tensor cache.
 
 import { PageError } from "./gpu.js";
-import { installLaunch } from "./launch.js";
+import { installKernelOverrides, installLaunch } from "./launch.js";
 import { ClipTokenizer } from "./tokenizer.js";
 
 const REQUIRED_FIELDS = ["latent_width", "latent_height", "latent_channels", "max_length", "submodels", "scheduler", "tokenizer",
@@ -62,11 +62,11 @@ export function filesToFetch(manifest) {
   return [json, config, ...SUBMODELS.flatMap((name) => submodelFiles(manifest, name))];
 }
 
-/** The files one submodel loads: its .wasm, its tensor-cache.json and shards. */
+/** The files one submodel loads: its .wasm (and a variant's kernels file), its tensor-cache.json and shards. */
 export function submodelFiles(manifest, name) {
   const sub = manifest.submodels[name];
   const dir = sub.params.endsWith("/") ? sub.params : `${sub.params}/`;
-  return [sub.wasm, ...Object.keys(manifest.files).filter((p) => p.startsWith(dir))];
+  return [sub.wasm, ...(sub.kernels ? [sub.kernels] : []), ...Object.keys(manifest.files).filter((p) => p.startsWith(dir))];
 }
 
 function toHex(buffer) {
@@ -152,6 +152,20 @@ export class Progress {
   }
 }
 
+/** A variant's kernels file (verified bytes): {kernel entry-point name: WGSL}, or a PageError. */
+function readKernels(path, bytes) {
+  let kernels;
+  try {
+    kernels = JSON.parse(new TextDecoder().decode(bytes));
+  } catch (err) {
+    throw new PageError(`model/${path} is not valid JSON (${err.message}): rebuild the site.`);
+  }
+  const ok = kernels && typeof kernels === "object" && !Array.isArray(kernels) &&
+    Object.values(kernels).every((code) => typeof code === "string");
+  if (!ok) throw new PageError(`model/${path} is not a {kernel name: WGSL} object: rebuild the site.`);
+  return kernels;
+}
+
 /** Decode float16 bits into a Float32Array. */
 export function float16ToFloat32(bits) {
   const out = new Float32Array(bits.length);
@@ -217,10 +231,13 @@ export class TvmSubmodel {
 
     progress.setStage(`${name}: downloading ${sub.wasm}`);
     const wasm = await get(sub.wasm);
+    const kernels = sub.kernels ? readKernels(sub.kernels, await get(sub.kernels)) : null;
     const logger = (msg) => console.log(`[${name}] ${msg}`);
     const tvm = await tvmjs.instantiate(wasm.buffer, tvmjs.createPolyfillWASI(), logger);
     tvm.initWebGPU(gpuDevice);
     const launcher = installLaunch(tvm); // the page's own kernel launch (launch.js), before any shader exists
+    // a variant's WGSL in place of its module's (manifest.variants, variants.js), on whichever launch path
+    const overrides = kernels ? installKernelOverrides(tvm, kernels, `${name} of variant ${manifest.variant}`) : null;
     // Every TVM object a call returns belongs to the innermost scope; what we keep is detached from it.
     tvm.beginScope();
     try {
@@ -259,6 +276,10 @@ export class TvmSubmodel {
       const model = new TvmSubmodel(name, tvm, vm, fn, params);
       model.loadTimes = times;
       model.launcher = launcher;
+      model.kernelOverrides = overrides ? { kernels: overrides.kernels.length, applied: overrides.applied.size,
+        unused: overrides.kernels.filter((k) => !overrides.applied.has(k)) } : null;
+      // an override no kernel of the module took: the variant's files do not match (its speed-up is lost)
+      if (model.kernelOverrides?.unused.length) logger(`kernel overrides no kernel took: ${model.kernelOverrides.unused}`);
       return model;
     } finally {
       tvm.endScope();

@@ -27,7 +27,9 @@ export function manifestAtSize(manifest, name = null) {
   return { ...manifest, width, height, latent_width, latent_height, vae_tile, submodels, size: size.name };
 }
 
-/** The submodels whose .wasm differs between two views of a manifest (manifestAtSize): what a size switch loads. */
+/** The submodels whose .wasm (or a variant's kernels file) differs between two views of a manifest (manifestAtSize,
+ * variants.js manifestWithVariant): what a size switch loads. */
 export function submodelsToSwitch(from, to) {
-  return Object.keys(to.submodels).filter((sub) => from.submodels[sub]?.wasm !== to.submodels[sub].wasm);
+  return Object.keys(to.submodels).filter((sub) => from.submodels[sub]?.wasm !== to.submodels[sub].wasm ||
+    from.submodels[sub]?.kernels !== to.submodels[sub].kernels);
 }

@@ -4,12 +4,14 @@
 // document.body.dataset.state: "loading" -> "ready" -> "running" -> "done" (-> "running" ...), or "error" with the
 // message in #error. Cancel returns to "ready". A message that stops nothing (storage too small) is in #notice.
 //
-// URL parameters: prompt, negative, steps, guidance, seed, scheduler, preview (k), size (WxH), autorun=1, and
+// URL parameters: prompt, negative, steps, guidance, seed, scheduler, preview (k), size (WxH), autorun=1,
+// variant=auto|default|NAME (which compiled build: variants.js; #variant says which runs and why), and
 // latents=<url of raw little-endian float32 initial noise, 1 x C x h x w> which replaces the seeded noise.
 //
 // window.websd = {
 //   ready: Promise (resolves when the model is loaded, rejects on a load error),
 //   manifest, schedulers: [names], sizes: [names, the default first], loadStats (files from the cache / the network),
+//   variant: {name, reason} (the compiled build that runs: "default" or one of manifest.variants),
 //   generate({prompt, negativePrompt, seed, steps, guidance, scheduler, latents: Float32Array, previewEvery,
 //             size: one of sizes (its modules load, its weights come from the weight cache)})
 //     -> Promise<{width, height, pixels: Float32Array (H*W*3, 0..255), rgba: Uint8ClampedArray}>  (also drawn),
@@ -65,6 +67,7 @@ async function load(sd) {
     onNotice: showNotice,
     onDeviceLost: (text) => showError(new PageError(text)),
     size: params.get("size") ?? undefined,  // loaded first, so a ?size= page loads only that size's modules
+    variant: params.get("variant") ?? undefined,  // ?variant=NAME|default forces a build (variants.js)
     onCacheStored: (status) => {
       showCache(status, window.websd.loadStats);
       document.body.dataset.cacheStored = "1";  // for tests: what this load fetched is stored (or refused)
@@ -75,6 +78,13 @@ async function load(sd) {
   const latentsUrl = params.get("latents");
   const fixedLatents = latentsUrl ? await loadLatentsFromUrl(latentsUrl, count) : null;
   return { ...info, fixedLatents };
+}
+
+/** Which compiled build runs and why (variants.js): shown where the site has more than its default build. */
+function showVariant(manifest, variant) {
+  window.websd.variant = variant;
+  $("variant").hidden = !manifest.variants?.length;
+  $("variant").textContent = `Kernels: ${variant.name}${variant.reason ? ` (${variant.reason})` : ""}`;
 }
 
 function showNotice(text) {
@@ -179,6 +189,7 @@ function setup() {
         },
       });
       draw(image);
+      if (image.variant) showVariant(loaded.manifest, image.variant);  // a size switch may change it
       lastSeed = o.seed;
       $("download").disabled = false;
       showProgress(1, `Done in ${((performance.now() - started) / 1000).toFixed(1)} s.`);
@@ -222,6 +233,7 @@ function setup() {
     loaded = l;
     applyModelDefaults(l.manifest);
     Object.assign(window.websd, { manifest: l.manifest, loadStats: l.loadStats, sizes: sizeNames(l.manifest) });
+    showVariant(l.manifest, l.variant);
     showCache(l.cache, l.loadStats);
     if (l.fixedLatents) {
       $("latents-note").textContent = "Initial noise comes from the latents URL (the seed is ignored).";
@@ -235,7 +247,7 @@ function setup() {
   ready.catch(showError);
 
   window.websd = { ready, generate, cancel: () => sd.cancel(), cacheStatus: () => sd.cacheStatus(),
-    deleteCache: () => sd.deleteCache(), manifest: null, loadStats: null, sizes: [],
+    deleteCache: () => sd.deleteCache(), manifest: null, loadStats: null, sizes: [], variant: null,
     schedulers: Object.keys(SCHEDULERS) };
 }
 

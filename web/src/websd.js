@@ -2,10 +2,11 @@
 // (worker.js) and the headless runner (web/runner/run.mjs) in Node, so both go through this one code path.
 // API and an example: web/README.md.
 
-import { requestDevice, withGpuErrorCheck } from "./gpu.js";
+import { requestAdapter, requestDevice, withGpuErrorCheck } from "./gpu.js";
 import { filesToFetch, loadManifest, loadSubmodels, loadTokenizer, Progress, submodelFiles } from "./loader.js";
 import { manifestAtSize, submodelsToSwitch } from "./sizes.js";
 import { StableDiffusion } from "./pipeline.js";
+import { DEFAULT_VARIANT, manifestWithVariant, pickVariant } from "./variants.js";
 import { checkStorage, ModelFiles } from "./weight_cache.js";
 
 /**
@@ -25,28 +26,34 @@ import { checkStorage, ModelFiles } from "./weight_cache.js";
  * @param {(device: GPUDevice) => void} [options.onDevice] called with the device before anything is loaded
  * @param {string} [options.size] which of the site's sizes (manifest.sizes[].name, "<width>x<height>") to load;
  *   default: the manifest's default_size. generate({size}) switches later.
+ * @param {string} [options.variant] which compiled build (manifest.variants, variants.js): "auto" (default: the
+ *   fastest this GPU adapter runs), "default", or a variant's name (a PageError where the adapter cannot run it)
  * @returns {Promise<WebsdModel>}
  */
 export async function loadSite(siteUrl, options) {
   const { tvmjs, gpu = globalThis.navigator?.gpu, fetch = globalThis.fetch, cache = null,
     onProgress = () => {}, onNotice = () => {}, optionalFeatures = [], serialLoad = false, onDevice = () => {},
-    size = null,
+    size = null, variant = "auto",
   } = options;
   const start = performance.now();
   const manifestUrl = new URL("model/manifest.json", siteUrl);
   const manifest = await loadManifest(manifestUrl.href, fetch);
   const sized = manifestAtSize(manifest, size);  // an unknown size stops here, before the device or a download
-  const { adapter, device } = await requestDevice(manifest, gpu, optionalFeatures);
+  const adapter = await requestAdapter(gpu);
+  // the variant is picked from the adapter: the device must be asked for its features
+  const picked = pickVariant(sized, adapter, variant);
+  const { device } = await requestDevice(manifest, gpu, optionalFeatures, { adapter, features: picked.features });
   onDevice(device);
-  const storage = await checkStorage(cache, manifest);
+  const storage = await checkStorage(cache, picked.manifest);
   if (storage.notice) onNotice(storage.notice);
   const files = new ModelFiles(manifestUrl, manifest.files, { fetch, cache, store: storage.fits, onNotice });
-  const progress = newProgress(manifest, filesToFetch(sized), onProgress);
+  const progress = newProgress(manifest, filesToFetch(picked.manifest), onProgress);
   const tokenizer = await loadTokenizer(manifest, files, progress);
   // one error scope for the concurrent loads: WebGPU's error scopes are a stack, not per task
   const models = await withGpuErrorCheck(device, "loading the model",
-    () => loadSubmodels(tvmjs, device, sized, files, progress, { serial: serialLoad }));
-  return new WebsdModel({ manifest, sized, adapter, device, tokenizer, models, files, storage, tvmjs, onProgress,
+    () => loadSubmodels(tvmjs, device, picked.manifest, files, progress, { serial: serialLoad }));
+  return new WebsdModel({ manifest, sized: picked.manifest, picked: { name: picked.name, reason: picked.reason },
+    adapter, device, tokenizer, models, files, storage, tvmjs, onProgress,
     loadMs: performance.now() - start });
 }
 
@@ -70,8 +77,9 @@ function retireSubmodel(m) {
 
 export class WebsdModel {
   constructor(parts) {
-    // manifest (the site's), sized (the manifest at the loaded size: manifestAtSize), adapter, device, tokenizer,
-    // models, files, storage, tvmjs, onProgress, loadMs
+    // manifest (the site's), sized (the manifest at the loaded size and variant: manifestAtSize, manifestWithVariant),
+    // picked ({name, reason}: the variant chosen at load), adapter, device, tokenizer, models, files, storage, tvmjs,
+    // onProgress, loadMs
     Object.assign(this, parts);
     this.pipeline = new StableDiffusion(this.sized, this.tokenizer, this.models);
     this.running = null;  // the AbortController of the generation under way
@@ -83,13 +91,24 @@ export class WebsdModel {
   }
 
   /**
+   * The compiled build that runs, {name, reason}: "default" or one of manifest.variants (picked at load, variants.js
+   * pickVariant); at a size other than the site's default the default build runs, and the reason says so.
+   */
+  get variant() {
+    const picked = this.picked ?? { name: DEFAULT_VARIANT, reason: "" };
+    if (picked.name === DEFAULT_VARIANT || this.sized.variant === picked.name) return picked;
+    return { name: DEFAULT_VARIANT, reason: `${picked.name} is built for the site's default size only, not ${this.size}` };
+  }
+
+  /**
    * Switch to another of the site's sizes: load that size's .wasm of each submodel that differs (unet, vae) and
    * free the old ones. The weights are the same files: they come from the weight cache (`files`), so a page that
    * has stored them downloads none again. Called by generate({size}).
    * @param {string} name manifest.sizes[].name
    */
   async setSize(name) {
-    const to = manifestAtSize(this.manifest, name);
+    // the variant picked at load runs at the default size (its device has the features); other sizes: default
+    const to = manifestWithVariant(manifestAtSize(this.manifest, name), this.picked?.name);
     const names = submodelsToSwitch(this.sized, to);
     if (names.length) {
       const progress = newProgress(this.manifest, names.flatMap((n) => submodelFiles(to, n)), this.onProgress);

@@ -27,9 +27,9 @@ async function importTvmjs() {
 }
 
 const ops = {
-  async load({ siteUrl, size }) {
+  async load({ siteUrl, size, variant }) {
     model = await loadSite(siteUrl, {
-      tvmjs: await importTvmjs(), cache, size,
+      tvmjs: await importTvmjs(), cache, size, variant,
       onProgress: (p) => emit("progress", p),
       onNotice: (text) => emit("notice", text),
     });
@@ -37,15 +37,17 @@ const ops = {
       if (info.reason !== "destroyed") emit("deviceLost", `The GPU device was lost: ${info.message}`);
     });
     // the files the load fetched are still being stored: the page hears when that is done
-    model.files.flush().then(async () => emit("cacheStored", cache && await cacheStatus(cache, model.manifest)));
-    return { manifest: model.manifest, size: model.size, loadMs: model.loadMs, loadStats: model.loadStats,
-      persisted: model.storage.persisted, cache: cache && await cacheStatus(cache, model.manifest) };
+    model.files.flush().then(async () => emit("cacheStored", cache && await cacheStatus(cache, model.sized)));
+    return { manifest: model.manifest, size: model.size, variant: model.variant, loadMs: model.loadMs,
+      loadStats: model.loadStats, persisted: model.storage.persisted,
+      cache: cache && await cacheStatus(cache, model.sized) };
   },
 
   async generate(opts) {  // opts.size: another of the site's sizes (websd.js setSize: weights from the cache)
-    return model.generate(opts, {
+    const image = await model.generate(opts, {
       onStep: ({ step, steps, timestep, preview }) => emit("step", { step, steps, timestep, preview }),
     });
+    return { ...image, variant: model.variant };  // a size switch may change it (variants are built at one size)
   },
 
   cancel() {
@@ -53,7 +55,7 @@ const ops = {
   },
 
   async cacheStatus() {
-    return cache && model ? cacheStatus(cache, model.manifest) : null;
+    return cache && model ? cacheStatus(cache, model.sized) : null;
   },
 
   async deleteCache() {

@@ -1,7 +1,7 @@
 // The main thread's side of worker.js: the same operations as websd.js, as promises, with the model in a worker.
 //
 //   const sd = new WorkerModel();                      // starts worker.js (a module worker)
-//   const info = await sd.load(siteUrl, {onProgress, onNotice, onCacheStored, size});
+//   const info = await sd.load(siteUrl, {onProgress, onNotice, onCacheStored, size, variant});
 //   const image = await sd.generate({prompt, seed, steps, size}, {onStep});   // rejects with err.cancelled after cancel()
 //   sd.cancel(); await sd.cacheStatus(); await sd.deleteCache(); sd.dispose();
 
@@ -52,14 +52,15 @@ export class WorkerModel {
   }
 
   /**
-   * Load the site (at `size`, one of manifest.sizes[].name; default: the site's default size); resolves to
-   * {manifest, size, loadMs, loadStats, persisted, cache}. onCacheStored(cache status) is called when the files the
+   * Load the site (at `size`, one of manifest.sizes[].name; default: the site's default size; `variant`: websd.js
+   * loadSite's, default "auto"); resolves to {manifest, size, variant: {name, reason}, loadMs, loadStats, persisted,
+   * cache}. onCacheStored(cache status) is called when the files the
    * load fetched are all stored (after the load resolves).
    */
-  load(siteUrl, { onProgress, onNotice, onDeviceLost, onCacheStored, size } = {}) {
+  load(siteUrl, { onProgress, onNotice, onDeviceLost, onCacheStored, size, variant } = {}) {
     Object.assign(this.handlers, { progress: onProgress, notice: onNotice, deviceLost: onDeviceLost,
       cacheStored: onCacheStored });
-    return this.call("load", { siteUrl: String(siteUrl), size });
+    return this.call("load", { siteUrl: String(siteUrl), size, variant });
   }
 
   generate(opts, { onStep } = {}) {

@@ -5,7 +5,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 
-import { installLaunch } from "../src/launch.js";
+import { PageError } from "../src/gpu.js";
+import { installKernelOverrides, installLaunch } from "../src/launch.js";
 
 const fake = createRequire(import.meta.url)("../../tests/web/fake_tvmjs.cjs");
 
@@ -23,11 +24,12 @@ try {
 if (!device && !skip) skip = "Dawn found no GPU adapter (set VK_ICD_FILENAMES to lavapipe's ICD)";
 
 /** A stand-in tvmjs instance on the shared device, its launch path installed as the page's loader does. */
-async function instance(mode, extra = {}, batched = true) {
+async function instance(mode, extra = {}, batched = true, kernels = null) {
   const tvm = await (batched ? fake.instantiate() : fake.instantiateUnbatched());
   tvm.initWebGPU(device);
   const messages = [];
   const launcher = installLaunch(tvm, { mode, log: (m) => messages.push(m), ...extra });
+  const overrides = kernels && installKernelOverrides(tvm, kernels);  // after the launch path, as the loader does
   await tvm.asyncLoadWebGPUPipelines(tvm.systemLib());
   const fn = tvm.createVirtualMachine().getFunction("unet");
   /** One call as TvmSubmodel.call makes it: upload, run, read back, free the call's tensors. */
@@ -42,7 +44,7 @@ async function instance(mode, extra = {}, batched = true) {
     tvm.endScope();
     return new Float32Array(host.toRawBytes().slice().buffer);
   };
-  return { tvm, ctx: tvm.lib.webGPUContext, launcher, messages, call };
+  return { tvm, ctx: tvm.lib.webGPUContext, launcher, messages, call, overrides };
 }
 
 const randomData = (n, seed) => {
@@ -163,4 +165,42 @@ test("an unknown mode is refused; a tvmjs without a WebGPU context keeps its own
   const messages = [];
   assert.equal(installLaunch({ lib: {} }, { mode: "replay", log: (m) => messages.push(m) }), null);
   assert.match(messages[0], /no lib\.webGPUContext; keeping tvmjs' own kernel launch/);
+});
+
+// a variant's kernel override (manifest.variants[].submodels.*.kernels): here "scale" computes 2 * x * factor, so
+// the unet's 0.5 * x becomes 2 * x (0.25 -> 0.5, t + t, then 1.0 -> 2.0) and the output shows which WGSL ran
+const DOUBLED = { scale: fake.KERNELS.scale.code.replace("x[i] * podArgs.factor", "2.0 * x[i] * podArgs.factor") };
+
+for (const [mode, extra] of [["plain", {}], ["replay", {}], ["replay", { maxBindGroups: 1 }]]) {
+  const path = extra.maxBindGroups ? "replay falling back to tvmjs' launch" : mode;
+  test(`a kernel override replaces the WGSL the shader module is created from: ${path}`, { skip }, async () => {
+    assert.notEqual(DOUBLED.scale, fake.KERNELS.scale.code);
+    const codes = [];
+    const original = GPUDevice.prototype.createShaderModule;
+    GPUDevice.prototype.createShaderModule = function (desc) { codes.push(desc.code); return original.call(this, desc); };
+    let run;
+    try {
+      run = await instance(mode, extra, true, DOUBLED);
+      const data = randomData(256, 11);
+      const got = await run.call(data);
+      for (const i of [0, 100, 255]) assert.equal(got[i], 2 * data[i]);
+    } finally {
+      GPUDevice.prototype.createShaderModule = original;
+    }
+    assert.ok(codes.includes(DOUBLED.scale));
+    assert.ok(!codes.includes(fake.KERNELS.scale.code));  // the module's own scale never reached the device
+    assert.ok(codes.includes(fake.KERNELS.add.code));  // the kernels the variant does not list keep theirs
+    assert.deepEqual([run.overrides.kernels, [...run.overrides.applied]], [["scale"], ["scale"]]);
+    if (extra.maxBindGroups) {
+      assert.match(run.launcher.report().fallback, /more than 1 live bind groups/);
+      assert.ok(run.launcher.report().plainLaunches > 0);
+    }
+  });
+}
+
+test("a tvmjs without a WebGPU context cannot take kernel overrides: a PageError naming the way out", () => {
+  assert.throws(() => installKernelOverrides({ lib: {} }, DOUBLED, "unet of variant subgroup-matrix"),
+    (e) => e instanceof PageError &&
+      /^unet of variant subgroup-matrix replaces kernels, but this tvmjs has no webGPUContext.*variant=default/.test(
+        e.message));
 });

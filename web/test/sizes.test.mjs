@@ -6,6 +6,8 @@ import { createHash } from "node:crypto";
 import { PageError } from "../src/gpu.js";
 import { manifestAtSize, sizeNames, submodelsToSwitch } from "../src/sizes.js";
 import { ModelFiles } from "../src/weight_cache.js";
+import { launchSettings } from "../src/launch.js";
+import { manifestWithVariant } from "../src/variants.js";
 import { WebsdModel } from "../src/websd.js";
 
 const BASE = new URL("http://127.0.0.1:8000/model/manifest.json");
@@ -128,3 +130,51 @@ test("switching size loads the new size's unet and vae with their weights from t
   assert.deepEqual(fetched, []);
   assert.equal(model.size, "64x64");
 });
+
+test("a variant runs at the default size only: a switch away loads the default build and says so; back, the variant",
+  async () => {
+    const { site, manifest } = twoSizeSite();
+    site["variants/sm/unet.wasm"] = Uint8Array.of(0, 97, 115, 109, 21);
+    site["variants/sm/unet.kernels.json"] = new TextEncoder().encode(JSON.stringify({ scale: "// the variant's" }));
+    for (const p of ["variants/sm/unet.wasm", "variants/sm/unet.kernels.json"]) {
+      manifest.files[p] = { sha256: sha256(site[p]), bytes: site[p].length };
+    }
+    manifest.variants = [{ name: "sm", requires: {}, submodels: { unet: { wasm: "variants/sm/unet.wasm",
+      kernels: "variants/sm/unet.kernels.json" } } }];
+    const fetch = async (url) => new Response(site[new URL(url).href.slice(new URL(".", BASE).href.length)]);
+    const shaders = [];  // [wasm id, WGSL] of every shader the instances create
+    const tvmjs = {
+      createPolyfillWASI: () => ({}),
+      instantiate: async (wasm) => {
+        const id = new Uint8Array(wasm).at(-1);
+        const ctx = { createShader: () => {}, createShaderAsync: async (finfo, code) => shaders.push([id, code]) };
+        return { wasm: id, lib: { webGPUContext: ctx }, initWebGPU() {}, systemLib: () => ({}),
+          asyncLoadWebGPUPipelines: () => ctx.createShaderAsync({ name: "scale" }, "// the module's"),
+          webgpu: () => ({ sync: async () => {} }), cpu: () => ({}), empty: () => ({ copyFromRawBytes() {} }),
+          tensorCacheUpdate() {}, beginScope() {}, endScope() {}, detachFromCurrentScope: (x) => x,
+          createVirtualMachine: () => ({ getFunction: () => ({}) }), getParamsFromCacheByName: () => ({}) };
+      },
+    };
+    const sized = manifestWithVariant(manifestAtSize(manifest), "sm");
+    const models = Object.fromEntries(SUBS.map((s) => [s, { tvm: { wasm: s === "unet" ? 21 : null } }]));
+    const model = new WebsdModel({ manifest, sized, picked: { name: "sm", reason: "it runs" }, models, tvmjs,
+      device: { pushErrorScope() {}, popErrorScope: async () => null }, onProgress: () => {},
+      files: new ModelFiles(BASE, manifest.files, { fetch }) });
+    assert.deepEqual(model.variant, { name: "sm", reason: "it runs" });
+    launchSettings.mode = "plain";  // tvmjs' own launch: this stand-in has a createShader(Async) and nothing else
+    try {
+      await model.setSize("64x48");
+      assert.deepEqual(model.variant, { name: "default",
+        reason: "sm is built for the site's default size only, not 64x48" });
+      assert.deepEqual([model.models.unet.tvm.wasm, model.models.unet.kernelOverrides], [11, null]);
+      await model.setSize("64x64");  // the variant's unet again, its kernel in place of the module's
+    } finally {
+      launchSettings.mode = "replay";
+    }
+    assert.deepEqual(model.variant, { name: "sm", reason: "it runs" });
+    assert.deepEqual([model.models.unet.tvm.wasm, model.models.unet.kernelOverrides],
+      [21, { kernels: 1, applied: 1, unused: [] }]);
+    assert.deepEqual(shaders.filter(([id]) => id === 21), [[21, "// the variant's"]]);
+    assert.deepEqual(shaders.filter(([id]) => id !== 21).map(([, code]) => code), ["// the module's",
+      "// the module's", "// the module's"]);  // 64x48's unet and vae, and 64x64's vae
+  });
