@@ -293,3 +293,28 @@ def test_lavapipe_with_subgroup_matrices_runs_the_variants_kernels_with_the_same
     assert proc.returncode == 0, proc.stdout + proc.stderr
     reason = json.loads((tmp_path / "no-toggle" / "result.json").read_text())["variant_reason"]
     assert reason.startswith(f"this GPU adapter does not offer {SUBGROUP_MATRIX}") and "allow_unsafe_apis" in reason
+
+
+@pytest.mark.tvm_source
+@pytest.mark.slow
+def test_subgroup_matrix_variant_of_the_tiny_model_matches_diffusers(node_sm, real_cache, tmp_path):
+    """The whole subgroup-matrix kernel set (pipeline/webgpu/subgroup_matrix.py: its matmul and convolution twins,
+    their WGSL overrides, the page's pick and shader swap) on Mesa 26's lavapipe, built for its 8x8x8 matrices:
+    each build of the site, default and variant, passes the benchmark's bar against diffusers."""
+    env = real_env(real_cache, WEBSD_MODEL_NAME="tiny", WEBSD_MODEL_DTYPE="float16", WEBSD_MODEL_IMAGE_SIZE="0",
+                   WEBSD_WEBGPU_VARIANTS="subgroup-matrix", WEBSD_WEBGPU_SUBGROUP_MATRIX="lavapipe")
+    res = run_doit("site", env=env, timeout=3 * 3600)
+    assert res.returncode == 0, res.output[-20000:]
+    site = Layout(real_cache, "tiny", "float16", "default").site_dir
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_webgpu.py"), "--site", str(site),
+                           "--node", node_sm, "--images", "1", "--warm", "0", "--no-torch", "--variants", "all",
+                           "--work", str(tmp_path), "--results", str(tmp_path / "results")], cwd=ROOT,
+                          env=runner_env(), capture_output=True, text=True, timeout=3600)
+    assert proc.returncode == 0, proc.stdout[-10000:] + proc.stderr[-5000:]
+    report = json.loads((tmp_path / "results" / "webgpu-tiny-cpu.json").read_text())
+    rows = {row["label"].split(":")[-1]: row for row in report["sites"]}
+    assert set(rows) == {"default", "subgroup-matrix"}, list(rows)
+    overrides = rows["subgroup-matrix"]["runner"]["kernel_overrides"]
+    assert overrides["unet"]["applied"] > 0 and overrides["vae"]["applied"] > 0, overrides  # convs and matmuls
+    for name, row in rows.items():
+        assert row["image"]["passes_bar"] and row["image"]["wrong_inputs_fail_bar"], (name, row["image"])

@@ -13,20 +13,9 @@ from tests.conftest import ROOT, runner_env
 
 pytest.importorskip("tvm")
 
-SM_NODE = ROOT / ".venv" / "lavapipe-sm" / "bin" / "node"
 LAVAPIPE = sm.PROFILES["lavapipe"]
 GEMMS = [sm.Gemm(1, 64, 32, 48), sm.Gemm(1, 32, 64, 16, b_transposed=True), sm.Gemm(3, 16, 24, 40, b_batched=True),
          sm.Gemm(1, 128, 96, 64, b_transposed=True)]
-
-
-@pytest.fixture(scope="session")
-def sm_node():
-    """Node through setup.sh's Mesa 26 lavapipe (.venv/lavapipe-sm), the one software driver with subgroup matrices."""
-    if not SM_NODE.exists():
-        (pytest.fail if __import__("os").environ.get("CI") else pytest.skip)(
-            f"{SM_NODE} is missing: ./setup.sh unpacks Mesa 26's lavapipe there (needs the next Debian release's "
-            "backports suite)")
-    return str(SM_NODE)
 
 
 def _twin_wgsl(gemm, profile):
@@ -70,12 +59,12 @@ def test_twin_kernel_computes_the_matmul(node, tmp_path, gemm):
 
 
 @pytest.mark.parametrize("gemm", GEMMS, ids=lambda g: g.name)
-def test_subgroup_matrix_override_computes_the_matmul(sm_node, tmp_path, gemm):
+def test_subgroup_matrix_override_computes_the_matmul(node_sm, tmp_path, gemm):
     """The override, in the twin's bindings and on its grid, with subgroupMatrixLoad/MultiplyAccumulate/Store."""
     block, twin = _twin_wgsl(gemm, LAVAPIPE)
     wgsl = sm.gemm_wgsl(gemm, LAVAPIPE, block, twin)
     assert "subgroupMatrixMultiplyAccumulate" in wgsl and "enable chromium_experimental_subgroup_matrix;" in wgsl
-    got, want = _run(sm_node, tmp_path, gemm, LAVAPIPE, wgsl, ["allow_unsafe_apis"], ["shader-f16", sm.FEATURE])
+    got, want = _run(node_sm, tmp_path, gemm, LAVAPIPE, wgsl, ["allow_unsafe_apis"], ["shader-f16", sm.FEATURE])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)  # float32 accumulation of float16 products
 
 
@@ -131,9 +120,9 @@ def test_conv_twin_computes_the_convolution(node, tmp_path, conv):
 
 
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c.name)
-def test_conv_override_computes_the_convolution(sm_node, tmp_path, conv):
+def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv):
     """Padding, stride 2, 1x1 and 3x3 kernels, reduction chunks of 8 and 16 through workgroup memory."""
-    got, want = _run_conv(sm_node, tmp_path, conv, use_override=True)
+    got, want = _run_conv(node_sm, tmp_path, conv, use_override=True)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 

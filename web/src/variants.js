@@ -51,7 +51,15 @@ export function variantProblems(adapter, requires = {}) {
       problems.push(`${showConfig(need)} subgroup matrices`);
     }
   }
-  for (const key of Object.keys(requires).filter((k) => !["features", "subgroup_matrix_configs"].includes(k))) {
+  // the kernels run one subgroup per workgroup of this many invocations: a larger subgroup would run partly
+  // empty, which subgroup matrices do not allow (a smaller one is correct, with work done twice)
+  const size = requires.subgroup_size;
+  const most = adapter.info?.subgroupMaxSize;
+  if (size !== undefined && !(most > 0 && most <= size)) {
+    problems.push(`subgroups of at most ${size} invocations (it has ${most ? `up to ${most}` : "no subgroup sizes"})`);
+  }
+  const known = ["features", "subgroup_matrix_configs", "subgroup_size"];
+  for (const key of Object.keys(requires).filter((k) => !known.includes(k))) {
     problems.push(`"${key}" (a requirement this page cannot check: update the page)`);
   }
   return problems;

@@ -132,3 +132,14 @@ test("a site without variants runs its default build; a malformed variant is a o
   const unknown = { ...plain, variants: [{ name: "x", requires: { limits: {} }, submodels: {} }] };
   assert.match(pickVariant(unknown, LAVAPIPE_SM).reason, /"limits" \(a requirement this page cannot check/);
 });
+
+test("subgroup_size: the adapter's subgroups must fit the kernels' one-subgroup workgroups", () => {
+  const manifest = site();
+  manifest.variants[0].requires.subgroup_size = 8;
+  const withSize = (most) => ({ ...LAVAPIPE_SM, info: { ...LAVAPIPE_SM.info, subgroupMaxSize: most } });
+  assert.equal(pickVariant(manifest, withSize(8)).name, "subgroup-matrix");
+  const nvidia = pickVariant(manifest, withSize(32));  // built for lavapipe's 8: a 32-wide subgroup would run empty
+  assert.equal(nvidia.name, "default");
+  assert.match(nvidia.reason, /subgroups of at most 8 invocations \(it has up to 32\)/);
+  assert.equal(pickVariant(manifest, LAVAPIPE_SM).name, "default");  // no subgroup sizes known: not run
+});
