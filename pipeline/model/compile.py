@@ -140,7 +140,7 @@ def build(mod, info: dict, cfg: Config, sub: str, target: str) -> dict:
             kernels = subgroup_matrix.overrides(executable, lowered, profile)
             write_json(paths(cfg, sub)["kernels"], kernels)
             extra["subgroup_matrix_kernels"] = sorted(kernels)
-        extra = {**extra, "kernels": cfg.webgpu.kernels, "limits_profile": cfg.webgpu.limits,
+        extra = {**extra, "kernel_set": cfg.webgpu.kernels, "limits_profile": cfg.webgpu.limits,
                  "matmul_schedule": cfg.webgpu.matmul,
                  "required_limits": use.required(), "kernel_costs": inspection.kernel_costs(lowered),
                  "widest_kernels": sorted(({"kernel": k.name, "storage_buffers": k.storage_buffers}
