@@ -167,20 +167,20 @@ def gemm_wgsl(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], twin_w
         f"  let b0 = {b_batch};",
         *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
         f"  for (var k0 = 0u; k0 < {k}u; k0 += {p.k}u) {{",
-        *(f"    let l{i} = subgroupMatrixLoad<{left}>(&{v['A']}, a0 + {i * p.m * k}u + k0, false, {k}u);"
+        *(f"    let l{i} = subgroupMatrixLoad<{left}, row_major>(&{v['A']}, a0 + {i * p.m * k}u + k0, {k}u);"
           for i in range(rows)),
     ]
     for j in range(cols):
         if gemm.b_transposed:  # B is (n, k): the right matrix read column-major, stride k
-            lines.append(f"    let r{j} = subgroupMatrixLoad<{right}>(&{v['B']}, b0 + (col0 + {j * p.n}u) * {k}u + k0, "
-                         f"true, {k}u);")
+            lines.append(f"    let r{j} = subgroupMatrixLoad<{right}, col_major>(&{v['B']}, "
+                         f"b0 + (col0 + {j * p.n}u) * {k}u + k0, {k}u);")
         else:
-            lines.append(f"    let r{j} = subgroupMatrixLoad<{right}>(&{v['B']}, b0 + k0 * {n}u + col0 + {j * p.n}u, "
-                         f"false, {n}u);")
+            lines.append(f"    let r{j} = subgroupMatrixLoad<{right}, row_major>(&{v['B']}, "
+                         f"b0 + k0 * {n}u + col0 + {j * p.n}u, {n}u);")
     lines += [f"    acc_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, acc_{i}_{j});" for i, j in accs]
     lines.append("  }")
-    lines += [f"  subgroupMatrixStore(&{v['C']}, batch * {m * n}u + (row0 + {i * p.m}u) * {n}u + col0 + {j * p.n}u, "
-              f"acc_{i}_{j}, false, {n}u);" for i, j in accs]
+    lines += [f"  subgroupMatrixStore<row_major>(&{v['C']}, batch * {m * n}u + (row0 + {i * p.m}u) * {n}u + col0 + "
+              f"{j * p.n}u, acc_{i}_{j}, {n}u);" for i, j in accs]
     enables = "enable chromium_experimental_subgroup_matrix;\n"
     if "enable f16;" not in header:
         enables = "enable f16;\n" + enables
@@ -303,15 +303,15 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
         "    }",
         "    workgroupBarrier();",
         f"    for (var kc = 0u; kc < {chunk}u; kc += {p.k}u) {{",
-        *(f"      let l{i} = subgroupMatrixLoad<{left}>(&{v['W']}, (row0 + {i * p.m}u) * {g.k}u + k0 + kc, false, "
+        *(f"      let l{i} = subgroupMatrixLoad<{left}, row_major>(&{v['W']}, (row0 + {i * p.m}u) * {g.k}u + k0 + kc, "
           f"{g.k}u);" for i in range(rows)),
-        *(f"      let r{j} = subgroupMatrixLoad<{right}>(&im2col, kc * {width}u + {j * p.n}u, false, {width}u);"
+        *(f"      let r{j} = subgroupMatrixLoad<{right}, row_major>(&im2col, kc * {width}u + {j * p.n}u, {width}u);"
           for j in range(cols)),
         *(f"      acc_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, acc_{i}_{j});" for i, j in accs),
         "    }",
         "  }",
-        *(f"  subgroupMatrixStore(&{v['C']}, image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + {j * p.n}u, "
-          f"acc_{i}_{j}, false, {g.n}u);" for i, j in accs),
+        *(f"  subgroupMatrixStore<row_major>(&{v['C']}, image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + "
+          f"{j * p.n}u, acc_{i}_{j}, {g.n}u);" for i, j in accs),
     ]
     enables = "enable chromium_experimental_subgroup_matrix;\n"
     if "enable f16;" not in header:
