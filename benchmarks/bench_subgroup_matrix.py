@@ -1,6 +1,7 @@
-"""The subgroup-matrix matmul kernels (pipeline/webgpu/subgroup_matrix.py) against the default kernels TVM builds for
-the same matmul (dlight's Matmul rule as the compile tiles it), one kernel at a time on this machine's WebGPU adapter
-(Dawn in Node, tests/node/run_wgsl.mjs), on SD v1.5 UNet's matmul shapes at 512x512 (batch 2: guidance).
+"""The subgroup-matrix matmul and convolution kernels (pipeline/webgpu/subgroup_matrix.py) against the default kernels
+TVM builds for the same op (dlight's Matmul rule as the compile tiles it), one kernel at a time on this machine's
+WebGPU adapter (Dawn in Node, tests/node/run_wgsl.mjs): SD v1.5 UNet's Linear layers at 512x512 (batch 2: guidance),
+its 3x3 convolutions, and the VAE decoder's (SD-Turbo's too) at 512x512.
 
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile nvidia --node node   # the H200 (gpu_bundle.sh)
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile lavapipe --node .venv/lavapipe-sm/bin/node --quick
@@ -9,7 +10,7 @@ A GPU machine without TVM runs kernels built here: ``--write-kernels F`` builds 
 ``--kernels F`` runs them without TVM. ``WEBSD_BUNDLE_SM_KERNELS=nvidia benchmarks/gpu_bundle.sh pack ...`` puts
 such a file in the bundle, and ``gpu_bundle.sh run`` then runs this benchmark before bench_webgpu.py.
 
-Prints and writes benchmarks/results/subgroup-matrix-gemm-<profile>.{json,md}: per shape the milliseconds per
+Prints and writes benchmarks/results/subgroup-matrix-kernels-<profile>.{json,md}: per op the milliseconds per
 dispatch (wall time of --repeat back-to-back dispatches in one pass), TFLOP/s against the float16 tensor-core peak and
 the FP32 peak, and the largest difference between the two kernels' outputs. The commit and each WGSL's sha256 are
 recorded, so a stale figure shows.
@@ -37,6 +38,10 @@ from pipeline.webgpu import subgroup_matrix as sm  # noqa: E402
 UNET_SHAPES = [(8192, 320, 320), (8192, 2560, 320), (8192, 320, 1280), (2048, 640, 640), (2048, 5120, 640),
                (2048, 640, 2560), (512, 1280, 1280), (512, 10240, 1280), (512, 1280, 5120)]
 QUICK_SHAPES = [(256, 64, 64), (128, 128, 256)]
+# 3x3, padding 1: (batch, channels in, height, width, channels out); the UNet's at batch 2, the VAE decoder's largest
+CONV_SHAPES = [(2, 320, 64, 64, 320), (2, 640, 32, 32, 640), (2, 1280, 16, 16, 1280), (2, 1280, 8, 8, 1280),
+               (1, 512, 64, 64, 512), (1, 512, 128, 128, 512), (1, 256, 256, 256, 256), (1, 128, 512, 512, 128)]
+QUICK_CONVS = [(1, 16, 16, 16, 16)]
 PEAKS = {"f16_tensor_tflops": 989.0, "fp32_tflops": 67.0}  # H200 (SXM) dense
 
 
@@ -63,6 +68,38 @@ def default_kernel(gemm: sm.Gemm):
     return sm.split_kernels(source)[entry], entry, inspection.launch_grids(mod)["dlight_gemm"]
 
 
+def default_conv_kernel(conv: sm.Conv):
+    """TVM's own WebGPU kernel for the convolution (the compile's dlight rules): (wgsl, entry, grid)."""
+    import tvm
+    from tvm import te
+
+    from pipeline.toolchain import tvm_api
+    from pipeline.webgpu import build as webgpu_build
+    from pipeline.webgpu import inspection, kernels
+
+    func = te.create_prim_func(list(sm.conv_te(conv))).with_attr("global_symbol", "dlight_conv")
+    mod = tvm.IRModule({"dlight_conv": func})
+    tgt = webgpu_build.target()
+    with tgt:
+        mod = tvm_api.dlight().ApplyDefaultSchedule(*kernels.schedule_rules())(mod)
+    source = inspection.webgpu_source(tvm.compile(mod, target=tgt))
+    return sm.split_kernels(source)["dlight_conv_kernel"], "dlight_conv_kernel", inspection.launch_grids(mod)["dlight_conv"]
+
+
+def subgroup_matrix_conv_kernel(conv: sm.Conv, profile: sm.MatrixProfile):
+    import tvm
+
+    from pipeline.webgpu import build as webgpu_build
+    from pipeline.webgpu import inspection
+
+    block = sm.block_of(conv.gemm, profile)
+    func = sm.conv_twin(conv, profile, block).with_attr("global_symbol", conv.name)
+    source = inspection.webgpu_source(tvm.compile(tvm.IRModule({conv.name: func}), target=webgpu_build.target()))
+    entry = f"{conv.name}_kernel"
+    return (sm.conv_wgsl(conv, profile, block, sm.split_kernels(source)[entry]), entry,
+            (*sm.grid(conv.gemm, profile, block), 1))
+
+
 def subgroup_matrix_kernel(gemm: sm.Gemm, profile: sm.MatrixProfile):
     import tvm
 
@@ -76,11 +113,37 @@ def subgroup_matrix_kernel(gemm: sm.Gemm, profile: sm.MatrixProfile):
     return sm.gemm_wgsl(gemm, profile, block, sm.split_kernels(source)[entry]), entry, (*sm.grid(gemm, profile, block), 1)
 
 
-def run_kernel(node: str, work: Path, wgsl: str, entry: str, grid, a: Path, b: Path, out_bytes: int, repeat: int,
+def cases(quick: bool) -> list[dict]:
+    """The ops measured: a key, the op (for building its kernels), its FLOPs, its inputs' shapes, its output size."""
+    out = []
+    for m, n, k in QUICK_SHAPES if quick else UNET_SHAPES:
+        out.append({"key": f"matmul {m}x{n}x{k}", "op": ["gemm", [m, n, k]], "flops": 2.0 * m * n * k,
+                    "inputs": {"A_ptr": [m, k], "B_ptr": [n, k]}, "out": m * n})
+    for b, c, h, w, o in QUICK_CONVS if quick else CONV_SHAPES:
+        out.append({"key": f"conv3x3 {b}x{c}x{h}x{w}->{o}", "op": ["conv", [b, c, h, w, o]],
+                    "flops": 2.0 * b * o * h * w * c * 9, "inputs": {"X_ptr": [b, c, h, w], "W_ptr": [o, c, 3, 3]},
+                    "out": b * o * h * w})
+    return out
+
+
+def build(case: dict, profile: sm.MatrixProfile) -> dict:
+    """{"default": (wgsl, entry, grid), "subgroup_matrix": (...)} of one case."""
+    kind, dims = case["op"]
+    if kind == "gemm":
+        gemm = sm.Gemm(1, *dims, b_transposed=True)
+        return {"default": default_kernel(gemm), "subgroup_matrix": subgroup_matrix_kernel(gemm, profile)}
+    b, c, h, w, o = dims
+    conv = sm.Conv(b, c, h, w, o, 3, 3, 1, (1, 1, 1, 1))
+    return {"default": default_conv_kernel(conv), "subgroup_matrix": subgroup_matrix_conv_kernel(conv, profile)}
+
+
+def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_bytes: int, repeat: int,
                toggles: list[str], features: list[str]) -> tuple[float, np.ndarray]:
+    wgsl, entry, grid = kernel
     out = work / f"{entry}.out"
     spec = {"wgsl": wgsl, "entry": entry, "grid": list(grid), "features": features, "dawnToggles": toggles,
-            "inputs": {"A_ptr": str(a), "B_ptr": str(b)}, "outputs": {"C_ptr": [str(out), out_bytes]}, "repeat": repeat}
+            "inputs": {name: str(path) for name, path in inputs.items()}, "outputs": {"C_ptr": [str(out), out_bytes]},
+            "repeat": repeat}
     spec_path = work / f"{entry}.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(spec_path)], cwd=ROOT,
@@ -98,23 +161,22 @@ def main(argv=None) -> int:
     ap.add_argument("--dawn-feature", action="append", default=[],
                     help="more Dawn toggles (allow_unsafe_apis is always on: the feature needs it)")
     ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--quick", action="store_true", help="two small shapes (a software driver)")
+    ap.add_argument("--quick", action="store_true", help="small shapes (a software driver)")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--write-kernels", type=Path, help="build every kernel into this JSON file and stop")
     ap.add_argument("--kernels", type=Path, help="run the kernels of this file (--write-kernels) instead of building")
     args = ap.parse_args(argv)
-    shapes = QUICK_SHAPES if args.quick else UNET_SHAPES
     if args.write_kernels:
-        built = {f"{m}x{n}x{k}": {label: dict(zip(("wgsl", "entry", "grid"), make(sm.Gemm(1, m, n, k, b_transposed=True))))
-                                  for label, make in (("default", default_kernel), ("subgroup_matrix", lambda g:
-                                                      subgroup_matrix_kernel(g, sm.PROFILES[args.profile])))}
-                 for m, n, k in shapes}
-        args.write_kernels.write_text(json.dumps({"profile": args.profile, "commit": commit_id(), "kernels": built}))
-        print(f"wrote {len(built)} shapes' kernels to {args.write_kernels}")
+        todo = cases(args.quick)
+        for case in todo:
+            case["kernels"] = build(case, sm.PROFILES[args.profile])
+        args.write_kernels.write_text(json.dumps({"profile": args.profile, "commit": commit_id(), "quick": args.quick,
+                                                  "cases": todo}))
+        print(f"wrote the kernels of {len(todo)} ops to {args.write_kernels}")
         return 0
     prebuilt = json.loads(args.kernels.read_text()) if args.kernels else None
     if prebuilt:
-        args.profile = prebuilt["profile"]
+        args.profile, args.quick = prebuilt["profile"], prebuilt["quick"]
     profile = sm.PROFILES[args.profile]
     commit = prebuilt["commit"] if prebuilt else commit_id()
     toggles = ["allow_unsafe_apis", *args.dawn_feature]
@@ -122,45 +184,37 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for m, n, k in ([tuple(int(x) for x in key.split("x")) for key in prebuilt["kernels"]] if prebuilt
-                        else shapes):
-            gemm = sm.Gemm(1, m, n, k, b_transposed=True)
-            a, b = work / "a.bin", work / "b.bin"
-            (rng.standard_normal((m, k)) * 0.5).astype("float16").tofile(a)
-            (rng.standard_normal((n, k)) * 0.5).astype("float16").tofile(b)
-            flops = 2.0 * m * n * k
-            row = {"m": m, "n": n, "k": k, "gflop": round(flops / 1e9, 3)}
+        for case in prebuilt["cases"] if prebuilt else cases(args.quick):
+            kernels = case.get("kernels") or build(case, profile)
+            inputs = {}
+            for name, shape in case["inputs"].items():
+                inputs[name] = work / f"{name}.bin"
+                (rng.standard_normal(shape) * 0.5).astype("float16").tofile(inputs[name])
+            row = {"op": case["key"], "gflop": round(case["flops"] / 1e9, 3)}
             outs = {}
-            if prebuilt:
-                made = {label: tuple(k[f] for f in ("wgsl", "entry", "grid"))
-                        for label, k in prebuilt["kernels"][f"{m}x{n}x{k}"].items()}
-            else:
-                made = {"default": default_kernel(gemm), "subgroup_matrix": subgroup_matrix_kernel(gemm, profile)}
-            for label, (wgsl, entry, grid), features in (
-                    ("default", made["default"], ["shader-f16"]),
-                    ("subgroup_matrix", made["subgroup_matrix"], ["shader-f16", sm.FEATURE])):
-                ms, outs[label] = run_kernel(args.node, work, wgsl, entry, grid, a, b, m * n * 4, args.repeat,
+            for label, features in (("default", ["shader-f16"]), ("subgroup_matrix", ["shader-f16", sm.FEATURE])):
+                ms, outs[label] = run_kernel(args.node, work, kernels[label], inputs, case["out"] * 4, args.repeat,
                                              toggles, features)
-                tflops = flops / (ms / 1e3) / 1e12
+                tflops = case["flops"] / (ms / 1e3) / 1e12
                 row[label] = {"ms": round(ms, 4), "tflops": round(tflops, 2),
                               "of_f16_tensor_peak": round(tflops / PEAKS["f16_tensor_tflops"], 4),
                               "of_fp32_peak": round(tflops / PEAKS["fp32_tflops"], 4),
-                              "wgsl_sha256": hashlib.sha256(wgsl.encode()).hexdigest()}
+                              "wgsl_sha256": hashlib.sha256(kernels[label][0].encode()).hexdigest()}
             row["max_abs_diff"] = float(np.abs(outs["default"] - outs["subgroup_matrix"]).max())
             row["speedup"] = round(row["default"]["ms"] / row["subgroup_matrix"]["ms"], 2)
             rows.append(row)
-            print(f"{m}x{n}x{k}: default {row['default']['ms']:.3f} ms ({row['default']['tflops']} TFLOP/s), "
+            print(f"{case['key']}: default {row['default']['ms']:.3f} ms ({row['default']['tflops']} TFLOP/s), "
                   f"subgroup-matrix {row['subgroup_matrix']['ms']:.3f} ms ({row['subgroup_matrix']['tflops']} "
                   f"TFLOP/s), {row['speedup']}x, max abs diff {row['max_abs_diff']:.2e}", flush=True)
     report = {"commit": commit, "profile": args.profile, "matrix": profile.requires(), "dawn_toggles": toggles,
               "repeat": args.repeat, "peaks_if_h200": PEAKS, "rows": rows}
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / f"subgroup-matrix-gemm-{args.profile}{'-quick' if args.quick else ''}"
+    stem = args.results / f"subgroup-matrix-kernels-{args.profile}{'-quick' if args.quick else ''}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    lines = [f"### Subgroup-matrix matmul vs TVM's default kernel ({args.profile} profile; commit {report['commit']})",
-             "", "| m x n x k | default ms | TFLOP/s | subgroup-matrix ms | TFLOP/s | of f16 tensor peak | speedup |"
-             " max abs diff |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['m']}x{r['n']}x{r['k']} | {r['default']['ms']} | {r['default']['tflops']} | "
+    lines = [f"### Subgroup-matrix kernels vs TVM's default kernels ({args.profile} profile; commit {commit})", "",
+             "| op | GFLOP | default ms | TFLOP/s | subgroup-matrix ms | TFLOP/s | of f16 tensor peak | speedup |"
+             " max abs diff |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['op']} | {r['gflop']} | {r['default']['ms']} | {r['default']['tflops']} | "
               f"{r['subgroup_matrix']['ms']} | {r['subgroup_matrix']['tflops']} | "
               f"{r['subgroup_matrix']['of_f16_tensor_peak']:.1%} | {r['speedup']}x | {r['max_abs_diff']:.2e} |"
               for r in rows]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from math import prod
 
 from ..errors import WebsdError
 from ..toolchain import tvm_api
@@ -36,6 +37,9 @@ class MatrixProfile:
     n: int
     k: int
     subgroup_size: int
+    # blocks shrink (halving the longer side) until the grid has this many workgroups (one subgroup each): a big
+    # block reuses each load more, a small one fills more of the GPU (1: never shrink)
+    enough_workgroups: int = 1
 
     def requires(self) -> dict:
         """The manifest's ``requires`` of a variant built for this profile."""
@@ -48,7 +52,8 @@ class MatrixProfile:
 # 16x16x16 among its configs, subgroup size 32; lavapipe from Mesa 26 (setup.sh's .venv/lavapipe-sm) lists only
 # 8x8x8, subgroup size 8, which is what CI checks the kernels' arithmetic with.
 PROFILES = {
-    "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32),
+    # 132 SMs of up to 64 warps each: 1024 one-warp workgroups is ~8 per SM (a guess until the H200 measures it)
+    "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=1024),
     "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8),
 }
 
@@ -78,6 +83,8 @@ def block_of(gemm: Gemm, profile: MatrixProfile, most: int = 4) -> tuple[int, in
         return None
     rows = max(r for r in (1, 2, 4, 8) if r <= most and gemm.m % (r * p.m) == 0)
     cols = max(c for c in (1, 2, 4, 8) if c <= most and gemm.n % (c * p.n) == 0)
+    while rows * cols > 1 and prod(grid(gemm, p, (rows, cols))) < p.enough_workgroups:
+        rows, cols = (rows // 2, cols) if rows >= cols else (rows, cols // 2)
     return rows, cols
 
 
@@ -231,8 +238,8 @@ def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], stora
                 if conv.gemm.k % (d * profile.k) == 0 and d * profile.k * cols * 2 <= storage)
 
 
-def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
-    """The twin of a convolution kernel (module doc): plain TIR on the real kernel's grid. Marked scheduled."""
+def conv_te(conv: Conv):
+    """The convolution as TE: (X, W, C), zero padding inside the sum, float32 accumulation."""
     from tvm import te
 
     T = tvm_api.tir()
@@ -247,8 +254,14 @@ def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
         v = te.if_then_else(inside, x[b, rc, iy, ix], T.const(0, "float16"))
         return te.sum(v.astype("float32") * w[o, rc, ry, rx].astype("float32"), axis=[rc, ry, rx])
 
-    out = te.compute((conv.batch, conv.o, conv.out_h, conv.out_w), at, name="C")
-    sch = tvm_api.schedule(te.create_prim_func([x, w, out]))
+    return x, w, te.compute((conv.batch, conv.o, conv.out_h, conv.out_w), at, name="C")
+
+
+def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
+    """The twin of a convolution kernel (module doc): plain TIR on the real kernel's grid. Marked scheduled."""
+    from tvm import te
+
+    sch = tvm_api.schedule(te.create_prim_func(list(conv_te(conv))))
     rows, cols = block
     b, o, y, xx, *_ = sch.get_loops(tvm_api.schedule_block(sch, "C"))
     pixels = sch.fuse(y, xx)
