@@ -41,7 +41,8 @@ def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight", subg
     finalize = list(gpu.finalize_passes(tgt))
     plan_at = next(i for i, p in enumerate(finalize) if p.info.name == "StaticPlanBlockMemory")
     finalize.insert(plan_at + 1, passes.align_storage())
-    tensor_cores = subgroup_matrix_pass.rewrites(subgroup_matrix) if subgroup_matrix else []
+    binding = limits.profile(limits_profile)["maxStorageBufferBindingSize"]
+    tensor_cores = subgroup_matrix_pass.rewrites(subgroup_matrix, binding) if subgroup_matrix else []
     ordered = [*tensor_cores, *kernels.rewrites(), flash_attention.fuse_attention(), passes.split_wide_concats(max_buffers),
                *gpu.library_dispatch_passes(tgt),
                *legalize, *gpu.dataflow_lower_passes(tgt), *finalize]

@@ -388,9 +388,10 @@ def transposed_weight(mutator, b):
     return w
 
 
-def rewrite_matmuls(profile: MatrixProfile):
+def rewrite_matmuls(profile: MatrixProfile, max_binding: int = 1 << 62):
     """A module pass: each matmul ``matmul_gemm`` accepts, and whose sizes fit the profile, becomes a call of its
-    twin PrimFunc (one per distinct Gemm), reshaped back to the matmul's output shape. Run before legalization."""
+    twin PrimFunc (one per distinct Gemm), reshaped back to the matmul's output shape. Run before legalization.
+    A matmul whose float32 result would be over ``max_binding`` bytes stays TVM's (which fuses the cast after it)."""
     from tvm import relax
 
     twins = {}
@@ -398,7 +399,7 @@ def rewrite_matmuls(profile: MatrixProfile):
     def rewrite(mutator, call):
         gemm = matmul_gemm(call)
         block = gemm and block_of(gemm, profile)
-        if not block:
+        if not block or gemm.batch * gemm.m * gemm.n * 4 > max_binding:
             return None
         a, b = call.args
         weight = transposed_weight(mutator, b)
@@ -435,9 +436,11 @@ def conv_of(call) -> Conv | None:
     return Conv(x[0], x[1], x[2], x[3], w[0], w[2], w[3], strides[0], tuple(int(d) for d in attrs.padding))
 
 
-def rewrite_convs(profile: MatrixProfile):
+def rewrite_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
     """A module pass: each convolution ``conv_of`` accepts, and whose GEMM fits the profile, becomes a call of its
-    twin PrimFunc (one per distinct Conv). Run before legalization."""
+    twin PrimFunc (one per distinct Conv). Run before legalization. A convolution whose float32 result would be over
+    ``max_binding`` bytes stays TVM's, which fuses the cast to float16 into it (the SD VAE's 256-channel 512x512
+    convolutions: 256 MiB in float32, 128 MiB in float16)."""
     from tvm import relax
 
     twins = {}
@@ -445,7 +448,7 @@ def rewrite_convs(profile: MatrixProfile):
     def rewrite(mutator, call):
         conv = conv_of(call)
         block = conv and block_of(conv.gemm, profile)
-        if not block:
+        if not block or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 4 > max_binding:
             return None
         bb = mutator.builder_
         if conv.name not in twins:
@@ -456,9 +459,10 @@ def rewrite_convs(profile: MatrixProfile):
     return passes.call_rewrite_pass("relax.nn.conv2d", rewrite, "SubgroupMatrixConv2d")
 
 
-def rewrites(profile: MatrixProfile) -> list:
-    """The module passes of the subgroup-matrix kernel set (pipeline.webgpu.build runs them first)."""
-    return [rewrite_matmuls(profile), rewrite_convs(profile)]
+def rewrites(profile: MatrixProfile, max_binding: int) -> list:
+    """The module passes of the subgroup-matrix kernel set (pipeline.webgpu.build runs them first); no twin binds
+    more than ``max_binding`` bytes (the limits profile's maxStorageBufferBindingSize)."""
+    return [rewrite_matmuls(profile, max_binding), rewrite_convs(profile, max_binding)]
 
 
 def overrides(executable, lowered, profile: MatrixProfile) -> dict[str, str]:

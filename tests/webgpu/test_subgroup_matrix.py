@@ -194,3 +194,21 @@ def test_rewrite_puts_twins_in_place_of_float16_convolutions():
     twins = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm_api.tir().PrimFunc)]
     assert twins == [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)).name]
     assert [int(d) for d in tvm_api.expr_type(mod["main"].body.body).fields[0].shape] == [2, 32, 8, 8]
+
+
+def test_a_convolution_whose_float32_result_is_over_the_binding_limit_stays_tvms():
+    from tvm import relax
+
+    from pipeline.toolchain import tvm_api
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", tvm_api.tensor_type((1, 16, 32, 32), "float16"))
+    w = relax.Var("w", tvm_api.tensor_type((16, 16, 3, 3), "float16"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1, out_dtype="float32"))
+        bb.emit_func_output(out)
+    result_bytes = 16 * 32 * 32 * 4
+    for limit, twins in ((result_bytes, 1), (result_bytes - 1, 0)):
+        mod = sm.rewrite_convs(LAVAPIPE, max_binding=limit)(bb.get())
+        assert sum(isinstance(f, tvm_api.tir().PrimFunc) for f in mod.functions.values()) == twins, limit
