@@ -18,35 +18,47 @@ GEMMS = [sm.Gemm(1, 64, 32, 48), sm.Gemm(1, 32, 64, 16, b_transposed=True), sm.G
          sm.Gemm(1, 128, 96, 64, b_transposed=True)]
 
 
-def _twin_wgsl(gemm, profile):
+def _twin_source(func, name: str) -> str:
+    """TVM's WGSL of a twin PrimFunc."""
     import tvm
 
     from pipeline.webgpu import build as webgpu_build
     from pipeline.webgpu import inspection
 
+    module = tvm.IRModule({name: func.with_attr("global_symbol", name)})
+    return sm.split_kernels(inspection.webgpu_source(tvm.compile(module, target=webgpu_build.target())))[
+        f"{name}_kernel"]
+
+
+def _twin_wgsl(gemm, profile):
     block = sm.block_of(gemm, profile)
-    func = sm.gemm_twin(gemm, profile, block).with_attr("global_symbol", gemm.name)
-    source = inspection.webgpu_source(tvm.compile(tvm.IRModule({gemm.name: func}), target=webgpu_build.target()))
-    return block, sm.split_kernels(source)[f"{gemm.name}_kernel"]
+    return block, _twin_source(sm.gemm_twin(gemm, profile, block), gemm.name)
 
 
-def _run(node, tmp_path, gemm, profile, wgsl, toggles, features):
+def _dispatch(node, tmp_path, wgsl, entry, grid, inputs: dict, out_shape, use_override):
+    """Run one kernel on Dawn (run_wgsl.mjs) with ``inputs`` {binding name: array}: its float32 output ``C``."""
+    for name, array in inputs.items():
+        array.tofile(tmp_path / f"{name}.bin")
+    toggles, features = (["allow_unsafe_apis"], ["shader-f16", sm.FEATURE]) if use_override else ([], ["shader-f16"])
+    spec = {"wgsl": wgsl, "entry": entry, "grid": [*grid, 1], "features": features, "dawnToggles": toggles,
+            "inputs": {name: str(tmp_path / f"{name}.bin") for name in inputs},
+            "outputs": {"C_ptr": [str(tmp_path / "c.bin"), int(np.prod(out_shape)) * 4]}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(tmp_path / "spec.json")],
+                          cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return np.fromfile(tmp_path / "c.bin", "float32").reshape(out_shape)
+
+
+def _run(node, tmp_path, gemm, profile, wgsl, use_override):
     rng = np.random.default_rng(7)
     a = rng.standard_normal((gemm.batch, gemm.m, gemm.k)).astype("float16")
     b_shape = ((gemm.batch,) if gemm.b_batched else ()) + ((gemm.n, gemm.k) if gemm.b_transposed else (gemm.k, gemm.n))
     b = rng.standard_normal(b_shape).astype("float16")
     want = np.matmul(a.astype("float32"), np.swapaxes(b, -1, -2) if gemm.b_transposed else b.astype("float32"))
-    a.tofile(tmp_path / "a.bin")
-    b.tofile(tmp_path / "b.bin")
-    spec = {"wgsl": wgsl, "entry": f"{gemm.name}_kernel", "grid": [*sm.grid(gemm, profile, sm.block_of(gemm, profile)), 1],
-            "features": features, "dawnToggles": toggles,
-            "inputs": {"A_ptr": str(tmp_path / "a.bin"), "B_ptr": str(tmp_path / "b.bin")},
-            "outputs": {"C_ptr": [str(tmp_path / "c.bin"), want.size * 4]}}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(tmp_path / "spec.json")],
-                          cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    got = np.fromfile(tmp_path / "c.bin", "float32").reshape(want.shape)
+    grid = sm.grid(gemm, profile, sm.block_of(gemm, profile))
+    got = _dispatch(node, tmp_path, wgsl, f"{gemm.name}_kernel", grid, {"A_ptr": a, "B_ptr": b}, want.shape,
+                    use_override)
     return got, want
 
 
@@ -54,7 +66,7 @@ def _run(node, tmp_path, gemm, profile, wgsl, toggles, features):
 def test_twin_kernel_computes_the_matmul(node, tmp_path, gemm):
     """TVM's build of the twin (what runs where the override does not) on plain lavapipe."""
     _, twin = _twin_wgsl(gemm, LAVAPIPE)
-    got, want = _run(node, tmp_path, gemm, LAVAPIPE, twin, [], ["shader-f16"])
+    got, want = _run(node, tmp_path, gemm, LAVAPIPE, twin, use_override=False)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
@@ -64,7 +76,7 @@ def test_subgroup_matrix_override_computes_the_matmul(node_sm, tmp_path, gemm):
     block, twin = _twin_wgsl(gemm, LAVAPIPE)
     wgsl = sm.gemm_wgsl(gemm, LAVAPIPE, block, twin)
     assert "subgroupMatrixMultiplyAccumulate" in wgsl and "enable chromium_experimental_subgroup_matrix;" in wgsl
-    got, want = _run(node_sm, tmp_path, gemm, LAVAPIPE, wgsl, ["allow_unsafe_apis"], ["shader-f16", sm.FEATURE])
+    got, want = _run(node_sm, tmp_path, gemm, LAVAPIPE, wgsl, use_override=True)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)  # float32 accumulation of float16 products
 
 
@@ -74,7 +86,7 @@ def test_override_needs_the_feature(node, tmp_path):
     gemm = GEMMS[0]
     block, twin = _twin_wgsl(gemm, LAVAPIPE)
     with pytest.raises(AssertionError, match="subgroup_matrix"):
-        _run(node, tmp_path, gemm, LAVAPIPE, sm.gemm_wgsl(gemm, LAVAPIPE, block, twin), [], ["shader-f16"])
+        _run(node, tmp_path, gemm, LAVAPIPE, sm.gemm_wgsl(gemm, LAVAPIPE, block, twin), use_override=False)
 
 
 CONVS = [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)), sm.Conv(1, 8, 16, 16, 16, 1, 1),
@@ -82,35 +94,20 @@ CONVS = [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)), sm.Conv(1, 8, 16, 16, 
 
 
 def _run_conv(node, tmp_path, conv, use_override):
-    import tvm
     import torch
 
-    from pipeline.webgpu import build as webgpu_build
-    from pipeline.webgpu import inspection
-
     block = sm.block_of(conv.gemm, LAVAPIPE)
-    func = sm.conv_twin(conv, LAVAPIPE, block).with_attr("global_symbol", conv.name)
-    source = inspection.webgpu_source(tvm.compile(tvm.IRModule({conv.name: func}), target=webgpu_build.target()))
-    twin = sm.split_kernels(source)[f"{conv.name}_kernel"]
+    twin = _twin_source(sm.conv_twin(conv, LAVAPIPE, block), conv.name)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((conv.batch, conv.c, conv.h, conv.w)).astype("float16")
     w = rng.standard_normal((conv.o, conv.c, conv.kh, conv.kw)).astype("float16")
     top, left, bottom, right = conv.pad
     padded = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float32), (left, right, top, bottom))
     want = torch.nn.functional.conv2d(padded, torch.tensor(w, dtype=torch.float32), stride=conv.stride).numpy()
-    x.tofile(tmp_path / "x.bin")
-    w.tofile(tmp_path / "w.bin")
-    wgsl, toggles, features = (sm.conv_wgsl(conv, LAVAPIPE, block, twin), ["allow_unsafe_apis"],
-                               ["shader-f16", sm.FEATURE]) if use_override else (twin, [], ["shader-f16"])
-    spec = {"wgsl": wgsl, "entry": f"{conv.name}_kernel", "grid": [*sm.grid(conv.gemm, LAVAPIPE, block), 1],
-            "features": features, "dawnToggles": toggles,
-            "inputs": {"X_ptr": str(tmp_path / "x.bin"), "W_ptr": str(tmp_path / "w.bin")},
-            "outputs": {"C_ptr": [str(tmp_path / "c.bin"), want.size * 4]}}
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(tmp_path / "spec.json")],
-                          cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return np.fromfile(tmp_path / "c.bin", "float32").reshape(want.shape), want
+    wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin) if use_override else twin
+    got = _dispatch(node, tmp_path, wgsl, f"{conv.name}_kernel", sm.grid(conv.gemm, LAVAPIPE, block),
+                    {"X_ptr": x, "W_ptr": w}, want.shape, use_override)
+    return got, want
 
 
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c.name)
