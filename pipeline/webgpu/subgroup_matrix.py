@@ -17,6 +17,7 @@ another, which is why the manifest lists the config a variant needs.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from math import prod
@@ -210,6 +211,9 @@ class Conv:
     kw: int
     stride: int = 1
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    # float16: the kernel also does the cast that follows the convolution (accumulating in float32 still), which
+    # halves what it writes and keeps the result within the binding limit where float32 would not be
+    out_dtype: str = "float32"
 
     @property
     def out_h(self) -> int:
@@ -227,7 +231,7 @@ class Conv:
     @property
     def name(self) -> str:
         return (f"sgconv_{self.batch}x{self.c}x{self.h}x{self.w}_{self.o}x{self.kh}x{self.kw}_s{self.stride}"
-                f"_p{'_'.join(map(str, self.pad))}")
+                f"_p{'_'.join(map(str, self.pad))}{'_h' if self.out_dtype == 'float16' else ''}")
 
 
 def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], storage: int = 8192) -> int:
@@ -254,7 +258,11 @@ def conv_te(conv: Conv):
         v = te.if_then_else(inside, x[b, rc, iy, ix], T.const(0, "float16"))
         return te.sum(v.astype("float32") * w[o, rc, ry, rx].astype("float32"), axis=[rc, ry, rx])
 
-    return x, w, te.compute((conv.batch, conv.o, conv.out_h, conv.out_w), at, name="C")
+    shape = (conv.batch, conv.o, conv.out_h, conv.out_w)
+    if conv.out_dtype == "float32":
+        return x, w, te.compute(shape, at, name="C")
+    acc = te.compute(shape, at, name="C_acc")
+    return x, w, te.compute(shape, lambda *i: acc(*i).astype(conv.out_dtype), name="C")
 
 
 def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
@@ -270,9 +278,27 @@ def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
     sch.reorder(b, o_out, p_out, o_in, p_in)
     sch.bind(p_out, "blockIdx.x")
     sch.bind(sch.fuse(b, o_out), "blockIdx.y")
-    thread, _ = sch.split(sch.fuse(o_in, p_in), [profile.subgroup_size, None])
+    thread, each = sch.split(sch.fuse(o_in, p_in), [profile.subgroup_size, None])
     sch.bind(thread, "threadIdx.x")
+    if conv.out_dtype != "float32":  # the float32 sum of each output element, in a register, then the cast
+        acc = tvm_api.schedule_block(sch, "C_acc")
+        sch.compute_at(acc, each)
+        sch.set_scope(acc, 0, "local")
     return _opaque(tvm_api.mark_scheduled(sch.mod["main"]))
+
+
+def _store_lines(acc: str, dtype: str, out: str, offset: str, stride: int, profile: MatrixProfile) -> list[str]:
+    """WGSL that writes one float32 result matrix: straight to storage, or for a float16 output through the
+    workgroup's ``staged`` (one matrix of float32), each lane converting some of its elements."""
+    if dtype == "float32":
+        return [f"  subgroupMatrixStore<row_major>(&{out}, {offset}, {acc}, {stride}u);"]
+    p = profile
+    return [f"  subgroupMatrixStore<row_major>(&staged, 0u, {acc}, {p.n}u);",
+            "  workgroupBarrier();",
+            f"  for (var e = lane; e < {p.m * p.n}u; e += {p.subgroup_size}u) {{",
+            f"    {out}[{offset} + e / {p.n}u * {stride}u + e % {p.n}u] = f16(staged[e]);",
+            "  }",
+            "  workgroupBarrier();"]
 
 
 def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str) -> str:
@@ -323,13 +349,15 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
         *(f"      acc_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, acc_{i}_{j});" for i, j in accs),
         "    }",
         "  }",
-        *(f"  subgroupMatrixStore<row_major>(&{v['C']}, image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + "
-          f"{j * p.n}u, acc_{i}_{j}, {g.n}u);" for i, j in accs),
     ]
+    for i, j in accs:
+        lines += _store_lines(f"acc_{i}_{j}", conv.out_dtype, v["C"],
+                              f"image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + {j * p.n}u", g.n, p)
     enables = "enable chromium_experimental_subgroup_matrix;\n"
     if "enable f16;" not in header:
         enables = "enable f16;\n" + enables
-    return (enables + header + f"var<workgroup> im2col : array<f16, {chunk * width}>;\n\n"
+    staged = f"var<workgroup> staged : array<f32, {p.m * p.n}>;\n" if conv.out_dtype != "float32" else ""
+    return (enables + header + f"var<workgroup> im2col : array<f16, {chunk * width}>;\n{staged}\n"
             f"@compute @workgroup_size({p.subgroup_size}, 1, 1)\n"
             f"fn {entry}(\n  @builtin(workgroup_id) blockIdx : vec3<u32>,\n"
             f"  @builtin(num_workgroups) gridDim : vec3<u32>,\n"
@@ -436,6 +464,35 @@ def conv_of(call) -> Conv | None:
     return Conv(x[0], x[1], x[2], x[3], w[0], w[2], w[3], strides[0], tuple(int(d) for d in attrs.padding))
 
 
+def rewrite_cast_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
+    """A module pass: ``astype(conv2d(x, w), "float16")`` of a convolution ``conv_of`` accepts becomes one call of a
+    twin with a float16 output (``Conv.out_dtype``); the float32 convolution it read is left dead. Run before
+    ``rewrite_convs`` (which takes the convolutions with no cast after them), with dead code eliminated between."""
+    import tvm
+    from tvm import relax
+
+    conv2d = tvm.ir.Op.get("relax.nn.conv2d")
+    twins = {}
+
+    def rewrite(mutator, call):
+        if str(call.attrs.dtype) != "float16" or not isinstance(call.args[0], relax.Var):
+            return None
+        bound = mutator.lookup_binding(call.args[0])
+        if not isinstance(bound, relax.Call) or not bound.op.same_as(conv2d):
+            return None
+        conv = conv_of(bound)
+        block = conv and block_of(conv.gemm, profile)
+        if not block or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 2 > max_binding:
+            return None
+        conv = dataclasses.replace(conv, out_dtype="float16")
+        if conv.name not in twins:
+            twins[conv.name] = mutator.builder_.add_func(
+                conv_twin(conv, profile, block).with_attr("global_symbol", conv.name), conv.name)
+        return relax.call_tir(twins[conv.name], list(bound.args), tvm_api.expr_type(call))
+
+    return passes.call_rewrite_pass("relax.astype", rewrite, "SubgroupMatrixConv2dCast")
+
+
 def rewrite_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
     """A module pass: each convolution ``conv_of`` accepts, and whose GEMM fits the profile, becomes a call of its
     twin PrimFunc (one per distinct Conv). Run before legalization. A convolution whose float32 result would be over
@@ -462,7 +519,10 @@ def rewrite_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
 def rewrites(profile: MatrixProfile, max_binding: int) -> list:
     """The module passes of the subgroup-matrix kernel set (pipeline.webgpu.build runs them first); no twin binds
     more than ``max_binding`` bytes (the limits profile's maxStorageBufferBindingSize)."""
-    return [rewrite_matmuls(profile, max_binding), rewrite_convs(profile, max_binding)]
+    from tvm import relax
+
+    return [rewrite_matmuls(profile, max_binding), rewrite_cast_convs(profile, max_binding),
+            relax.transform.DeadCodeElimination(), rewrite_convs(profile, max_binding)]
 
 
 def overrides(executable, lowered, profile: MatrixProfile) -> dict[str, str]:
@@ -499,8 +559,9 @@ def parse_name(name: str) -> Gemm:
 
 def parse_conv_name(name: str) -> Conv:
     """Conv.name back to the Conv."""
-    found = re.fullmatch(r"sgconv_(\d+)x(\d+)x(\d+)x(\d+)_(\d+)x(\d+)x(\d+)_s(\d+)_p(\d+)_(\d+)_(\d+)_(\d+)", name)
+    found = re.fullmatch(r"sgconv_(\d+)x(\d+)x(\d+)x(\d+)_(\d+)x(\d+)x(\d+)_s(\d+)_p(\d+)_(\d+)_(\d+)_(\d+)(_h)?",
+                         name)
     if not found:
         raise WebsdError(f"subgroup-matrix: {name} is not a convolution twin's name")
-    v = [int(x) for x in found.groups()]
-    return Conv(*v[:8], pad=tuple(v[8:]))
+    v = [int(x) for x in found.groups()[:12]]
+    return Conv(*v[:8], pad=tuple(v[8:]), out_dtype="float16" if found.group(13) else "float32")

@@ -35,19 +35,19 @@ def _twin_wgsl(gemm, profile):
     return block, _twin_source(sm.gemm_twin(gemm, profile, block), gemm.name)
 
 
-def _dispatch(node, tmp_path, wgsl, entry, grid, inputs: dict, out_shape, use_override):
-    """Run one kernel on Dawn (run_wgsl.mjs) with ``inputs`` {binding name: array}: its float32 output ``C``."""
+def _dispatch(node, tmp_path, wgsl, entry, grid, inputs: dict, out_shape, use_override, out_dtype="float32"):
+    """Run one kernel on Dawn (run_wgsl.mjs) with ``inputs`` {binding name: array}: its output ``C``."""
     for name, array in inputs.items():
         array.tofile(tmp_path / f"{name}.bin")
     toggles, features = (["allow_unsafe_apis"], ["shader-f16", sm.FEATURE]) if use_override else ([], ["shader-f16"])
     spec = {"wgsl": wgsl, "entry": entry, "grid": [*grid, 1], "features": features, "dawnToggles": toggles,
             "inputs": {name: str(tmp_path / f"{name}.bin") for name in inputs},
-            "outputs": {"C_ptr": [str(tmp_path / "c.bin"), int(np.prod(out_shape)) * 4]}}
+            "outputs": {"C_ptr": [str(tmp_path / "c.bin"), int(np.prod(out_shape)) * np.dtype(out_dtype).itemsize]}}
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(tmp_path / "spec.json")],
                           cwd=ROOT, env=runner_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return np.fromfile(tmp_path / "c.bin", "float32").reshape(out_shape)
+    return np.fromfile(tmp_path / "c.bin", out_dtype).reshape(out_shape)
 
 
 def _run(node, tmp_path, gemm, profile, wgsl, use_override):
@@ -90,7 +90,9 @@ def test_override_needs_the_feature(node, tmp_path):
 
 
 CONVS = [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)), sm.Conv(1, 8, 16, 16, 16, 1, 1),
-         sm.Conv(1, 16, 16, 16, 16, 3, 3, 2, (0, 0, 1, 1)), sm.Conv(1, 24, 8, 16, 8, 3, 3, 1, (1, 1, 1, 1))]
+         sm.Conv(1, 16, 16, 16, 16, 3, 3, 2, (0, 0, 1, 1)), sm.Conv(1, 24, 8, 16, 8, 3, 3, 1, (1, 1, 1, 1)),
+         # the cast to float16 done in the kernel (its float32 sums staged through workgroup memory)
+         sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16"), sm.Conv(1, 8, 16, 16, 16, 1, 1, 1, out_dtype="float16")]
 
 
 def _run_conv(node, tmp_path, conv, use_override):
@@ -106,21 +108,25 @@ def _run_conv(node, tmp_path, conv, use_override):
     want = torch.nn.functional.conv2d(padded, torch.tensor(w, dtype=torch.float32), stride=conv.stride).numpy()
     wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin) if use_override else twin
     got = _dispatch(node, tmp_path, wgsl, f"{conv.name}_kernel", sm.grid(conv.gemm, LAVAPIPE, block),
-                    {"X_ptr": x, "W_ptr": w}, want.shape, use_override)
-    return got, want
+                    {"X_ptr": x, "W_ptr": w}, want.shape, use_override, conv.out_dtype)
+    return got.astype("float32"), want.astype(conv.out_dtype).astype("float32")  # the cast the kernel does
 
 
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c.name)
 def test_conv_twin_computes_the_convolution(node, tmp_path, conv):
     got, want = _run_conv(node, tmp_path, conv, use_override=False)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(got, want, rtol=2e-3 if conv.out_dtype == "float16" else 1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c.name)
 def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv):
-    """Padding, stride 2, 1x1 and 3x3 kernels, reduction chunks of 8 and 16 through workgroup memory."""
+    """Padding, stride 2, 1x1 and 3x3 kernels, reduction chunks of 8 and 16 through workgroup memory, float32 or
+    float16 results."""
     got, want = _run_conv(node_sm, tmp_path, conv, use_override=True)
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+    if conv.out_dtype == "float16":  # the same sum rounded to float16 may land one float16 step apart
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
 def test_blocks_names_and_requirements():
@@ -209,3 +215,25 @@ def test_a_convolution_whose_float32_result_is_over_the_binding_limit_stays_tvms
     for limit, twins in ((result_bytes, 1), (result_bytes - 1, 0)):
         mod = sm.rewrite_convs(LAVAPIPE, max_binding=limit)(bb.get())
         assert sum(isinstance(f, tvm_api.tir().PrimFunc) for f in mod.functions.values()) == twins, limit
+
+
+def test_a_cast_after_a_convolution_goes_into_its_twin():
+    from tvm import relax
+
+    from pipeline.toolchain import tvm_api
+    from pipeline.webgpu import subgroup_matrix
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", tvm_api.tensor_type((2, 16, 8, 8), "float16"))
+    w = relax.Var("w", tvm_api.tensor_type((32, 16, 3, 3), "float16"))
+    with bb.function("main", [x, w]):
+        with bb.dataflow():
+            conv = bb.emit(relax.op.nn.conv2d(x, w, padding=1, out_dtype="float32"))
+            out = bb.emit_output(relax.op.astype(conv, "float16"))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    for rewrite in subgroup_matrix.rewrites(LAVAPIPE, 1 << 30):
+        mod = rewrite(mod)
+    twins = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm_api.tir().PrimFunc)]
+    assert twins == [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16").name]  # and no float32 twin
+    assert str(tvm_api.expr_type(mod["main"].body.body).dtype) == "float16"
