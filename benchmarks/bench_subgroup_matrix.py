@@ -119,10 +119,10 @@ def cases(quick: bool) -> list[dict]:
     for m, n, k in QUICK_SHAPES if quick else UNET_SHAPES:
         out.append({"key": f"matmul {m}x{n}x{k}", "op": ["gemm", [m, n, k]], "flops": 2.0 * m * n * k,
                     "inputs": {"A_ptr": [m, k], "B_ptr": [n, k]}, "out": m * n})
-    for b, c, h, w, o in QUICK_CONVS if quick else CONV_SHAPES:
+    for b, c, h, w, o in QUICK_CONVS if quick else CONV_SHAPES:  # with the cast to float16 after them, as built
         out.append({"key": f"conv3x3 {b}x{c}x{h}x{w}->{o}", "op": ["conv", [b, c, h, w, o]],
                     "flops": 2.0 * b * o * h * w * c * 9, "inputs": {"X_ptr": [b, c, h, w], "W_ptr": [o, c, 3, 3]},
-                    "out": b * o * h * w})
+                    "out": b * o * h * w, "out_dtype": "float16"})
     return out
 
 
@@ -133,17 +133,17 @@ def build(case: dict, profile: sm.MatrixProfile) -> dict:
         gemm = sm.Gemm(1, *dims, b_transposed=True)
         return {"default": default_kernel(gemm), "subgroup_matrix": subgroup_matrix_kernel(gemm, profile)}
     b, c, h, w, o = dims
-    conv = sm.Conv(b, c, h, w, o, 3, 3, 1, (1, 1, 1, 1))
+    conv = sm.Conv(b, c, h, w, o, 3, 3, 1, (1, 1, 1, 1), out_dtype="float16")
     return {"default": default_conv_kernel(conv), "subgroup_matrix": subgroup_matrix_conv_kernel(conv, profile)}
 
 
-def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_bytes: int, repeat: int,
+def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_count: int, out_dtype: str, repeat: int,
                toggles: list[str], features: list[str]) -> tuple[float, np.ndarray]:
     wgsl, entry, grid = kernel
     out = work / f"{entry}.out"
     spec = {"wgsl": wgsl, "entry": entry, "grid": list(grid), "features": features, "dawnToggles": toggles,
-            "inputs": {name: str(path) for name, path in inputs.items()}, "outputs": {"C_ptr": [str(out), out_bytes]},
-            "repeat": repeat}
+            "inputs": {name: str(path) for name, path in inputs.items()},
+            "outputs": {"C_ptr": [str(out), out_count * np.dtype(out_dtype).itemsize]}, "repeat": repeat}
     spec_path = work / f"{entry}.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(spec_path)], cwd=ROOT,
@@ -151,7 +151,7 @@ def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_bytes
     if proc.returncode:
         raise SystemExit(f"{entry} failed: {proc.stderr[-1500:]}")
     ms = float(next(line for line in proc.stdout.splitlines() if line.startswith("timing:")).split()[1])
-    return ms, np.fromfile(out, "float32")
+    return ms, np.fromfile(out, out_dtype).astype("float32")
 
 
 def main(argv=None) -> int:
@@ -193,8 +193,8 @@ def main(argv=None) -> int:
             row = {"op": case["key"], "gflop": round(case["flops"] / 1e9, 3)}
             outs = {}
             for label, features in (("default", ["shader-f16"]), ("subgroup_matrix", ["shader-f16", sm.FEATURE])):
-                ms, outs[label] = run_kernel(args.node, work, kernels[label], inputs, case["out"] * 4, args.repeat,
-                                             toggles, features)
+                ms, outs[label] = run_kernel(args.node, work, kernels[label], inputs, case["out"],
+                                             case.get("out_dtype", "float32"), args.repeat, toggles, features)
                 tflops = case["flops"] / (ms / 1e3) / 1e12
                 row[label] = {"ms": round(ms, 4), "tflops": round(tflops, 2),
                               "of_f16_tensor_peak": round(tflops / PEAKS["f16_tensor_tflops"], 4),
