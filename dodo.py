@@ -73,13 +73,14 @@ def _task(task: stages.StageTask):
             config=lambda: cfg.subset(*keys),  # the path keys count through the output paths, as for doit
             fingerprint=lambda: stage.fingerprint(cfg, sub) if stage.has_fingerprint else None,
             roots=lambda: stage.cleans(cfg, sub), tools=stage.tools), cfg)
-    # file_states, not file_dep: it remembers every configuration's files, so switching a config back is free
-    uptodate = [False] if stage.always else [ds.file_states(tracked)]
+    # file_states, not file_dep: it remembers each configuration's files (scoped by the output paths, which name the
+    # configuration), so switching a config back is free and a code change is stale for every configuration
+    scope = repr([str(p) for p in stage.outputs(cfg, sub)])
+    uptodate = [False] if stage.always else [ds.file_states(tracked, scope)]
     uptodate += [config_changed(cfg.subset(*keys))] if keys and not stage.always else []
     if stage.has_fingerprint and not stage.always:
         # remembered per output paths: a fingerprint of TVM v0.21's tree does not replace v0.26's
-        uptodate.append(ds.fingerprint_uptodate(stage.name, lambda: stage.fingerprint(cfg, sub),
-                                                scope=repr([str(p) for p in stage.outputs(cfg, sub)])))
+        uptodate.append(ds.fingerprint_uptodate(stage.name, lambda: stage.fingerprint(cfg, sub), scope=scope))
     return {
         "basename": name, "doc": stage.doc, "actions": [action], "verbosity": 2,
         "targets": [str(p) for p in stage.outputs(cfg, sub)], "uptodate": uptodate,

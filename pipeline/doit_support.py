@@ -103,42 +103,56 @@ class file_states:  # noqa: N801 - named like doit's own uptodate checks (config
     doit re-runs a task whose list of ``file_dep`` differs from its last run's. The model stages read and write
     directories named after the model, dtype and image size (pipeline.layout), so with those inputs as ``file_dep``
     switching ``model.dtype`` back would rebuild although the first dtype's outputs are still there. This compares
-    each file like ``file_dep`` does (doit's own MD5Checker: mtime, then size, then md5) and keeps the states of
-    files that other configurations read. doit does not order tasks by these files: declare their producers in
-    ``task_dep``.
+    each file like ``file_dep`` does (doit's own MD5Checker: mtime, then size, then md5) and keeps the states each
+    configuration saw apart, by ``scope`` (dodo.py: the task's output paths, which name its configuration): a file
+    every configuration reads (the stage's code) changed and rebuilt for one model is still stale for another.
+    doit does not order tasks by these files: declare their producers in ``task_dep``.
     """
 
-    def __init__(self, paths):
+    def __init__(self, paths, scope: str = ""):
         self.paths = [str(p) for p in paths]
-        self.known: dict = {}
+        self.scope = scope
+        self.scopes: dict = {}
 
     def configure_task(self, task):
         task.value_savers.append(self._states)
 
     def _states(self) -> dict:
-        states = dict(self.known)
+        states = dict(self.scopes.get(self.scope, {}))
         for p in self.paths:
             if os.path.exists(p):
                 st = os.stat(p)
                 if p not in states or states[p][0] != st.st_mtime:
                     states[p] = (st.st_mtime, st.st_size, _md5(p, st))
-        return {"file_states": states}
+        return {"file_states": {**self.scopes, self.scope: states, "__scoped__": True}}
 
     def __call__(self, task, values):
-        self.known = dict(values.get("file_states") or {})
-        _checked_inputs[task.name] = self.paths
-        return all(p in self.known and os.path.exists(p) and not _modified(p, self.known[p]) for p in self.paths)
+        self.scopes = scoped_states(values.get("file_states"), self.scope)
+        known = self.scopes.get(self.scope, {})
+        _checked_inputs[task.name] = (self.scope, self.paths)
+        return all(p in known and os.path.exists(p) and not _modified(p, known[p]) for p in self.paths)
 
     def __repr__(self):
-        return f"file_states({self.paths!r})"
+        return f"file_states({self.paths!r}, scope={self.scope!r})"
+
+
+def scoped_states(saved, scope: str) -> dict:
+    """A task's saved file states as {scope: {path: state}}. A record from before scopes ({path: state} for every
+    configuration at once) counts as the states of the scope asking, once: no rebuild for the upgrade."""
+    if not saved:
+        return {}
+    saved = dict(saved)
+    if saved.pop("__scoped__", False):
+        return saved
+    return {scope: saved}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # the dependency database: every finished task is committed at once
 
-# task name -> the input paths its file_states check saw in this process: set only for tasks doit checked for
+# task name -> (scope, input paths) its file_states check saw in this process: set only for tasks doit checked for
 # staleness in this run, so a removal of one of them is a failure of this run (not `doit forget` or `doit clean`)
-_checked_inputs: dict[str, list[str]] = {}
+_checked_inputs: dict[str, tuple[str, list[str]]] = {}
 
 
 class CommittingSqliteDB(SqliteDB):
@@ -150,8 +164,8 @@ class CommittingSqliteDB(SqliteDB):
     point for this; per-stage records of our own would duplicate what file_states and config_changed already keep.
     - ``Dependency.save_success`` always sets ``deps:`` last: that is when a task's record is complete, and it is
       written and committed in one transaction (a kill before it leaves the task's previous record).
-    - A task that failed in this run loses only the states of the inputs this configuration read (so it runs again
-      here), not those of other configurations; other tasks' records are untouched. ``doit forget``/``clean``
+    - A task that failed in this run loses only the states its configuration's inputs had (so it runs again here),
+      not those of other configurations; other tasks' records are untouched. ``doit forget``/``clean``
       still remove the whole record.
     """
 
@@ -178,7 +192,10 @@ class CommittingSqliteDB(SqliteDB):
             return
         data = self._cache[task_id] = dict(data)
         values = dict(data.get("_values_:") or {})
-        values["file_states"] = {p: s for p, s in (values.get("file_states") or {}).items() if p not in inputs}
+        scope, paths = inputs
+        scopes = scoped_states(values.get("file_states"), scope)
+        scopes[scope] = {p: s for p, s in scopes.get(scope, {}).items() if p not in paths}
+        values["file_states"] = {**scopes, "__scoped__": True}
         data["_values_:"] = values
         self._commit(task_id)
 

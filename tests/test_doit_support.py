@@ -132,13 +132,14 @@ def _copy(name):
     return action
 
 
-def task_first():
-    return {"actions": [_copy("first")], "targets": [f"first.{CFG}.out"], "uptodate": [ds.file_states([f"in.{CFG}"])]}
+def task_first():  # code.py: a file every configuration reads (like a stage's code)
+    return {"actions": [_copy("first")], "targets": [f"first.{CFG}.out"],
+            "uptodate": [ds.file_states([f"in.{CFG}", "code.py"], scope=CFG)]}
 
 
 def task_second():
     return {"actions": [_copy("second")], "targets": [f"second.{CFG}.out"], "task_dep": ["first"],
-            "uptodate": [ds.file_states([f"in.{CFG}", f"first.{CFG}.out"])]}
+            "uptodate": [ds.file_states([f"in.{CFG}", f"first.{CFG}.out"], scope=CFG)]}
 '''
 
 
@@ -148,6 +149,7 @@ def _mini_project(tmp_path):
         '[tool.doit.plugins.backend]\nwebsd = "pipeline.doit_support:CommittingSqliteDB"\n')
     for cfg in "ab":
         (tmp_path / f"in.{cfg}").write_text(cfg)
+    (tmp_path / "code.py").write_text("1")
     return tmp_path
 
 
@@ -181,6 +183,30 @@ def test_a_failed_task_keeps_its_other_configurations_and_other_tasks(tmp_path, 
     assert ran == (set() if backend == "websd" else {"second"}), out
     rc, ran, out = _doit(project, backend, CFG="b")  # b: only the task that failed runs again
     assert rc == 0 and ran == {"second"}, out
+
+
+def test_a_change_every_configuration_reads_is_stale_for_each_of_them(tmp_path):
+    """A stage's code changed and rebuilt for one model is still stale for another (the states are kept per
+    configuration): before scopes the second model's build ran nothing, with outputs of the old code."""
+    project = _mini_project(tmp_path)
+    for cfg in "ab":
+        assert _doit(project, "websd", CFG=cfg)[:2] == (0, {"first", "second"})
+    (project / "code.py").write_text("2")
+    assert _doit(project, "websd", CFG="a")[1] == {"first"}  # its output's bytes did not change: second stays
+    assert _doit(project, "websd", CFG="b")[1] == {"first"}
+    assert _doit(project, "websd", CFG="a")[1] == set()
+
+
+def test_states_saved_before_scopes_count_for_the_scope_that_reads_them(tmp_path):
+    path = tmp_path / "in.json"
+    path.write_text("a")
+    st = path.stat()
+    flat = {str(path): (st.st_mtime, st.st_size, ds._md5(str(path), st))}  # a record from before scopes
+    check, task = ds.file_states([path], scope="float16"), FakeTask()
+    check.configure_task(task)
+    assert check(task, {"file_states": flat}) is True  # no rebuild for the upgrade
+    saved = {k: v for saver in task.value_savers for k, v in saver().items()}["file_states"]
+    assert saved["__scoped__"] and set(saved) == {"__scoped__", "float16"}
 
 
 def test_summary_marks_remote_hits_and_bytes_moved(monkeypatch):
