@@ -199,41 +199,41 @@ def test_rewrite_puts_twins_in_place_of_float16_convolutions():
     assert [int(d) for d in tvm_api.expr_type(mod["main"].body.body).fields[0].shape] == [2, 32, 8, 8]
 
 
-def test_a_convolution_whose_float32_result_is_over_the_binding_limit_stays_tvms():
+def _conv_module(x_shape, w_shape, cast: bool = False):
+    """A Relax module of one padded convolution (float16 in, float32 out), cast to float16 after it if ``cast``."""
     from tvm import relax
 
     from pipeline.toolchain import tvm_api
 
     bb = relax.BlockBuilder()
-    x = relax.Var("x", tvm_api.tensor_type((1, 16, 32, 32), "float16"))
-    w = relax.Var("w", tvm_api.tensor_type((16, 16, 3, 3), "float16"))
+    x = relax.Var("x", tvm_api.tensor_type(x_shape, "float16"))
+    w = relax.Var("w", tvm_api.tensor_type(w_shape, "float16"))
     with bb.function("main", [x, w]):
         with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.conv2d(x, w, padding=1, out_dtype="float32"))
+            conv = relax.op.nn.conv2d(x, w, padding=1, out_dtype="float32")
+            out = bb.emit_output(relax.op.astype(bb.emit(conv), "float16") if cast else conv)
         bb.emit_func_output(out)
+    return bb.get()
+
+
+def _twins(mod) -> list[str]:
+    from pipeline.toolchain import tvm_api
+
+    return sorted(gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm_api.tir().PrimFunc))
+
+
+def test_a_convolution_whose_float32_result_is_over_the_binding_limit_stays_tvms():
+    mod = _conv_module((1, 16, 32, 32), (16, 16, 3, 3))
     result_bytes = 16 * 32 * 32 * 4
     for limit, twins in ((result_bytes, 1), (result_bytes - 1, 0)):
-        mod = sm.rewrite_convs(LAVAPIPE, max_binding=limit)(bb.get())
-        assert sum(isinstance(f, tvm_api.tir().PrimFunc) for f in mod.functions.values()) == twins, limit
+        assert len(_twins(sm.rewrite_convs(LAVAPIPE, max_binding=limit)(mod))) == twins, limit
 
 
 def test_a_cast_after_a_convolution_goes_into_its_twin():
-    from tvm import relax
-
     from pipeline.toolchain import tvm_api
-    from pipeline.webgpu import subgroup_matrix
 
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", tvm_api.tensor_type((2, 16, 8, 8), "float16"))
-    w = relax.Var("w", tvm_api.tensor_type((32, 16, 3, 3), "float16"))
-    with bb.function("main", [x, w]):
-        with bb.dataflow():
-            conv = bb.emit(relax.op.nn.conv2d(x, w, padding=1, out_dtype="float32"))
-            out = bb.emit_output(relax.op.astype(conv, "float16"))
-        bb.emit_func_output(out)
-    mod = bb.get()
-    for rewrite in subgroup_matrix.rewrites(LAVAPIPE, 1 << 30):
+    mod = _conv_module((2, 16, 8, 8), (32, 16, 3, 3), cast=True)
+    for rewrite in sm.rewrites(LAVAPIPE, 1 << 30):
         mod = rewrite(mod)
-    twins = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm_api.tir().PrimFunc)]
-    assert twins == [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16").name]  # and no float32 twin
+    assert _twins(mod) == [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16").name]  # no float32 twin
     assert str(tvm_api.expr_type(mod["main"].body.body).dtype) == "float16"
