@@ -13,7 +13,7 @@ from pathlib import Path
 from doit.tools import config_changed
 
 from pipeline import doit_support as ds
-from pipeline import models, remote_cache, sizes, stages
+from pipeline import models, remote_cache, sizes, stages, variants
 from pipeline.toolchain import tvm_build, versions
 from pipeline.config import load_config
 from pipeline.model import lora
@@ -26,6 +26,7 @@ try:
     models.dims(CFG)  # likewise a bad model.image_size, before any stage runs
     lora.parse(CFG)  # and a model.lora file that is not there
     sizes.extra(CFG)  # and a model.sizes entry the model does not take
+    variants.extra(CFG)  # and a webgpu.variants kernel set the model's dtype cannot take
     versions.release(CFG.tvm.version)  # and a tvm.version with no release entry
 except WebsdError as _e:
     raise SystemExit(f"error: {_e}")

@@ -13,13 +13,18 @@ from pathlib import Path
 
 from . import submodels
 from .config import Config
+from .errors import WebsdError
 from .layout import Layout
 from .webgpu import subgroup_matrix
 
 
 def extra(cfg: Config) -> list[str]:
     """The kernel sets of ``webgpu.variants`` other than the one the site's own build uses."""
-    return [v for v in cfg.webgpu.variant_list if v != cfg.webgpu.kernels]
+    out = [v for v in cfg.webgpu.variant_list if v != cfg.webgpu.kernels]
+    if "subgroup-matrix" in (*out, cfg.webgpu.kernels) and cfg.model.dtype != "float16":
+        raise WebsdError(f"webgpu subgroup-matrix kernels take float16 operands, and model.dtype is "
+                         f"{cfg.model.dtype}: build with model.dtype=float16, or drop webgpu.variants")
+    return out
 
 
 def at_variant(cfg: Config, kernels: str) -> Config:

@@ -189,6 +189,10 @@ CASES = {
     "bad webgpu.limits": (["doit", "webgpu.limits=huge"], None,
                           "webgpu.limits (from the doit command line) must be one"),
     "negative tvm.build_jobs": (["doit", "tvm.build_jobs=-2"], None, "tvm.build_jobs must be 0"),
+    "unknown webgpu.variants": (["doit", "webgpu.variants=tensor-cores"], None,
+                                "webgpu.variants: 'tensor-cores' is not a kernel set"),
+    "subgroup matrices on float32": (["doit", "webgpu.variants=subgroup-matrix"], None,
+                                     "build with model.dtype=float16, or drop webgpu.variants"),
     "user config not TOML": (["doit", "list"], _bad_user_config, "is not valid TOML"),
     "run_stage unknown stage": (["pipeline.run_stage", "bogus"], None, "unknown stage"),
 }

@@ -8,7 +8,8 @@ from pipeline.layout import Layout
 
 
 def _cfg(**cli):
-    return load_config(cli={"webgpu.variants": "subgroup-matrix", "webgpu.subgroup_matrix": "lavapipe", **cli})
+    return load_config(cli={"webgpu.variants": "subgroup-matrix", "webgpu.subgroup_matrix": "lavapipe",
+                            "model.dtype": "float16", **cli})
 
 
 def test_each_variant_adds_compile_and_link_per_submodel():
@@ -50,3 +51,8 @@ def test_manifest_entries_list_requirements_and_files():
 def test_unknown_variant_is_one_line_error():
     with pytest.raises(WebsdError, match="webgpu.variants"):
         load_config(cli={"webgpu.variants": "tensor-cores"})
+
+
+def test_subgroup_matrix_kernels_need_a_float16_model():
+    with pytest.raises(WebsdError, match="model.dtype=float16"):
+        stages.tasks(_cfg(**{"model.dtype": "float32"}))
