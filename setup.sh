@@ -44,15 +44,22 @@ TVM_REQ=$(.venv/bin/python -c "from pipeline.config import load_config; from pip
 # A software Vulkan driver that Dawn accepts, for the headless GPU runner on machines without a GPU (CI): Dawn
 # rejects Debian 12's lavapipe (Mesa 22), so Mesa >= 25 comes from the release's backports suite, unpacked privately
 # into .venv/lavapipe (nothing system-wide changes); web/runner and its tests point VK_ICD_FILENAMES at its ICD file.
+# The Debian archive this machine already uses (deb822 "URIs:" or a one-line "deb" entry), not a hard-coded host;
+# empty when there is none (|| true: a fresh debootstrap has no sources.list.d files, and pipefail would end setup.sh
+# here silently).
+debian_archive() {
+    local uri
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}' || true)
+    [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1 || true)
+    echo "$uri"
+}
+
 install_lavapipe() {
     local dir=$PWD/.venv/lavapipe codename uri tmp
     [ -f "$dir/lvp_icd.json" ] && return 0
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-    # the Debian archive this machine already uses (deb822 "URIs:" or a one-line "deb" entry), not a hard-coded host
-    # (|| true: a fresh debootstrap has no sources.list.d files, and pipefail would end setup.sh here silently)
-    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}' || true)
-    [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1 || true)
+    uri=$(debian_archive)
     if [ -z "$codename" ] || [ -z "$uri" ]; then
         echo "setup: no Debian release or archive found in the apt sources; skipping lavapipe (GPU runner tests skip)"
         return 0
@@ -96,9 +103,7 @@ install_lavapipe_sm() {
     local dir=$PWD/.venv/lavapipe-sm uri tmp node
     [ -x "$dir/bin/node" ] && return 0
     node=$(command -v node) || return 0
-    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '/^URIs:/ {print $2; exit}' || true)
-    [ -n "$uri" ] || uri=$(grep -hE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-        | grep -v security | sed -E 's/^deb (\[[^]]*\] )?([^ ]+).*/\2/' | head -1 || true)
+    uri=$(debian_archive)
     [ -n "$uri" ] || { echo "setup: no Debian archive in the apt sources; skipping lavapipe-sm"; return 0; }
     tmp=$(mktemp -d)
     mkdir -p "$tmp/lists/partial" "$tmp/deb"

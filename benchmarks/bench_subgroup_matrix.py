@@ -45,72 +45,20 @@ QUICK_CONVS = [(1, 16, 16, 16, 16)]
 PEAKS = {"f16_tensor_tflops": 989.0, "fp32_tflops": 67.0}  # H200 (SXM) dense
 
 
-def default_kernel(gemm: sm.Gemm):
-    """TVM's own WebGPU kernel for the matmul, scheduled by the compile's dlight rules: (wgsl, entry, grid)."""
-    import tvm
+def kernels_of(op, profile: sm.MatrixProfile) -> dict:
+    """{"default": TVM's own kernel for a Gemm or Conv (the compile's dlight rules), "subgroup_matrix": its override
+    on the twin's grid}, each (wgsl, entry, grid)."""
     from tvm import te
 
-    from pipeline.toolchain import tvm_api
     from pipeline.webgpu import build as webgpu_build
-    from pipeline.webgpu import inspection, kernels
 
-    a = te.placeholder((gemm.batch, gemm.m, gemm.k), "float16", name="A")
-    b = te.placeholder((gemm.n, gemm.k), "float16", name="B")
-    r = te.reduce_axis((0, gemm.k), "r")
-    c = te.compute((gemm.batch, gemm.m, gemm.n), lambda bi, i, j: te.sum(
-        a[bi, i, r].astype("float32") * b[j, r].astype("float32"), axis=r), name="C")
-    mod = tvm.IRModule({"dlight_gemm": te.create_prim_func([a, b, c]).with_attr("global_symbol", "dlight_gemm")})
-    tgt = webgpu_build.target()
-    with tgt:
-        mod = tvm_api.dlight().ApplyDefaultSchedule(*kernels.schedule_rules())(mod)
-    source = inspection.webgpu_source(tvm.compile(mod, target=tgt))
-    entry = "dlight_gemm_kernel"
-    return sm.split_kernels(source)[entry], entry, inspection.launch_grids(mod)["dlight_gemm"]
-
-
-def default_conv_kernel(conv: sm.Conv):
-    """TVM's own WebGPU kernel for the convolution (the compile's dlight rules): (wgsl, entry, grid)."""
-    import tvm
-    from tvm import te
-
-    from pipeline.toolchain import tvm_api
-    from pipeline.webgpu import build as webgpu_build
-    from pipeline.webgpu import inspection, kernels
-
-    func = te.create_prim_func(list(sm.conv_te(conv))).with_attr("global_symbol", "dlight_conv")
-    mod = tvm.IRModule({"dlight_conv": func})
-    tgt = webgpu_build.target()
-    with tgt:
-        mod = tvm_api.dlight().ApplyDefaultSchedule(*kernels.schedule_rules())(mod)
-    source = inspection.webgpu_source(tvm.compile(mod, target=tgt))
-    return sm.split_kernels(source)["dlight_conv_kernel"], "dlight_conv_kernel", inspection.launch_grids(mod)["dlight_conv"]
-
-
-def subgroup_matrix_conv_kernel(conv: sm.Conv, profile: sm.MatrixProfile):
-    import tvm
-
-    from pipeline.webgpu import build as webgpu_build
-    from pipeline.webgpu import inspection
-
-    block = sm.block_of(conv.gemm, profile)
-    func = sm.conv_twin(conv, profile, block).with_attr("global_symbol", conv.name)
-    source = inspection.webgpu_source(tvm.compile(tvm.IRModule({conv.name: func}), target=webgpu_build.target()))
-    entry = f"{conv.name}_kernel"
-    return (sm.conv_wgsl(conv, profile, block, sm.split_kernels(source)[entry]), entry,
-            (*sm.grid(conv.gemm, profile, block), 1))
-
-
-def subgroup_matrix_kernel(gemm: sm.Gemm, profile: sm.MatrixProfile):
-    import tvm
-
-    from pipeline.webgpu import build as webgpu_build
-    from pipeline.webgpu import inspection
-
-    block = sm.block_of(gemm, profile)
-    func = sm.gemm_twin(gemm, profile, block).with_attr("global_symbol", gemm.name)
-    source = inspection.webgpu_source(tvm.compile(tvm.IRModule({gemm.name: func}), target=webgpu_build.target()))
-    entry = f"{gemm.name}_kernel"
-    return sm.gemm_wgsl(gemm, profile, block, sm.split_kernels(source)[entry]), entry, (*sm.grid(gemm, profile, block), 1)
+    is_gemm = isinstance(op, sm.Gemm)
+    to_te, twin, override = (sm.gemm_te, sm.gemm_twin, sm.gemm_wgsl) if is_gemm else \
+        (sm.conv_te, sm.conv_twin, sm.conv_wgsl)
+    block = sm.block_of(op if is_gemm else op.gemm, profile)
+    default = webgpu_build.single_kernel(te.create_prim_func(list(to_te(op))), "dlight_op", default_schedule=True)
+    code, entry, grid = webgpu_build.single_kernel(twin(op, profile, block), op.name)
+    return {"default": default, "subgroup_matrix": (override(op, profile, block, code), entry, grid)}
 
 
 def cases(quick: bool) -> list[dict]:
@@ -130,11 +78,9 @@ def build(case: dict, profile: sm.MatrixProfile) -> dict:
     """{"default": (wgsl, entry, grid), "subgroup_matrix": (...)} of one case."""
     kind, dims = case["op"]
     if kind == "gemm":
-        gemm = sm.Gemm(1, *dims, b_transposed=True)
-        return {"default": default_kernel(gemm), "subgroup_matrix": subgroup_matrix_kernel(gemm, profile)}
+        return kernels_of(sm.Gemm(1, *dims, b_transposed=True), profile)
     b, c, h, w, o = dims
-    conv = sm.Conv(b, c, h, w, o, 3, 3, 1, (1, 1, 1, 1), out_dtype="float16")
-    return {"default": default_conv_kernel(conv), "subgroup_matrix": subgroup_matrix_conv_kernel(conv, profile)}
+    return kernels_of(sm.Conv(b, c, h, w, o, 3, 3, 1, (1, 1, 1, 1), out_dtype="float16"), profile)
 
 
 def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_count: int, out_dtype: str, repeat: int,

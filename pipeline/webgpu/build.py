@@ -78,3 +78,19 @@ def build(mod, sub: str, limits_profile: str, param_names: list[str] = (), matmu
     use = inspection.webgpu_use(lowered, executable, sub, list(param_names))
     limits.check(sub, use, limits_profile)
     return lowered, executable, use
+
+
+def single_kernel(func, name: str, default_schedule: bool = False) -> tuple[str, str, tuple[int, int, int]]:
+    """One PrimFunc built for WebGPU on its own (kernel tests and benchmarks): ``(its kernel's WGSL, the entry point,
+    its launch grid)``. ``default_schedule``: an unscheduled function gets the compile's dlight rules first, so the
+    kernel is the one a site would have."""
+    import tvm
+
+    mod = tvm.IRModule({name: func.with_attr("global_symbol", name)})
+    tgt = target()
+    if default_schedule:
+        with tgt:
+            mod = tvm_api.dlight().ApplyDefaultSchedule(*kernels.schedule_rules())(mod)
+    entry = f"{name}_kernel"
+    wgsl = subgroup_matrix_pass.split_kernels(inspection.webgpu_source(tvm.compile(mod, target=tgt)))[entry]
+    return wgsl, entry, inspection.launch_grids(mod)[name]

@@ -95,9 +95,8 @@ def grid(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]) -> tuple[in
     return gemm.n // (cols * profile.n), gemm.batch * gemm.m // (rows * profile.m)
 
 
-def gemm_twin(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]):
-    """The twin PrimFunc (module doc): the matmul in plain TIR, launched on the real kernel's grid with one
-    subgroup's worth of threads, each thread summing some of the block's outputs. Marked scheduled."""
+def gemm_te(gemm: Gemm):
+    """The matmul as TE: (A, B, C), float32 accumulation."""
     from tvm import te
 
     a_shape = (gemm.batch, gemm.m, gemm.k)
@@ -110,9 +109,16 @@ def gemm_twin(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]):
         idx = (col, row) if gemm.b_transposed else (row, col)
         return b[((batch,) if gemm.b_batched else ()) + idx]
 
-    c = te.compute((gemm.batch, gemm.m, gemm.n), lambda bi, i, j: te.sum(
+    return a, b, te.compute((gemm.batch, gemm.m, gemm.n), lambda bi, i, j: te.sum(
         a[bi, i, r].astype("float32") * b_at(bi, r, j).astype("float32"), axis=r), name="C")
-    sch = tvm_api.schedule(te.create_prim_func([a, b, c]))
+
+
+def gemm_twin(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]):
+    """The twin PrimFunc (module doc): the matmul in plain TIR, launched on the real kernel's grid with one
+    subgroup's worth of threads, each thread summing some of the block's outputs. Marked scheduled."""
+    from tvm import te
+
+    sch = tvm_api.schedule(te.create_prim_func(list(gemm_te(gemm))))
     rows, cols = block
     bi, i, j, k = sch.get_loops(tvm_api.schedule_block(sch, "C"))
     i_out, i_in = sch.split(i, [None, rows * profile.m])

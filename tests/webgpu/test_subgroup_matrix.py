@@ -11,7 +11,6 @@ from pipeline.errors import WebsdError
 from pipeline.webgpu import subgroup_matrix as sm
 from tests.conftest import ROOT, runner_env
 
-pytest.importorskip("tvm")
 
 LAVAPIPE = sm.PROFILES["lavapipe"]
 GEMMS = [sm.Gemm(1, 64, 32, 48), sm.Gemm(1, 32, 64, 16, b_transposed=True), sm.Gemm(3, 16, 24, 40, b_batched=True),
@@ -20,14 +19,9 @@ GEMMS = [sm.Gemm(1, 64, 32, 48), sm.Gemm(1, 32, 64, 16, b_transposed=True), sm.G
 
 def _twin_source(func, name: str) -> str:
     """TVM's WGSL of a twin PrimFunc."""
-    import tvm
-
     from pipeline.webgpu import build as webgpu_build
-    from pipeline.webgpu import inspection
 
-    module = tvm.IRModule({name: func.with_attr("global_symbol", name)})
-    return sm.split_kernels(inspection.webgpu_source(tvm.compile(module, target=webgpu_build.target())))[
-        f"{name}_kernel"]
+    return webgpu_build.single_kernel(func, name)[0]
 
 
 def _twin_wgsl(gemm, profile):
