@@ -1,7 +1,10 @@
-"""The subgroup-matrix matmul and convolution kernels (pipeline/webgpu/subgroup_matrix.py) against the default kernels
-TVM builds for the same op (dlight's Matmul rule as the compile tiles it), one kernel at a time on this machine's
-WebGPU adapter (Dawn in Node, tests/node/run_wgsl.mjs): SD v1.5 UNet's Linear layers at 512x512 (batch 2: guidance),
-its 3x3 convolutions, and the VAE decoder's (SD-Turbo's too) at 512x512.
+"""The subgroup-matrix matmul, convolution and attention kernels (pipeline/webgpu/subgroup_matrix/) against the
+default kernels the compile builds for the same op (dlight's Matmul rule as the compile tiles it; for attention, the
+fused kernel of pipeline/webgpu/flash_attention.py), one kernel at a time on this machine's WebGPU adapter (Dawn in
+Node, tests/node/run_wgsl.mjs): SD v1.5 UNet's Linear layers at 512x512 (batch 2: guidance), its 3x3 convolutions
+and attention layers, SD-Turbo's largest attention, and the VAE decoder's convolutions (SD-Turbo's too) at 512x512.
+An attention's FLOPs are Q K^T and P V once (the subgroup-matrix kernel computes Q K^T twice: its module doc says
+why).
 
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile nvidia --node node   # the H200 (gpu_bundle.sh)
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile lavapipe --node .venv/lavapipe-sm/bin/node --quick
@@ -42,15 +45,29 @@ QUICK_SHAPES = [(256, 64, 64), (128, 128, 256)]
 CONV_SHAPES = [(2, 320, 64, 64, 320), (2, 640, 32, 32, 640), (2, 1280, 16, 16, 1280), (2, 1280, 8, 8, 1280),
                (1, 512, 64, 64, 512), (1, 512, 128, 128, 512), (1, 256, 256, 256, 256), (1, 128, 512, 512, 128)]
 QUICK_CONVS = [(1, 16, 16, 16, 16)]
+# (batch, heads, query tokens, key tokens, head dim): SD v1.5's self- and cross-attention at 512x512 (batch 2),
+# SD-Turbo's (SD 2.x layout: head dim 64) at its largest resolution
+ATTENTION_SHAPES = [(2, 8, 4096, 4096, 40), (2, 8, 4096, 77, 40), (2, 8, 1024, 1024, 80), (2, 8, 1024, 77, 80),
+                    (2, 8, 256, 256, 160), (2, 8, 256, 77, 160), (1, 5, 4096, 4096, 64)]
+QUICK_ATTENTIONS = [(1, 2, 32, 48, 16), (1, 2, 64, 13, 16)]
 PEAKS = {"f16_tensor_tflops": 989.0, "fp32_tflops": 67.0}  # H200 (SXM) dense
 
 
 def kernels_of(op, profile: sm.MatrixProfile) -> dict:
-    """{"default": TVM's own kernel for a Gemm or Conv (the compile's dlight rules), "subgroup_matrix": its override
-    on the twin's grid}, each (wgsl, entry, grid)."""
+    """{"default": the compile's own kernel for a Gemm, Conv (dlight's rules) or Attention (the fused kernel),
+    "subgroup_matrix": its override on the twin's grid}, each (wgsl, entry, grid)."""
     from tvm import te
 
     from pipeline.webgpu import build as webgpu_build
+    from pipeline.webgpu import flash_attention
+
+    if isinstance(op, sm.Attention):
+        t = sm.tiling(op, profile)
+        fused = flash_attention.attention_kernel(op.batch, op.heads, op.q_len, op.kv_len, op.head_dim, "float16",
+                                                 op.head_dim ** -0.5)
+        code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(op, profile, t), op.name)
+        return {"default": webgpu_build.single_kernel(fused, "fused_attention"),
+                "subgroup_matrix": (sm.attention_wgsl(op, profile, t, code), entry, grid)}
 
     is_gemm = isinstance(op, sm.Gemm)
     to_te, twin, override = (sm.gemm_te, sm.gemm_twin, sm.gemm_wgsl) if is_gemm else \
@@ -71,6 +88,11 @@ def cases(quick: bool) -> list[dict]:
         out.append({"key": f"conv3x3 {b}x{c}x{h}x{w}->{o}", "op": ["conv", [b, c, h, w, o]],
                     "flops": 2.0 * b * o * h * w * c * 9, "inputs": {"X_ptr": [b, c, h, w], "W_ptr": [o, c, 3, 3]},
                     "out": b * o * h * w, "out_dtype": "float16"})
+    for b, h, q, kv, d in QUICK_ATTENTIONS if quick else ATTENTION_SHAPES:
+        out.append({"key": f"attention {b}x{h}x{q}x{kv}x{d}", "op": ["attention", [b, h, q, kv, d]],
+                    "flops": 4.0 * b * h * q * kv * d,
+                    "inputs": {"q_ptr": [b, q, h, d], "k_ptr": [b, kv, h, d], "v_ptr": [b, kv, h, d]},
+                    "out": b * q * h * d, "out_dtype": "float16", "output": "o_ptr"})
     return out
 
 
@@ -79,17 +101,19 @@ def build(case: dict, profile: sm.MatrixProfile) -> dict:
     kind, dims = case["op"]
     if kind == "gemm":
         return kernels_of(sm.Gemm(1, *dims, b_transposed=True), profile)
+    if kind == "attention":
+        return kernels_of(sm.Attention(*dims), profile)
     b, c, h, w, o = dims
     return kernels_of(sm.Conv(b, c, h, w, o, 3, 3, 1, (1, 1, 1, 1), out_dtype="float16"), profile)
 
 
 def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_count: int, out_dtype: str, repeat: int,
-               toggles: list[str], features: list[str]) -> tuple[float, np.ndarray]:
+               toggles: list[str], features: list[str], output: str = "C_ptr") -> tuple[float, np.ndarray]:
     wgsl, entry, grid = kernel
     out = work / f"{entry}.out"
     spec = {"wgsl": wgsl, "entry": entry, "grid": list(grid), "features": features, "dawnToggles": toggles,
             "inputs": {name: str(path) for name, path in inputs.items()},
-            "outputs": {"C_ptr": [str(out), out_count * np.dtype(out_dtype).itemsize]}, "repeat": repeat}
+            "outputs": {output: [str(out), out_count * np.dtype(out_dtype).itemsize]}, "repeat": repeat}
     spec_path = work / f"{entry}.json"
     spec_path.write_text(json.dumps(spec))
     proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(spec_path)], cwd=ROOT,
@@ -140,7 +164,8 @@ def main(argv=None) -> int:
             outs = {}
             for label, features in (("default", ["shader-f16"]), ("subgroup_matrix", ["shader-f16", sm.FEATURE])):
                 ms, outs[label] = run_kernel(args.node, work, kernels[label], inputs, case["out"],
-                                             case.get("out_dtype", "float32"), args.repeat, toggles, features)
+                                             case.get("out_dtype", "float32"), args.repeat, toggles, features,
+                                             case.get("output", "C_ptr"))
                 tflops = case["flops"] / (ms / 1e3) / 1e12
                 row[label] = {"ms": round(ms, 4), "tflops": round(tflops, 2),
                               "of_f16_tensor_peak": round(tflops / PEAKS["f16_tensor_tflops"], 4),

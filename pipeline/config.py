@@ -156,7 +156,7 @@ class WebgpuConfig:
     # benchmarks/results/webgpu-sd15-random-h200.md).
     matmul: str = field(default="dlight", metadata=_choice("dlight", "k16", "cuda", "wide"))
     # Which kernels this build compiles: "default" (every kernel TVM's, any WebGPU adapter) or "subgroup-matrix"
-    # (matmuls on the experimental chromium-experimental-subgroup-matrix feature, pipeline/webgpu/subgroup_matrix.py)
+    # (matmuls on the experimental chromium-experimental-subgroup-matrix feature, pipeline/webgpu/subgroup_matrix/)
     kernels: str = field(default="default", metadata=_choice("default", "subgroup-matrix"))
     # More compiled variants in the same site, comma-separated kernel sets (e.g. "subgroup-matrix"): each gets its
     # own compile and link per submodel at the default size, shares the weight shards, and the page picks the

@@ -11,7 +11,7 @@ Outputs, in ``Layout.compile_dir()``:
   <sub>.webgpu.tar   wasm32 object files of the WebGPU build (pipeline.model.wasm_link links them into <sub>.wasm)
   <sub>.llvm.so      CPU build of the same module (verification only)
   <sub>.kernels.json with webgpu.kernels=subgroup-matrix: the WGSL overrides of the kernels TVM cannot emit
-                     ({entry point: WGSL}, pipeline/webgpu/subgroup_matrix.py); the site ships them with the variant
+                     ({entry point: WGSL}, pipeline/webgpu/subgroup_matrix/); the site ships them with the variant
   <sub>.json         written last: per target the param names/dtypes in call order, input/output specs,
                      kernel count, largest device buffer (``max_buffer_bytes``), timings; for WebGPU the
                      limits profile it was checked against and the limits it needs (``required_limits``)

@@ -11,8 +11,6 @@ machine: Dawn on lavapipe (the software Vulkan driver ./setup.sh unpacks into .v
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 
@@ -298,8 +296,8 @@ def test_lavapipe_with_subgroup_matrices_runs_the_variants_kernels_with_the_same
 @pytest.mark.tvm_source
 @pytest.mark.slow
 def test_subgroup_matrix_variant_of_the_tiny_model_matches_diffusers(node_sm, real_cache, tmp_path):
-    """The whole subgroup-matrix kernel set (pipeline/webgpu/subgroup_matrix.py: its matmul and convolution twins,
-    their WGSL overrides, the page's pick and shader swap) on Mesa 26's lavapipe, built for its 8x8x8 matrices:
+    """The whole subgroup-matrix kernel set (pipeline/webgpu/subgroup_matrix/: its matmul, convolution and attention
+    twins, their WGSL overrides, the page's pick and shader swap) on Mesa 26's lavapipe, built for its 8x8x8 matrices:
     each build of the site, default and variant, passes the benchmark's bar against diffusers."""
     env = real_env(real_cache, WEBSD_MODEL_NAME="tiny", WEBSD_MODEL_DTYPE="float16", WEBSD_MODEL_IMAGE_SIZE="0",
                    WEBSD_WEBGPU_VARIANTS="subgroup-matrix", WEBSD_WEBGPU_SUBGROUP_MATRIX="lavapipe")
@@ -316,5 +314,8 @@ def test_subgroup_matrix_variant_of_the_tiny_model_matches_diffusers(node_sm, re
     assert set(rows) == {"default", "subgroup-matrix"}, list(rows)
     overrides = rows["subgroup-matrix"]["runner"]["kernel_overrides"]
     assert overrides["unet"]["applied"] > 0 and overrides["vae"]["applied"] > 0, overrides  # convs and matmuls
+    for sub in ("unet", "vae"):  # self- and cross-attention (head dim 4 padded, 77 keys), the VAE's mid-block one
+        kernels = json.loads((site / "model" / "variants" / "subgroup-matrix" / f"{sub}.kernels.json").read_text())
+        assert any(name.startswith("sgattn_") for name in kernels), (sub, sorted(kernels))
     for name, row in rows.items():
         assert row["image"]["passes_bar"] and row["image"]["wrong_inputs_fail_bar"], (name, row["image"])

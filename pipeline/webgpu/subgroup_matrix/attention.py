@@ -1,0 +1,283 @@
+"""Attention on subgroup matrices: ``Attention``, its tiling, twin and WGSL override, and the Relax rewrite of
+``nn.attention`` (the op pipeline.webgpu.flash_attention otherwise fuses).
+
+One subgroup per workgroup takes ``rows`` matrices of query rows of one (batch, head) and makes two passes over
+the keys, a block of ``keys`` matrices at a time:
+  1. the scores of the block, Q K^T, on subgroup matrices into workgroup memory; each lane keeps the running
+     maximum of its rows;
+  2. the scores again; each lane turns its rows into exp(score - max) (float16, into workgroup memory) and sums
+     them; then P V on subgroup matrices, accumulated in float32 result matrices.
+The output is P V over the sums, written through workgroup memory (a cast to float16, and the head's own columns
+only). Two passes compute Q K^T twice, but the accumulators never need rescaling, which subgroup matrices cannot
+do row by row (flash attention's single pass rescales its accumulator at every block).
+
+Q, K and V are read straight from storage when the head dim and the keys fill whole matrices; otherwise
+(``Tiling.staged_q``/``staged_kv``: SD v1.5's head dim 40 on 16x16 matrices, 77 text tokens) they are copied
+into workgroup memory first, zero padded.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from math import ceil, isclose
+
+from ...errors import WebsdError
+from ...toolchain import tvm_api
+from .. import flash_attention, passes
+from .profiles import MatrixProfile
+from .wgsl import PROLOGUE, kernel, opaque, twin_header
+
+STORAGE = 16 << 10  # bytes of workgroup memory: WebGPU's default maxComputeWorkgroupStorageSize
+# result matrices live at once in a lane's registers (the output accumulators and one block's scores): a guess at
+# what stays out of spills until the H200 measures it (the GEMM kernels keep up to 16)
+REGISTERS = 20
+NEG = -3.0e38  # below every score, above -inf (no NaN from -inf - -inf)
+
+
+@dataclass(frozen=True)
+class Attention:
+    """o[b, i, h] = softmax_j(q[b, i, h] . k[b, j, h] / sqrt(head_dim)) v[b, j, h] on (batch, tokens, heads,
+    head_dim) float16 tensors (websd::attention's layout), float32 arithmetic, float16 output."""
+    batch: int
+    heads: int
+    q_len: int
+    kv_len: int
+    head_dim: int
+
+    @property
+    def name(self) -> str:
+        return f"sgattn_{self.batch}x{self.heads}x{self.q_len}x{self.kv_len}x{self.head_dim}"
+
+
+@dataclass(frozen=True)
+class Tiling:
+    rows: int  # matrices of query rows per workgroup
+    keys: int  # matrices of keys per block
+    dims: int  # the head dim rounded up to whole matrices
+    staged_q: bool  # the query rows copied into workgroup memory, zero padded (head dim not whole matrices)
+    staged_kv: bool  # each block's keys and values copied likewise (that, or the keys not whole blocks)
+
+    def storage(self, size: int) -> int:
+        """Bytes of workgroup memory the kernel declares (matrices of ``size`` x ``size``)."""
+        rows, keys = self.rows * size, self.keys * size
+        return (rows * keys * (4 + 2) + rows * 2 * 4 + (rows * self.dims * 2 if self.staged_q else 0)
+                + (2 * keys * self.dims * 2 if self.staged_kv else 0))
+
+
+def tiling(att: Attention, profile: MatrixProfile, storage: int = STORAGE, registers: int = REGISTERS) -> Tiling | None:
+    """The most query rows, then the most keys per block, that fit ``registers`` result matrices and ``storage``
+    bytes; None when no tiling fits, the query rows are not whole matrices, or the profile's matrices are not square
+    (the kernel multiplies by K^T and by V with one shape)."""
+    size = profile.m
+    if not profile.m == profile.n == profile.k:
+        return None
+    dims = ceil(att.head_dim / size) * size
+    for rows in (4, 2, 1):
+        if att.q_len % (rows * size):
+            continue
+        for keys in (4, 2, 1):
+            if rows * (dims // size + keys) > registers:
+                continue
+            staged_q = att.head_dim % size != 0
+            t = Tiling(rows, keys, dims, staged_q, staged_q or att.kv_len % (keys * size) != 0)
+            if t.storage(size) <= storage:
+                return t
+    return None
+
+
+def attention_grid(att: Attention, profile: MatrixProfile, t: Tiling) -> tuple[int, int]:
+    """(x, y) workgroups: x over (batch, head, block of query rows), as the twin's."""
+    return att.batch * att.heads * att.q_len // (t.rows * profile.m), 1
+
+
+def attention_twin(att: Attention, profile: MatrixProfile, t: Tiling):
+    """The twin: the fused attention kernel of pipeline.webgpu.flash_attention with one thread per query row of the
+    real kernel's block, so the grid is the same. Marked opaque."""
+    return opaque(flash_attention.attention_kernel(att.batch, att.heads, att.q_len, att.kv_len, att.head_dim,
+                                                   "float16", att.head_dim ** -0.5, rows=t.rows * profile.m))
+
+
+def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl: str) -> str:
+    """The WGSL override of an attention twin (module doc)."""
+    header, entry, v = twin_header(twin_wgsl, ("q", "k", "v", "o"))
+    s, lanes = profile.m, profile.subgroup_size
+    rows, keys, dims, head_dim = t.rows * s, t.keys * s, t.dims, att.head_dim
+    tok = att.heads * head_dim  # one token's stride in q, k, v and o
+    tiles = att.q_len // rows
+    kv_end = ceil(att.kv_len / keys) * keys
+    scale = f"{att.head_dim ** -0.5!r}"
+    left, right = f"subgroup_matrix_left<f16, {s}, {s}>", f"subgroup_matrix_right<f16, {s}, {s}>"
+    result = f"subgroup_matrix_result<f32, {s}, {s}>"
+    q_of = ((lambda i: f"&sm_q, {i * s * dims}u + d0, {dims}u") if t.staged_q
+            else (lambda i: f"&{v['q']}, q0 + {i * s * tok}u + d0, {tok}u"))
+    k_of = ((lambda j: f"&sm_k, {j * s * dims}u + d0, {dims}u") if t.staged_kv
+            else (lambda j: f"&{v['k']}, kv0 + (j0 + {j * s}u) * {tok}u + d0, {tok}u"))
+    v_of = ((lambda d: f"&sm_v, c0 * {dims}u + {d * s}u, {dims}u") if t.staged_kv
+            else (lambda d: f"&{v['v']}, kv0 + (j0 + c0) * {tok}u + {d * s}u, {tok}u"))
+    scores = [(i, j) for i in range(t.rows) for j in range(t.keys)]
+    outs = [(i, d) for i in range(t.rows) for d in range(dims // s)]
+
+    def copy_block(values: bool) -> list[str]:  # this block's keys (and values), zero padded, into workgroup memory
+        if not t.staged_kv:
+            return []
+        return ["    workgroupBarrier();  // the last block's reads of sm_k / sm_v are done",
+                f"    for (var e = lane; e < {keys * dims}u; e += {lanes}u) {{",
+                f"      let key = j0 + e / {dims}u;",
+                f"      let dim = e % {dims}u;",
+                "      var kx = f16(0.0);",
+                *(["      var vx = f16(0.0);"] if values else []),
+                f"      if (key < {att.kv_len}u && dim < {head_dim}u) {{",
+                f"        kx = {v['k']}[kv0 + key * {tok}u + dim];",
+                *([f"        vx = {v['v']}[kv0 + key * {tok}u + dim];"] if values else []),
+                "      }",
+                "      sm_k[e] = kx;",
+                *(["      sm_v[e] = vx;"] if values else []),
+                "    }",
+                "    workgroupBarrier();"]
+
+    def score_block() -> list[str]:  # sm_s = this block's Q K^T
+        return [*(f"    var s_{i}_{j} = {result}();" for i, j in scores),
+                f"    for (var d0 = 0u; d0 < {dims}u; d0 += {s}u) {{",
+                *(f"      let l{i} = subgroupMatrixLoad<{left}, row_major>({q_of(i)});" for i in range(t.rows)),
+                *(f"      let r{j} = subgroupMatrixLoad<{right}, col_major>({k_of(j)});" for j in range(t.keys)),
+                *(f"      s_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, s_{i}_{j});" for i, j in scores),
+                "    }",
+                "    workgroupBarrier();  // every lane is done with the last block's sm_s and sm_p",
+                *(f"    subgroupMatrixStore<row_major>(&sm_s, {i * s * keys + j * s}u, s_{i}_{j}, {keys}u);"
+                  for i, j in scores),
+                "    workgroupBarrier();"]
+
+    lines = [
+        *PROLOGUE,
+        f"  let batch = block_x / {att.heads * tiles}u;",
+        f"  let head = block_x / {tiles}u % {att.heads}u;",
+        f"  let row0 = block_x % {tiles}u * {rows}u;",
+        f"  let q0 = (batch * {att.q_len}u + row0) * {tok}u + head * {head_dim}u;",
+        f"  let kv0 = batch * {att.kv_len * tok}u + head * {head_dim}u;",
+    ]
+    if t.staged_q:
+        lines += [f"  for (var e = lane; e < {rows * dims}u; e += {lanes}u) {{",
+                  f"    let dim = e % {dims}u;",
+                  "    var qx = f16(0.0);",
+                  f"    if (dim < {head_dim}u) {{ qx = {v['q']}[q0 + e / {dims}u * {tok}u + dim]; }}",
+                  "    sm_q[e] = qx;",
+                  "  }"]
+    lines += [f"  for (var row = lane; row < {rows}u; row += {lanes}u) {{",
+              f"    sm_max[row] = {NEG!r};",
+              "    sm_sum[row] = 0.0;",
+              "  }",
+              "  workgroupBarrier();",
+              "  // pass 1: each row's largest score",
+              f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
+              *copy_block(False),
+              *score_block(),
+              f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
+              "      var best = sm_max[row];",
+              f"      for (var c = 0u; c < {keys}u; c++) {{",
+              f"        if (j0 + c < {att.kv_len}u) {{ best = max(best, sm_s[row * {keys}u + c] * {scale}); }}",
+              "      }",
+              "      sm_max[row] = best;",
+              "    }",
+              "  }",
+              "  // pass 2: P = exp(score - max), its row sums, and P V",
+              *(f"  var o_{i}_{d} = {result}();" for i, d in outs),
+              f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
+              *copy_block(True),
+              *score_block(),
+              f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
+              "      let best = sm_max[row];",
+              "      var total = sm_sum[row];",
+              f"      for (var c = 0u; c < {keys}u; c++) {{",
+              "        var weight = 0.0;",
+              f"        if (j0 + c < {att.kv_len}u) {{ weight = exp(sm_s[row * {keys}u + c] * {scale} - best); }}",
+              "        total += weight;",
+              f"        sm_p[row * {keys}u + c] = f16(weight);",
+              "      }",
+              "      sm_sum[row] = total;",
+              "    }",
+              "    workgroupBarrier();",
+              f"    for (var c0 = 0u; c0 < {keys}u; c0 += {s}u) {{",
+              *(f"      let p{i} = subgroupMatrixLoad<{left}, row_major>(&sm_p, {i * s * keys}u + c0, {keys}u);"
+                for i in range(t.rows))]
+    for d in range(dims // s):
+        lines += ["      {",
+                  f"        let vr = subgroupMatrixLoad<{right}, row_major>({v_of(d)});",
+                  *(f"        o_{i}_{d} = subgroupMatrixMultiplyAccumulate(p{i}, vr, o_{i}_{d});"
+                    for i in range(t.rows)),
+                  "      }"]
+    lines += ["    }", "  }"]
+    for i, d in outs:  # through sm_s: divided by the row's sum, cast, and only the head's own columns written
+        lines += ["  workgroupBarrier();",
+                  f"  subgroupMatrixStore<row_major>(&sm_s, 0u, o_{i}_{d}, {s}u);",
+                  "  workgroupBarrier();",
+                  f"  for (var e = lane; e < {s * s}u; e += {lanes}u) {{",
+                  f"    let row = {i * s}u + e / {s}u;",
+                  f"    let dim = {d * s}u + e % {s}u;",
+                  f"    if (dim < {head_dim}u) {{ {v['o']}[q0 + row * {tok}u + dim] = f16(sm_s[e] / sm_sum[row]); }}",
+                  "  }"]
+    workgroup = (f"var<workgroup> sm_s : array<f32, {rows * keys}>;\n"
+                 f"var<workgroup> sm_p : array<f16, {rows * keys}>;\n"
+                 f"var<workgroup> sm_max : array<f32, {rows}>;\n"
+                 f"var<workgroup> sm_sum : array<f32, {rows}>;\n"
+                 + (f"var<workgroup> sm_q : array<f16, {rows * dims}>;\n" if t.staged_q else "")
+                 + (f"var<workgroup> sm_k : array<f16, {keys * dims}>;\n"
+                    f"var<workgroup> sm_v : array<f16, {keys * dims}>;\n" if t.staged_kv else ""))
+    return kernel(header, entry, profile, lines, workgroup)
+
+
+def attention_of(call) -> Attention | None:
+    """The Attention a Relax ``nn.attention`` call is, when this kernel takes it: float16 q, k, v of static
+    (batch, tokens, heads, head_dim) shapes (k and v alike, heads and head dim as q's), no bias or mask, the
+    default scale."""
+    from ..kernels import static_shape
+
+    types = [tvm_api.expr_type(a) for a in call.args]
+    shapes = [static_shape(ty) for ty in types]
+    if (len(call.args) != 3 or call.attrs.causal_mask is not None or any(s is None or len(s) != 4 for s in shapes)
+            or any(str(ty.dtype) != "float16" for ty in types)):
+        return None
+    (batch, q_len, heads, head_dim), (kb, kv_len, kh, kd), v_shape = shapes
+    if (kb, kh, kd) != (batch, heads, head_dim) or v_shape != [batch, kv_len, heads, head_dim]:
+        return None
+    scale = call.attrs.scale
+    if scale is not None and not isclose(float(scale.value), head_dim ** -0.5, rel_tol=1e-6):
+        return None
+    return Attention(batch, heads, q_len, kv_len, head_dim)
+
+
+def rewrite_attention(profile: MatrixProfile, max_binding: int = 1 << 62):
+    """A module pass: each ``nn.attention`` ``attention_of`` accepts and ``tiling`` fits becomes a call of its twin
+    (one per distinct Attention), cast to the call's dtype where that is not float16. Run before
+    ``flash_attention.fuse_attention``, which takes the rest."""
+    from tvm import relax
+
+    twins = {}
+
+    def rewrite(mutator, call):
+        att = attention_of(call)
+        t = att and tiling(att, profile)
+        if not t or att.batch * att.q_len * att.heads * att.head_dim * 2 > max_binding:
+            return None
+        bb = mutator.builder_
+        if att.name not in twins:
+            twins[att.name] = bb.add_func(attention_twin(att, profile, t).with_attr("global_symbol", att.name),
+                                          att.name)
+        shape = [att.batch, att.q_len, att.heads, att.head_dim]
+        out = relax.call_tir(twins[att.name], list(call.args), tvm_api.tensor_type(shape, "float16"))
+        dtype = str(tvm_api.expr_type(call).dtype)
+        return out if dtype == "float16" else relax.op.astype(bb.emit(out), dtype)
+
+    return passes.call_rewrite_pass("relax.nn.attention", rewrite, "SubgroupMatrixAttention")
+
+
+def parse_name(name: str) -> Attention:
+    """Attention.name back to the Attention."""
+    found = re.fullmatch(r"sgattn_(\d+)x(\d+)x(\d+)x(\d+)x(\d+)", name)
+    if not found:
+        raise WebsdError(f"subgroup-matrix: {name} is not an attention twin's name")
+    return Attention(*(int(x) for x in found.groups()))
+
+
+def override(att: Attention, profile: MatrixProfile, twin_wgsl: str) -> str:
+    """The override of a built twin (its tiling recomputed, as the rewrite chose it)."""
+    return attention_wgsl(att, profile, tiling(att, profile), twin_wgsl)

@@ -1,0 +1,238 @@
+"""Convolutions on subgroup matrices, as implicit GEMMs: ``Conv``, its twin and WGSL override, and the Relax rewrites of
+``conv2d`` (and of ``astype(conv2d)``, the cast fused)."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+
+from ...errors import WebsdError
+from ...toolchain import tvm_api
+from .. import passes
+from .gemm import Gemm, block_of
+from .profiles import MatrixProfile
+from .wgsl import PROLOGUE, kernel, opaque, store_lines, twin_header
+
+@dataclass(frozen=True)
+class Conv:
+    """out[b, o, y, x] = sum over c, ky, kx of pad(X)[b, c, y * stride + ky, x * stride + kx] * W[o, c, ky, kx]: X float16
+    (batch, c, h, w), W float16 (o, c, kh, kw), out float32 (NCHW). As a GEMM per image: W (o, c*kh*kw) times the
+    input's im2col (c*kh*kw, out_h*out_w), which the kernel gathers into workgroup memory a chunk at a time."""
+    batch: int
+    c: int
+    h: int
+    w: int
+    o: int
+    kh: int
+    kw: int
+    stride: int = 1
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    # float16: the kernel also does the cast that follows the convolution (accumulating in float32 still), which
+    # halves what it writes and keeps the result within the binding limit where float32 would not be
+    out_dtype: str = "float32"
+
+    @property
+    def out_h(self) -> int:
+        return (self.h + self.pad[0] + self.pad[2] - self.kh) // self.stride + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.w + self.pad[1] + self.pad[3] - self.kw) // self.stride + 1
+
+    @property
+    def gemm(self) -> Gemm:
+        """The GEMM of one image: rows = output channels, columns = output pixels, reduction = c * kh * kw."""
+        return Gemm(self.batch, self.o, self.out_h * self.out_w, self.c * self.kh * self.kw)
+
+    @property
+    def name(self) -> str:
+        return (f"sgconv_{self.batch}x{self.c}x{self.h}x{self.w}_{self.o}x{self.kh}x{self.kw}_s{self.stride}"
+                f"_p{'_'.join(map(str, self.pad))}{'_h' if self.out_dtype == 'float16' else ''}")
+
+
+def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], storage: int = 8192) -> int:
+    """How much of the reduction one workgroup-memory fill holds: the most of 4, 2, 1 matrix depths that divides
+    it and keeps the float16 tile within ``storage`` bytes (half of WebGPU's default workgroup storage)."""
+    cols = block[1] * profile.n
+    return next(d * profile.k for d in (4, 2, 1)
+                if conv.gemm.k % (d * profile.k) == 0 and d * profile.k * cols * 2 <= storage)
+
+
+def conv_te(conv: Conv):
+    """The convolution as TE: (X, W, C), zero padding inside the sum, float32 accumulation."""
+    from tvm import te
+
+    T = tvm_api.tir()
+    top, left = conv.pad[0], conv.pad[1]
+    x = te.placeholder((conv.batch, conv.c, conv.h, conv.w), "float16", name="X")
+    w = te.placeholder((conv.o, conv.c, conv.kh, conv.kw), "float16", name="W")
+    rc, ry, rx = (te.reduce_axis((0, e), n) for e, n in ((conv.c, "rc"), (conv.kh, "ry"), (conv.kw, "rx")))
+
+    def at(b, o, y, xx):
+        iy, ix = y * conv.stride + ry - top, xx * conv.stride + rx - left
+        inside = T.all(iy >= 0, iy < conv.h, ix >= 0, ix < conv.w)
+        v = te.if_then_else(inside, x[b, rc, iy, ix], T.const(0, "float16"))
+        return te.sum(v.astype("float32") * w[o, rc, ry, rx].astype("float32"), axis=[rc, ry, rx])
+
+    shape = (conv.batch, conv.o, conv.out_h, conv.out_w)
+    if conv.out_dtype == "float32":
+        return x, w, te.compute(shape, at, name="C")
+    acc = te.compute(shape, at, name="C_acc")
+    return x, w, te.compute(shape, lambda *i: acc(*i).astype(conv.out_dtype), name="C")
+
+
+def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
+    """The twin of a convolution kernel (module doc): plain TIR on the real kernel's grid. Marked scheduled."""
+    from tvm import te
+
+    sch = tvm_api.schedule(te.create_prim_func(list(conv_te(conv))))
+    rows, cols = block
+    b, o, y, xx, *_ = sch.get_loops(tvm_api.schedule_block(sch, "C"))
+    pixels = sch.fuse(y, xx)
+    o_out, o_in = sch.split(o, [None, rows * profile.m])
+    p_out, p_in = sch.split(pixels, [None, cols * profile.n])
+    sch.reorder(b, o_out, p_out, o_in, p_in)
+    sch.bind(p_out, "blockIdx.x")
+    sch.bind(sch.fuse(b, o_out), "blockIdx.y")
+    thread, each = sch.split(sch.fuse(o_in, p_in), [profile.subgroup_size, None])
+    sch.bind(thread, "threadIdx.x")
+    if conv.out_dtype != "float32":  # the float32 sum of each output element, in a register, then the cast
+        acc = tvm_api.schedule_block(sch, "C_acc")
+        sch.compute_at(acc, each)
+        sch.set_scope(acc, 0, "local")
+    return opaque(tvm_api.mark_scheduled(sch.mod["main"]))
+
+
+
+def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str) -> str:
+    """The WGSL override of a convolution's twin: per chunk of the reduction, the subgroup gathers that chunk of
+    the im2col columns it needs into workgroup memory (zeros outside the padded input), then multiplies the weight
+    rows (read straight from storage) by it."""
+    header, entry, v = twin_header(twin_wgsl, ("X", "W", "C"))
+    p, (rows, cols) = profile, block
+    g = conv.gemm
+    chunk = conv_chunk(conv, profile, block)
+    width = cols * p.n  # the columns (output pixels) of the block
+    left = f"subgroup_matrix_left<f16, {p.k}, {p.m}>"
+    right = f"subgroup_matrix_right<f16, {p.n}, {p.k}>"
+    result = f"subgroup_matrix_result<f32, {p.n}, {p.m}>"
+    row_blocks = g.m // (rows * p.m)
+    accs = [(i, j) for i in range(rows) for j in range(cols)]
+    kk = conv.kh * conv.kw
+    lines = [
+        *PROLOGUE,
+        f"  let image = blockIdx.y / {row_blocks}u;",
+        f"  let row0 = (blockIdx.y % {row_blocks}u) * {rows * p.m}u;",
+        f"  let col0 = block_x * {width}u;",
+        f"  let x0 = image * {conv.c * conv.h * conv.w}u;",
+        *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
+        f"  for (var k0 = 0u; k0 < {g.k}u; k0 += {chunk}u) {{",
+        "    workgroupBarrier();  // the last chunk's multiplies are done with the tile",
+        f"    for (var e = lane; e < {chunk * width}u; e += {p.subgroup_size}u) {{",
+        f"      let k = k0 + e / {width}u;",
+        f"      let col = col0 + e % {width}u;",
+        f"      let ch = k / {kk}u;",
+        f"      let ky = i32((k % {kk}u) / {conv.kw}u);",
+        f"      let kx = i32(k % {conv.kw}u);",
+        f"      let iy = i32(col / {conv.out_w}u) * {conv.stride} + ky - {conv.pad[0]};",
+        f"      let ix = i32(col % {conv.out_w}u) * {conv.stride} + kx - {conv.pad[1]};",
+        "      var value = f16(0.0);",
+        f"      if (iy >= 0 && iy < {conv.h} && ix >= 0 && ix < {conv.w}) {{",
+        f"        value = {v['X']}[x0 + ch * {conv.h * conv.w}u + u32(iy) * {conv.w}u + u32(ix)];",
+        "      }",
+        "      im2col[e] = value;",
+        "    }",
+        "    workgroupBarrier();",
+        f"    for (var kc = 0u; kc < {chunk}u; kc += {p.k}u) {{",
+        *(f"      let l{i} = subgroupMatrixLoad<{left}, row_major>(&{v['W']}, (row0 + {i * p.m}u) * {g.k}u + k0 + kc, "
+          f"{g.k}u);" for i in range(rows)),
+        *(f"      let r{j} = subgroupMatrixLoad<{right}, row_major>(&im2col, kc * {width}u + {j * p.n}u, {width}u);"
+          for j in range(cols)),
+        *(f"      acc_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, acc_{i}_{j});" for i, j in accs),
+        "    }",
+        "  }",
+    ]
+    for i, j in accs:
+        lines += store_lines(f"acc_{i}_{j}", conv.out_dtype, v["C"],
+                              f"image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + {j * p.n}u", g.n, p)
+    staged = f"var<workgroup> staged : array<f32, {p.m * p.n}>;\n" if conv.out_dtype != "float32" else ""
+    return kernel(header, entry, p, lines, f"var<workgroup> im2col : array<f16, {chunk * width}>;\n{staged}")
+
+
+def conv_of(call) -> Conv | None:
+    """The Conv a Relax ``nn.conv2d`` call is, when it is one these kernels take: float16 operands, a float32
+    result, static shapes, NCHW/OIHW, no groups or dilation, one stride both ways."""
+    from ..kernels import static_shape
+
+    attrs = call.attrs
+    x_ty, w_ty = (tvm_api.expr_type(e) for e in call.args)
+    x, w = static_shape(x_ty), static_shape(w_ty)
+    strides = [int(d) for d in attrs.strides]
+    if (x is None or w is None or int(attrs.groups) != 1 or [int(d) for d in attrs.dilation] != [1, 1]
+            or (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW")
+            or strides[0] != strides[1] or str(x_ty.dtype) != "float16" or str(w_ty.dtype) != "float16"
+            or str(tvm_api.expr_type(call).dtype) != "float32"):
+        return None
+    return Conv(x[0], x[1], x[2], x[3], w[0], w[2], w[3], strides[0], tuple(int(d) for d in attrs.padding))
+
+
+def rewrite_cast_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
+    """A module pass: ``astype(conv2d(x, w), "float16")`` of a convolution ``conv_of`` accepts becomes one call of a
+    twin with a float16 output (``Conv.out_dtype``); the float32 convolution it read is left dead. Run before
+    ``rewrite_convs`` (which takes the convolutions with no cast after them), with dead code eliminated between."""
+    import tvm
+    from tvm import relax
+
+    conv2d = tvm.ir.Op.get("relax.nn.conv2d")
+    twins = {}
+
+    def rewrite(mutator, call):
+        if str(call.attrs.dtype) != "float16" or not isinstance(call.args[0], relax.Var):
+            return None
+        bound = mutator.lookup_binding(call.args[0])
+        if not isinstance(bound, relax.Call) or not bound.op.same_as(conv2d):
+            return None
+        conv = conv_of(bound)
+        block = conv and block_of(conv.gemm, profile)
+        if not block or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 2 > max_binding:
+            return None
+        conv = dataclasses.replace(conv, out_dtype="float16")
+        if conv.name not in twins:
+            twins[conv.name] = mutator.builder_.add_func(
+                conv_twin(conv, profile, block).with_attr("global_symbol", conv.name), conv.name)
+        return relax.call_tir(twins[conv.name], list(bound.args), tvm_api.expr_type(call))
+
+    return passes.call_rewrite_pass("relax.astype", rewrite, "SubgroupMatrixConv2dCast")
+
+
+def rewrite_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
+    """A module pass: each convolution ``conv_of`` accepts, and whose GEMM fits the profile, becomes a call of its
+    twin PrimFunc (one per distinct Conv). Run before legalization. A convolution whose float32 result would be over
+    ``max_binding`` bytes stays TVM's, which fuses the cast to float16 into it (the SD VAE's 256-channel 512x512
+    convolutions: 256 MiB in float32, 128 MiB in float16)."""
+    from tvm import relax
+
+    twins = {}
+
+    def rewrite(mutator, call):
+        conv = conv_of(call)
+        block = conv and block_of(conv.gemm, profile)
+        if not block or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 4 > max_binding:
+            return None
+        bb = mutator.builder_
+        if conv.name not in twins:
+            twins[conv.name] = bb.add_func(conv_twin(conv, profile, block).with_attr("global_symbol", conv.name),
+                                           conv.name)
+        return relax.call_tir(twins[conv.name], list(call.args), tvm_api.expr_type(call))
+
+    return passes.call_rewrite_pass("relax.nn.conv2d", rewrite, "SubgroupMatrixConv2d")
+
+
+def parse_conv_name(name: str) -> Conv:
+    """Conv.name back to the Conv."""
+    found = re.fullmatch(r"sgconv_(\d+)x(\d+)x(\d+)x(\d+)_(\d+)x(\d+)x(\d+)_s(\d+)_p(\d+)_(\d+)_(\d+)_(\d+)(_h)?",
+                         name)
+    if not found:
+        raise WebsdError(f"subgroup-matrix: {name} is not a convolution twin's name")
+    v = [int(x) for x in found.groups()[:12]]
+    return Conv(*v[:8], pad=tuple(v[8:]), out_dtype="float16" if found.group(13) else "float32")

@@ -1,0 +1,201 @@
+"""Matmuls on subgroup matrices: ``Gemm``, its twin and WGSL override, and the Relax rewrite of ``matmul``."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from math import prod
+
+from ...errors import WebsdError
+from ...toolchain import tvm_api
+from .. import passes
+from .profiles import MatrixProfile
+from .wgsl import PROLOGUE, kernel, opaque, twin_header
+
+@dataclass(frozen=True)
+class Gemm:
+    """C[b, i, j] = sum_k A[b, i, k] * B[(b), k, j]: A float16 (batch, m, k) row-major; B float16 (k, n) or, with
+    ``b_transposed``, (n, k); ``b_batched``: B has the batch axis too. C float32 (batch, m, n)."""
+    batch: int
+    m: int
+    n: int
+    k: int
+    b_batched: bool = False
+    b_transposed: bool = False
+
+    @property
+    def name(self) -> str:
+        flags = ("b" if self.b_batched else "") + ("t" if self.b_transposed else "")
+        return f"sgmm_{self.batch}x{self.m}x{self.n}x{self.k}{'_' + flags if flags else ''}"
+
+
+def block_of(gemm: Gemm, profile: MatrixProfile, most: int = 4) -> tuple[int, int] | None:
+    """How many result matrices (rows, cols) one subgroup computes: the largest up to ``most`` each way that divide
+    the output, or None when the matmul's sizes are not multiples of the profile's matrix shape."""
+    p = profile
+    if gemm.m % p.m or gemm.n % p.n or gemm.k % p.k:
+        return None
+    rows = max(r for r in (1, 2, 4, 8) if r <= most and gemm.m % (r * p.m) == 0)
+    cols = max(c for c in (1, 2, 4, 8) if c <= most and gemm.n % (c * p.n) == 0)
+    while rows * cols > 1 and prod(grid(gemm, p, (rows, cols))) < p.enough_workgroups:
+        rows, cols = (rows // 2, cols) if rows >= cols else (rows, cols // 2)
+    return rows, cols
+
+
+def grid(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]) -> tuple[int, int]:
+    """(x, y) workgroups: x over column blocks, y over batch x row blocks."""
+    rows, cols = block
+    return gemm.n // (cols * profile.n), gemm.batch * gemm.m // (rows * profile.m)
+
+
+def gemm_te(gemm: Gemm):
+    """The matmul as TE: (A, B, C), float32 accumulation."""
+    from tvm import te
+
+    a_shape = (gemm.batch, gemm.m, gemm.k)
+    b_shape = ((gemm.batch,) if gemm.b_batched else ()) + ((gemm.n, gemm.k) if gemm.b_transposed else (gemm.k, gemm.n))
+    a = te.placeholder(a_shape, "float16", name="A")
+    b = te.placeholder(b_shape, "float16", name="B")
+    r = te.reduce_axis((0, gemm.k), "r")
+
+    def b_at(batch, row, col):
+        idx = (col, row) if gemm.b_transposed else (row, col)
+        return b[((batch,) if gemm.b_batched else ()) + idx]
+
+    return a, b, te.compute((gemm.batch, gemm.m, gemm.n), lambda bi, i, j: te.sum(
+        a[bi, i, r].astype("float32") * b_at(bi, r, j).astype("float32"), axis=r), name="C")
+
+
+def gemm_twin(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]):
+    """The twin PrimFunc (module doc): the matmul in plain TIR, launched on the real kernel's grid with one
+    subgroup's worth of threads, each thread summing some of the block's outputs. Marked scheduled."""
+    from tvm import te
+
+    sch = tvm_api.schedule(te.create_prim_func(list(gemm_te(gemm))))
+    rows, cols = block
+    bi, i, j, k = sch.get_loops(tvm_api.schedule_block(sch, "C"))
+    i_out, i_in = sch.split(i, [None, rows * profile.m])
+    j_out, j_in = sch.split(j, [None, cols * profile.n])
+    sch.reorder(bi, i_out, j_out, i_in, j_in, k)
+    sch.bind(j_out, "blockIdx.x")
+    sch.bind(sch.fuse(bi, i_out), "blockIdx.y")
+    thread, _ = sch.split(sch.fuse(i_in, j_in), [profile.subgroup_size, None])
+    sch.bind(thread, "threadIdx.x")
+    return opaque(tvm_api.mark_scheduled(sch.mod["main"]))
+
+
+def gemm_wgsl(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str) -> str:
+    """The WGSL override of a twin kernel (module doc): TVM's header, then the subgroup-matrix kernel."""
+    header, entry, v = twin_header(twin_wgsl)
+    p, (rows, cols) = profile, block
+    m, n, k = gemm.m, gemm.n, gemm.k
+    left = f"subgroup_matrix_left<f16, {p.k}, {p.m}>"
+    right = f"subgroup_matrix_right<f16, {p.n}, {p.k}>"
+    result = f"subgroup_matrix_result<f32, {p.n}, {p.m}>"
+    row_blocks = m // (rows * p.m)
+    b_batch = f"batch * {k * n}u" if gemm.b_batched else "0u"
+    accs = [(i, j) for i in range(rows) for j in range(cols)]
+    lines = [
+        *PROLOGUE,
+        f"  let batch = blockIdx.y / {row_blocks}u;",
+        f"  let row0 = (blockIdx.y % {row_blocks}u) * {rows * p.m}u;",
+        f"  let col0 = block_x * {cols * p.n}u;",
+        f"  let a0 = batch * {m * k}u + row0 * {k}u;",
+        f"  let b0 = {b_batch};",
+        *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
+        f"  for (var k0 = 0u; k0 < {k}u; k0 += {p.k}u) {{",
+        *(f"    let l{i} = subgroupMatrixLoad<{left}, row_major>(&{v['A']}, a0 + {i * p.m * k}u + k0, {k}u);"
+          for i in range(rows)),
+    ]
+    for j in range(cols):
+        if gemm.b_transposed:  # B is (n, k): the right matrix read column-major, stride k
+            lines.append(f"    let r{j} = subgroupMatrixLoad<{right}, col_major>(&{v['B']}, "
+                         f"b0 + (col0 + {j * p.n}u) * {k}u + k0, {k}u);")
+        else:
+            lines.append(f"    let r{j} = subgroupMatrixLoad<{right}, row_major>(&{v['B']}, "
+                         f"b0 + k0 * {n}u + col0 + {j * p.n}u, {n}u);")
+    lines += [f"    acc_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, acc_{i}_{j});" for i, j in accs]
+    lines.append("  }")
+    lines += [f"  subgroupMatrixStore<row_major>(&{v['C']}, batch * {m * n}u + (row0 + {i * p.m}u) * {n}u + col0 + "
+              f"{j * p.n}u, acc_{i}_{j}, {n}u);" for i, j in accs]
+    return kernel(header, entry, p, lines)
+
+
+def matmul_gemm(call) -> Gemm | None:
+    """The Gemm a Relax ``matmul`` call is, when it is one these kernels take: float16 operands, a float32 result,
+    static shapes, A (batch..., m, k) and B (k, n) or (batch..., k, n) with the same batch."""
+    from ..kernels import static_shape
+
+    a_ty, b_ty = (tvm_api.expr_type(x) for x in call.args)
+    a, b = static_shape(a_ty), static_shape(b_ty)
+    out = static_shape(tvm_api.expr_type(call))
+    if a is None or b is None or out is None or len(a) < 2 or len(b) < 2:
+        return None
+    if str(a_ty.dtype) != "float16" or str(b_ty.dtype) != "float16" or str(tvm_api.expr_type(call).dtype) != "float32":
+        return None
+    *batch_a, m, k = a
+    *batch_b, k_b, n = b
+    if k != k_b or (batch_b and batch_b != batch_a):
+        return None
+    batch = 1
+    for d in batch_a:
+        batch *= d
+    if not batch_b:  # one B for every batch: the batch folds into the rows, for bigger blocks
+        return Gemm(1, batch * m, n, k)
+    return Gemm(batch, m, n, k, b_batched=True)
+
+
+def transposed_weight(mutator, b):
+    """``w`` when the matmul's B is bound to ``permute_dims(w)`` of a 2-D ``w`` (how a Linear layer imports), else
+    None."""
+    import tvm
+    from tvm import relax
+
+    bound = mutator.lookup_binding(b) if isinstance(b, relax.Var) else None
+    if not isinstance(bound, relax.Call) or not bound.op.same_as(tvm.ir.Op.get("relax.permute_dims")):
+        return None
+    w = bound.args[0]
+    axes = bound.attrs.axes
+    shape = tvm_api.expr_type(w).shape
+    if shape is None or len(shape) != 2 or (axes is not None and [int(x) for x in axes] != [1, 0]):
+        return None
+    return w
+
+
+def rewrite_matmuls(profile: MatrixProfile, max_binding: int = 1 << 62):
+    """A module pass: each matmul ``matmul_gemm`` accepts, and whose sizes fit the profile, becomes a call of its
+    twin PrimFunc (one per distinct Gemm), reshaped back to the matmul's output shape. Run before legalization.
+    A matmul whose float32 result would be over ``max_binding`` bytes stays TVM's (which fuses the cast after it)."""
+    from tvm import relax
+
+    twins = {}
+
+    def rewrite(mutator, call):
+        gemm = matmul_gemm(call)
+        block = gemm and block_of(gemm, profile)
+        if not block or gemm.batch * gemm.m * gemm.n * 4 > max_binding:
+            return None
+        a, b = call.args
+        weight = transposed_weight(mutator, b)
+        if weight is not None:  # x @ permute_dims(w) (a Linear): read w (n, k) in place, no transpose kernel
+            b, gemm = weight, Gemm(gemm.batch, gemm.m, gemm.n, gemm.k, b_transposed=True)
+        bb = mutator.builder_
+        if gemm.name not in twins:
+            twins[gemm.name] = bb.add_func(gemm_twin(gemm, profile, block).with_attr("global_symbol", gemm.name),
+                                           gemm.name)
+        a3 = bb.emit(relax.op.reshape(a, (gemm.batch, gemm.m, gemm.k)))
+        if gemm.b_batched:
+            b = bb.emit(relax.op.reshape(b, (gemm.batch, gemm.k, gemm.n)))
+        out = bb.emit(relax.call_tir(twins[gemm.name], [a3, b],
+                                     tvm_api.tensor_type((gemm.batch, gemm.m, gemm.n), "float32")))
+        return relax.op.reshape(out, tvm_api.expr_type(call).shape)
+
+    return passes.call_rewrite_pass("relax.matmul", rewrite, "SubgroupMatrixMatmul")
+
+
+def parse_name(name: str) -> Gemm:
+    """Gemm.name back to the Gemm."""
+    found = re.fullmatch(r"sgmm_(\d+)x(\d+)x(\d+)x(\d+)(?:_(b?)(t?))?", name)
+    if not found:
+        raise WebsdError(f"subgroup-matrix: {name} is not a twin kernel name")
+    batch, m, n, k = (int(found.group(i)) for i in range(1, 5))
+    return Gemm(batch, m, n, k, b_batched=bool(found.group(5)), b_transposed=bool(found.group(6)))

@@ -1,0 +1,81 @@
+"""The WGSL side of a twin kernel: TVM's header for the twin, cut from its WGSL, and the override's source around
+it."""
+from __future__ import annotations
+
+import re
+
+from ...errors import WebsdError
+from .profiles import MatrixProfile
+
+def opaque(func):
+    """A twin that FuseOps leaves alone: its override computes exactly the twin's output, so nothing may be fused
+    into it (relax.transform.AnnotateTIROpPattern keeps a pattern that is already set; 8 = kOpaque)."""
+    return func.with_attr("op_pattern", 8)
+
+
+_ENTRY = re.compile(r"@compute\s+@workgroup_size\([^)]*\)\s*fn\s+(\w+)\s*\(")
+_BINDING = re.compile(r"@binding\((\d+)\)\s+var<storage[^>]*>\s+(\w+)\s*:")
+
+
+def twin_header(wgsl: str, buffers=("A", "B", "C")) -> tuple[str, str, dict[str, str]]:
+    """TVM's WGSL of a twin kernel -> (everything before its entry point: enables, bindings, uniform; the entry
+    point's name; {buffer name (A/B/C): its WGSL variable})."""
+    found = _ENTRY.search(wgsl)
+    if not found:
+        raise WebsdError("subgroup-matrix: TVM's WGSL for a twin kernel has no @compute entry point; the WGSL "
+                         "codegen changed, so pipeline/webgpu/subgroup_matrix/wgsl.py needs updating")
+    header = wgsl[:found.start()]
+    names = {}
+    for _, var in _BINDING.findall(header):
+        if var.removesuffix("_ptr") in buffers:
+            names[var.removesuffix("_ptr")] = var
+    if set(names) != set(buffers):
+        raise WebsdError(f"subgroup-matrix: twin kernel {found.group(1)} binds {sorted(names)}, expected "
+                         f"{', '.join(buffers)}")
+    return header, found.group(1), names
+
+
+
+def split_kernels(wgsl: str) -> dict[str, str]:
+    """TVM's concatenated WGSL (inspection.webgpu_source) -> {entry point: that kernel's whole source}."""
+    parts = re.split(r"^//-+\n", wgsl, flags=re.M)
+    kernels = {}
+    for part in parts:
+        found = _ENTRY.search(part)
+        if found:
+            kernels[found.group(1)] = part[part.find("enable") if "enable" in part else 0:]
+    return kernels
+
+
+
+def store_lines(acc: str, dtype: str, out: str, offset: str, stride: int, profile: MatrixProfile) -> list[str]:
+    """WGSL that writes one float32 result matrix: straight to storage, or for a float16 output through the
+    workgroup's ``staged`` (one matrix of float32), each lane converting some of its elements."""
+    if dtype == "float32":
+        return [f"  subgroupMatrixStore<row_major>(&{out}, {offset}, {acc}, {stride}u);"]
+    p = profile
+    return [f"  subgroupMatrixStore<row_major>(&staged, 0u, {acc}, {p.n}u);",
+            "  workgroupBarrier();",
+            f"  for (var e = lane; e < {p.m * p.n}u; e += {p.subgroup_size}u) {{",
+            f"    {out}[{offset} + e / {p.n}u * {stride}u + e % {p.n}u] = f16(staged[e]);",
+            "  }",
+            "  workgroupBarrier();"]
+
+
+# the override's first lines: tvmjs packs a long grid x into (x, z), so this is the same linear block index as the
+# twin's, and blocks past the real grid return
+PROLOGUE = ["  let block_x = blockIdx.z * gridDim.x + blockIdx.x;",
+            "  if (block_x > podArgs.packGridDimX) { return; }"]
+
+
+def kernel(header: str, entry: str, profile: MatrixProfile, lines: list[str], workgroup: str = "") -> str:
+    """An override's whole source: the enables it needs, TVM's ``header`` for the twin, ``workgroup`` (its
+    workgroup-memory declarations), then the entry point, one subgroup per workgroup, with ``lines`` as its body
+    (``blockIdx``, ``gridDim`` and ``lane`` in scope)."""
+    enables = "enable chromium_experimental_subgroup_matrix;\n"
+    if "enable f16;" not in header:
+        enables = "enable f16;\n" + enables
+    return (enables + header + workgroup + f"\n@compute @workgroup_size({profile.subgroup_size}, 1, 1)\n"
+            f"fn {entry}(\n  @builtin(workgroup_id) blockIdx : vec3<u32>,\n"
+            f"  @builtin(num_workgroups) gridDim : vec3<u32>,\n"
+            f"  @builtin(local_invocation_index) lane : u32\n) {{\n" + "\n".join(lines) + "\n}\n")

@@ -1,0 +1,32 @@
+"""benchmarks/bench_subgroup_matrix.py end to end on Mesa 26's lavapipe, the way gpu_bundle.sh runs it on a GPU
+machine: the kernels built into a file here (``--write-kernels``), then timed from that file without TVM
+(``--kernels``). Its figures on lavapipe say nothing about a GPU; this checks that the H200 run will not fail."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT, runner_env  # tests/conftest.py
+
+BENCH = ROOT / "benchmarks" / "bench_subgroup_matrix.py"
+
+
+def test_the_benchmark_runs_from_a_kernels_file(node_sm, tmp_path):
+    kernels = tmp_path / "sm-kernels.json"
+    built = subprocess.run([sys.executable, str(BENCH), "--profile", "lavapipe", "--quick", "--write-kernels",
+                            str(kernels)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    run = subprocess.run([sys.executable, str(BENCH), "--kernels", str(kernels), "--node", node_sm, "--repeat", "1",
+                          "--results", str(tmp_path / "results")], cwd=ROOT, env=runner_env(), capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "subgroup-matrix-kernels-lavapipe-quick.json").read_text())
+    kinds = {row["op"].split()[0] for row in report["rows"]}
+    assert kinds == {"matmul", "conv3x3", "attention"}, kinds
+    for row in report["rows"]:
+        # the two kernels of an op agree (float16 outputs: a float16 step or two), and each is recorded by its hash
+        assert row["max_abs_diff"] < (5e-3 if row["op"].startswith(("conv", "attention")) else 1e-3), row
+        assert row["default"]["wgsl_sha256"] != row["subgroup_matrix"]["wgsl_sha256"]
+        assert row["subgroup_matrix"]["ms"] > 0
+    assert report["matrix"]["subgroup_matrix_configs"][0]["M"] == 8
