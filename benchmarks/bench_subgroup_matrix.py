@@ -9,6 +9,9 @@ why).
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile nvidia --node node   # the H200 (gpu_bundle.sh)
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile lavapipe --node .venv/lavapipe-sm/bin/node --quick
 
+``--sweep`` also builds each op's kernel at every other block (tiling, for attention) that fits, and times them
+all: the data to choose ``MatrixProfile.enough_workgroups`` and the attention tiling's ``REGISTERS`` by.
+
 A GPU machine without TVM runs kernels built here: ``--write-kernels F`` builds every kernel into F and stops;
 ``--kernels F`` runs them without TVM. ``WEBSD_BUNDLE_SM_KERNELS=nvidia benchmarks/gpu_bundle.sh pack ...`` puts
 such a file in the bundle, and ``gpu_bundle.sh run`` then runs this benchmark before bench_webgpu.py.
@@ -34,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.ort_peer import commit as commit_id  # noqa: E402
+from pipeline.fsutil import atomic_write, write_json  # noqa: E402
 from pipeline.webgpu import subgroup_matrix as sm  # noqa: E402
 
 # (rows, columns, reduction) of SD v1.5's UNet Linear layers at 512x512, batch 2 (tokens x features); the Linear
@@ -78,6 +82,27 @@ def kernels_of(op, profile: sm.MatrixProfile) -> dict:
     return {"default": default, "subgroup_matrix": (override(op, profile, block, code), entry, grid)}
 
 
+def sweep_of(op, profile: sm.MatrixProfile) -> dict:
+    """{label: (wgsl, entry, grid)}: the op's subgroup-matrix kernel at every block (rows x cols of result
+    matrices) or attention tiling (rows, keys per block) that fits, beside the one the build picks."""
+    from pipeline.webgpu import build as webgpu_build
+
+    out = {}
+    if isinstance(op, sm.Attention):
+        for t in sm.tilings(op, profile):
+            code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(op, profile, t), op.name)
+            out[f"rows {t.rows} keys {t.keys}"] = (sm.attention_wgsl(op, profile, t, code), entry, grid)
+        return out
+    gemm = op if isinstance(op, sm.Gemm) else op.gemm
+    twin, override = (sm.gemm_twin, sm.gemm_wgsl) if isinstance(op, sm.Gemm) else (sm.conv_twin, sm.conv_wgsl)
+    for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]:
+        if gemm.m % (block[0] * profile.m) or gemm.n % (block[1] * profile.n):
+            continue
+        code, entry, grid = webgpu_build.single_kernel(twin(op, profile, block), op.name)
+        out[f"block {block[0]}x{block[1]}"] = (override(op, profile, block, code), entry, grid)
+    return out
+
+
 def cases(quick: bool) -> list[dict]:
     """The ops measured: a key, the op (for building its kernels), its FLOPs, its inputs' shapes, its output size."""
     out = []
@@ -96,15 +121,17 @@ def cases(quick: bool) -> list[dict]:
     return out
 
 
-def build(case: dict, profile: sm.MatrixProfile) -> dict:
-    """{"default": (wgsl, entry, grid), "subgroup_matrix": (...)} of one case."""
+def build(case: dict, profile: sm.MatrixProfile, sweep: bool = False) -> dict:
+    """{"default": (wgsl, entry, grid), "subgroup_matrix": (...)} of one case, and with ``sweep`` its "sweep"."""
     kind, dims = case["op"]
     if kind == "gemm":
-        return kernels_of(sm.Gemm(1, *dims, b_transposed=True), profile)
-    if kind == "attention":
-        return kernels_of(sm.Attention(*dims), profile)
-    b, c, h, w, o = dims
-    return kernels_of(sm.Conv(b, c, h, w, o, 3, 3, 1, (1, 1, 1, 1), out_dtype="float16"), profile)
+        op = sm.Gemm(1, *dims, b_transposed=True)
+    elif kind == "attention":
+        op = sm.Attention(*dims)
+    else:
+        b, c, h, w, o = dims
+        op = sm.Conv(b, c, h, w, o, 3, 3, 1, (1, 1, 1, 1), out_dtype="float16")
+    return {**kernels_of(op, profile), **({"sweep": sweep_of(op, profile)} if sweep else {})}
 
 
 def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_count: int, out_dtype: str, repeat: int,
@@ -124,6 +151,37 @@ def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_count
     return ms, np.fromfile(out, out_dtype).astype("float32")
 
 
+def write_report(rows: list[dict], args, profile: sm.MatrixProfile, commit: str, toggles: list[str]) -> Path:
+    """benchmarks/results/subgroup-matrix-kernels-<profile>[-quick].{json,md} of the rows so far."""
+    report = {"commit": commit, "profile": args.profile, "matrix": profile.requires(), "dawn_toggles": toggles,
+              "repeat": args.repeat, "peaks_if_h200": PEAKS, "rows": rows}
+    args.results.mkdir(parents=True, exist_ok=True)
+    stem = args.results / f"subgroup-matrix-kernels-{args.profile}{'-quick' if args.quick else ''}"
+    write_json(stem.with_suffix(".json"), report)
+    lines = [f"### Subgroup-matrix kernels vs the default build's ({args.profile} profile; commit {commit})", "",
+             "| op | GFLOP | default ms | TFLOP/s | subgroup-matrix ms | TFLOP/s | of f16 tensor peak | speedup |"
+             " max abs diff |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['op']} | {r['gflop']} | {r['default']['ms']} | {r['default']['tflops']} | "
+              f"{r['subgroup_matrix']['ms']} | {r['subgroup_matrix']['tflops']} | "
+              f"{r['subgroup_matrix']['of_f16_tensor_peak']:.1%} | {r['speedup']}x | {r['max_abs_diff']:.2e} |"
+              for r in rows]
+    with_sweep = [r for r in rows if r.get("sweep")]
+    if with_sweep:
+        lines += ["", "Every block (rows x cols of result matrices per subgroup) or attention tiling (query-row "
+                  "matrices, key matrices per block) that fits, beside the one the build picks (the table above):", "",
+                  "| op | kernel | ms | TFLOP/s | max abs diff |", "|---|---|---:|---:|---:|"]
+        lines += [f"| {r['op']} | {label} | {s['ms']} | {s['tflops']} | {s['max_abs_diff']:.2e} |"
+                  for r in with_sweep for label, s in r["sweep"].items()]
+    with atomic_write(stem.with_suffix(".md")) as f:
+        f.write("\n".join(lines) + "\n")
+    return stem
+
+
+def swept(case: dict, todo: list[dict], args) -> bool:
+    """Whether --sweep takes this case: every case, or with --quick (a software driver, slow) the first of its kind."""
+    return args.sweep and (not args.quick or next(c for c in todo if c["op"][0] == case["op"][0]) is case)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(sm.PROFILES), default="nvidia")
@@ -131,15 +189,17 @@ def main(argv=None) -> int:
     ap.add_argument("--dawn-feature", action="append", default=[],
                     help="more Dawn toggles (allow_unsafe_apis is always on: the feature needs it)")
     ap.add_argument("--repeat", type=int, default=20)
-    ap.add_argument("--quick", action="store_true", help="small shapes (a software driver)")
+    ap.add_argument("--quick", action="store_true", help="small shapes (a software driver); --sweep takes the first "
+                    "op of each kind")
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--write-kernels", type=Path, help="build every kernel into this JSON file and stop")
     ap.add_argument("--kernels", type=Path, help="run the kernels of this file (--write-kernels) instead of building")
+    ap.add_argument("--sweep", action="store_true", help="also every other block / attention tiling of each op")
     args = ap.parse_args(argv)
     if args.write_kernels:
         todo = cases(args.quick)
         for case in todo:
-            case["kernels"] = build(case, sm.PROFILES[args.profile])
+            case["kernels"] = build(case, sm.PROFILES[args.profile], swept(case, todo, args))
         args.write_kernels.write_text(json.dumps({"profile": args.profile, "commit": commit_id(), "quick": args.quick,
                                                   "cases": todo}))
         print(f"wrote the kernels of {len(todo)} ops to {args.write_kernels}")
@@ -154,8 +214,9 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for case in prebuilt["cases"] if prebuilt else cases(args.quick):
-            kernels = case.get("kernels") or build(case, profile)
+        todo = prebuilt["cases"] if prebuilt else cases(args.quick)
+        for case in todo:
+            kernels = case.get("kernels") or build(case, profile, swept(case, todo, args))
             inputs = {}
             for name, shape in case["inputs"].items():
                 inputs[name] = work / f"{name}.bin"
@@ -173,23 +234,20 @@ def main(argv=None) -> int:
                               "wgsl_sha256": hashlib.sha256(kernels[label][0].encode()).hexdigest()}
             row["max_abs_diff"] = float(np.abs(outs["default"] - outs["subgroup_matrix"]).max())
             row["speedup"] = round(row["default"]["ms"] / row["subgroup_matrix"]["ms"], 2)
+            for label, kernel in kernels.get("sweep", {}).items():
+                ms, out = run_kernel(args.node, work, kernel, inputs, case["out"], case.get("out_dtype", "float32"),
+                                     args.repeat, toggles, ["shader-f16", sm.FEATURE], case.get("output", "C_ptr"))
+                row.setdefault("sweep", {})[label] = {
+                    "ms": round(ms, 4), "tflops": round(case["flops"] / (ms / 1e3) / 1e12, 2),
+                    "max_abs_diff": float(np.abs(outs["default"] - out).max()),
+                    "wgsl_sha256": hashlib.sha256(kernel[0].encode()).hexdigest()}
+                print(f"  {label}: {ms:.3f} ms ({row['sweep'][label]['tflops']} TFLOP/s)", flush=True)
             rows.append(row)
             print(f"{case['key']}: default {row['default']['ms']:.3f} ms ({row['default']['tflops']} TFLOP/s), "
                   f"subgroup-matrix {row['subgroup_matrix']['ms']:.3f} ms ({row['subgroup_matrix']['tflops']} "
                   f"TFLOP/s), {row['speedup']}x, max abs diff {row['max_abs_diff']:.2e}", flush=True)
-    report = {"commit": commit, "profile": args.profile, "matrix": profile.requires(), "dawn_toggles": toggles,
-              "repeat": args.repeat, "peaks_if_h200": PEAKS, "rows": rows}
-    args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / f"subgroup-matrix-kernels-{args.profile}{'-quick' if args.quick else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1))
-    lines = [f"### Subgroup-matrix kernels vs TVM's default kernels ({args.profile} profile; commit {commit})", "",
-             "| op | GFLOP | default ms | TFLOP/s | subgroup-matrix ms | TFLOP/s | of f16 tensor peak | speedup |"
-             " max abs diff |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['op']} | {r['gflop']} | {r['default']['ms']} | {r['default']['tflops']} | "
-              f"{r['subgroup_matrix']['ms']} | {r['subgroup_matrix']['tflops']} | "
-              f"{r['subgroup_matrix']['of_f16_tensor_peak']:.1%} | {r['speedup']}x | {r['max_abs_diff']:.2e} |"
-              for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+            write_report(rows, args, profile, commit, toggles)  # so far: a run cut short keeps what it measured
+    stem = write_report(rows, args, profile, commit, toggles)
     print(f"wrote {stem}.json and .md")
     return 0
 

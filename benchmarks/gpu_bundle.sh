@@ -49,10 +49,11 @@ pack() {
             "$site/model/manifest.json")
         tar -C "$site" --exclude='params_shard_*' -cJf "$bundle/sites/$name.tar.xz" .
     done
-    # WEBSD_BUNDLE_SM_KERNELS=<profile>: the subgroup-matrix matmul kernels, built here (the GPU machine has no TVM)
+    # WEBSD_BUNDLE_SM_KERNELS=<profile>: the subgroup-matrix kernels, built here (the GPU machine has no TVM);
+    # WEBSD_BUNDLE_SM_SWEEP=1: each at every block / attention tiling too (bench_subgroup_matrix.py --sweep)
     if [ -n "${WEBSD_BUNDLE_SM_KERNELS:-}" ]; then
         .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile "$WEBSD_BUNDLE_SM_KERNELS" \
-            --write-kernels "$bundle/sm-kernels.json"
+            --write-kernels "$bundle/sm-kernels.json" ${WEBSD_BUNDLE_SM_SWEEP:+--sweep}
     fi
     du -sh "$bundle"
     local mib=$(( $(du -sk "$bundle" | cut -f1) / 1024 ))
@@ -80,7 +81,7 @@ run() {
         sites+=(--site "$dir")
     done
     mkdir -p "$out"
-    if [ -f "$bundle/sm-kernels.json" ]; then  # the subgroup-matrix matmuls against TVM's kernels, one at a time
+    if [ -f "$bundle/sm-kernels.json" ]; then  # the subgroup-matrix kernels against the default build's, one at a time
         python3 benchmarks/bench_subgroup_matrix.py --kernels "$bundle/sm-kernels.json" --node /tmp/node \
             --results "$out" || echo "gpu_bundle: the subgroup-matrix kernel benchmark failed (above)"
     fi

@@ -14,8 +14,8 @@ BENCH = ROOT / "benchmarks" / "bench_subgroup_matrix.py"
 
 def test_the_benchmark_runs_from_a_kernels_file(node_sm, tmp_path):
     kernels = tmp_path / "sm-kernels.json"
-    built = subprocess.run([sys.executable, str(BENCH), "--profile", "lavapipe", "--quick", "--write-kernels",
-                            str(kernels)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    built = subprocess.run([sys.executable, str(BENCH), "--profile", "lavapipe", "--quick", "--sweep",
+                            "--write-kernels", str(kernels)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
     run = subprocess.run([sys.executable, str(BENCH), "--kernels", str(kernels), "--node", node_sm, "--repeat", "1",
                           "--results", str(tmp_path / "results")], cwd=ROOT, env=runner_env(), capture_output=True,
@@ -29,4 +29,8 @@ def test_the_benchmark_runs_from_a_kernels_file(node_sm, tmp_path):
         assert row["max_abs_diff"] < (5e-3 if row["op"].startswith(("conv", "attention")) else 1e-3), row
         assert row["default"]["wgsl_sha256"] != row["subgroup_matrix"]["wgsl_sha256"]
         assert row["subgroup_matrix"]["ms"] > 0
+        # --sweep (with --quick: the first op of each kind): every other block or tiling computes it too
+        assert all(s["max_abs_diff"] < 5e-3 for s in row.get("sweep", {}).values()), row
+    assert [row["op"].split()[0] for row in report["rows"] if len(row.get("sweep", {})) >= 2] == [
+        "matmul", "conv3x3", "attention"]
     assert report["matrix"]["subgroup_matrix_configs"][0]["M"] == 8

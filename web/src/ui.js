@@ -59,6 +59,10 @@ async function loadLatentsFromUrl(url, expected) {
   return new Float32Array(buf);
 }
 
+// the cache status once this load's files are stored: newer than the one the load returns, which the worker may
+// compute before the store is done and post after it (then the load's must not overwrite it)
+let storedCache = null;
+
 async function load(sd) {
   showProgress(0, "Loading manifest…");
   const info = await sd.load(new URL(".", location.href), {
@@ -69,6 +73,7 @@ async function load(sd) {
     size: params.get("size") ?? undefined,  // loaded first, so a ?size= page loads only that size's modules
     variant: params.get("variant") ?? undefined,  // ?variant=NAME|default forces a build (variants.js)
     onCacheStored: (status) => {
+      storedCache = status;
       showCache(status, window.websd.loadStats);
       document.body.dataset.cacheStored = "1";  // for tests: what this load fetched is stored (or refused)
     },
@@ -234,7 +239,7 @@ function setup() {
     applyModelDefaults(l.manifest);
     Object.assign(window.websd, { manifest: l.manifest, loadStats: l.loadStats, sizes: sizeNames(l.manifest) });
     showVariant(l.manifest, l.variant);
-    showCache(l.cache, l.loadStats);
+    showCache(storedCache ?? l.cache, l.loadStats);
     if (l.fixedLatents) {
       $("latents-note").textContent = "Initial noise comes from the latents URL (the seed is ignored).";
       $("latents-note").hidden = false;

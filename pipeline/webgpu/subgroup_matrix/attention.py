@@ -64,25 +64,29 @@ class Tiling:
                 + (2 * keys * self.dims * 2 if self.staged_kv else 0))
 
 
-def tiling(att: Attention, profile: MatrixProfile, storage: int = STORAGE, registers: int = REGISTERS) -> Tiling | None:
-    """The most query rows, then the most keys per block, that fit ``registers`` result matrices and ``storage``
-    bytes; None when no tiling fits, the query rows are not whole matrices, or the profile's matrices are not square
-    (the kernel multiplies by K^T and by V with one shape)."""
+def tilings(att: Attention, profile: MatrixProfile, storage: int = STORAGE) -> list[Tiling]:
+    """Every tiling whose query rows are whole blocks and whose workgroup memory fits ``storage`` bytes, most query
+    rows first, then most keys per block (none where the profile's matrices are not square: the kernel multiplies
+    by K^T and by V with one shape)."""
     size = profile.m
     if not profile.m == profile.n == profile.k:
-        return None
+        return []
     dims = ceil(att.head_dim / size) * size
+    staged_q = att.head_dim % size != 0
+    out = []
     for rows in (4, 2, 1):
-        if att.q_len % (rows * size):
-            continue
         for keys in (4, 2, 1):
-            if rows * (dims // size + keys) > registers:
-                continue
-            staged_q = att.head_dim % size != 0
             t = Tiling(rows, keys, dims, staged_q, staged_q or att.kv_len % (keys * size) != 0)
-            if t.storage(size) <= storage:
-                return t
-    return None
+            if att.q_len % (rows * size) == 0 and t.storage(size) <= storage:
+                out.append(t)
+    return out
+
+
+def tiling(att: Attention, profile: MatrixProfile, storage: int = STORAGE, registers: int = REGISTERS) -> Tiling | None:
+    """The first of ``tilings`` whose accumulators and one block's scores fit ``registers`` result matrices, or
+    None (CLIP's 77 query rows; SD's VAE attention, one head of 512 dims)."""
+    return next((t for t in tilings(att, profile, storage) if t.rows * (t.dims // profile.m + t.keys) <= registers),
+                None)
 
 
 def attention_grid(att: Attention, profile: MatrixProfile, t: Tiling) -> tuple[int, int]:
