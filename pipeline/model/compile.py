@@ -28,7 +28,7 @@ from ..layout import Layout
 from ..toolchain import tvm_api
 from ..webgpu import build as webgpu_build
 from ..webgpu import flash_attention
-from ..webgpu import inspection, passes, subgroup_matrix
+from ..webgpu import inspection, limits, passes, subgroup_matrix
 from . import params, trace, verify_policy
 
 # model.dtype and webgpu.kernels are in the output path
@@ -138,6 +138,8 @@ def build(mod, info: dict, cfg: Config, sub: str, target: str) -> dict:
                                                       subgroup_matrix=profile)
         if profile:
             kernels = subgroup_matrix.overrides(executable, lowered, profile)
+            use = limits.with_overrides(use, kernels)  # what the page runs: the overrides' workgroup memory
+            limits.check(sub, use, cfg.webgpu.limits)
             write_json(paths(cfg, sub)["kernels"], kernels)
             extra["subgroup_matrix_kernels"] = sorted(kernels)
         extra = {**extra, "kernel_set": cfg.webgpu.kernels, "limits_profile": cfg.webgpu.limits,

@@ -42,6 +42,19 @@ def test_wgsl_kernels_are_measured():
     assert add.limits()["maxComputeInvocationsPerWorkgroup"] == 128
 
 
+def test_an_override_is_measured_in_place_of_its_twin():
+    """The subgroup-matrix variant runs WGSL overrides in place of TVM's twins: their workgroup memory counts."""
+    twin, other = wl.KernelUse("sg_kernel", 3, (32, 1, 1), 0, (9, 1, 1)), wl.KernelUse("add_kernel", 2)
+    override = ("@group(0) @binding(0) var<storage, read_write> a : array<f16>;\n"
+                "var<workgroup> tile : array<f16, 12288>;\n@compute @workgroup_size(32, 1, 1)\nfn sg_kernel() {}\n")
+    use = wl.with_overrides(wl.ModuleUse([twin, other], {"x": 64}), {"sg_kernel": override})
+    assert [(k.name, k.workgroup_storage, k.workgroups) for k in use.kernels] == [
+        ("sg_kernel", 24576, (9, 1, 1)), ("add_kernel", 0, None)]
+    with pytest.raises(WebsdError, match="kernel sg_kernel needs maxComputeWorkgroupStorageSize 24576"):
+        wl.check("unet", use, "default")
+    wl.check("unet", use, "desktop")  # 32 KiB there
+
+
 def test_violations_name_kernel_limit_and_value():
     use = wl.ModuleUse([wl.KernelUse("k_kernel", storage_buffers=9)], {"weight w": 6, "input x": 300 << 20})
     found = wl.violations(use, wl.PROFILES["default"])

@@ -346,3 +346,19 @@ def test_nvidia_overrides_pass_dawns_wgsl_validation(node_sm, tmp_path):
         assert proc.returncode != 0
         assert "Subgroup matrix usage found which is not supported by the device" in proc.stderr, (name, proc.stderr)
         assert "Unknown configuration is M(0), N(16), K(16), f16" in proc.stderr, (name, proc.stderr)
+
+
+@pytest.mark.parametrize("profile", ["lavapipe", "nvidia"])
+def test_attention_overrides_declare_the_workgroup_memory_their_tiling_counts(profile):
+    """The limits check measures an override's workgroup variables (limits.with_overrides): the tiling's count is
+    what it declares, with none of the twin's own left in TVM's header."""
+    from pipeline.webgpu import limits
+
+    p = sm.PROFILES[profile]
+    for att in (*ATTENTIONS, sm.Attention(1, 2, 64, 77, 40)):
+        t = sm.tiling(att, p)
+        if t is None:
+            continue
+        wgsl = sm.attention_wgsl(att, p, t, _twin_source(sm.attention_twin(att, p, t), att.name))
+        (use,) = limits.wgsl_kernels(f"// Function: {att.name}_kernel\n{wgsl}")
+        assert use.workgroup_storage == t.storage(p.m) <= 16384, att

@@ -18,13 +18,14 @@ _BINDING = re.compile(r"@binding\((\d+)\)\s+var<storage[^>]*>\s+(\w+)\s*:")
 
 
 def twin_header(wgsl: str, buffers=("A", "B", "C")) -> tuple[str, str, dict[str, str]]:
-    """TVM's WGSL of a twin kernel -> (everything before its entry point: enables, bindings, uniform; the entry
-    point's name; {buffer name (A/B/C): its WGSL variable})."""
+    """TVM's WGSL of a twin kernel -> (everything before its entry point: enables, bindings, uniform, but not the
+    twin's own workgroup variables, which would count against the override's workgroup storage; the entry point's
+    name; {buffer name (A/B/C): its WGSL variable})."""
     found = _ENTRY.search(wgsl)
     if not found:
         raise WebsdError("subgroup-matrix: TVM's WGSL for a twin kernel has no @compute entry point; the WGSL "
                          "codegen changed, so pipeline/webgpu/subgroup_matrix/wgsl.py needs updating")
-    header = wgsl[:found.start()]
+    header = re.sub(r"^var<workgroup>[^;]*;\n?", "", wgsl[:found.start()], flags=re.M)
     names = {}
     for _, var in _BINDING.findall(header):
         if var.removesuffix("_ptr") in buffers:
