@@ -210,8 +210,8 @@ async function main() {
   console.log(`variant: ${model.variant.name} (${model.variant.reason})`);
   for (const n of SUBMODELS) {
     const k = model.models[n].kernelOverrides;
-    if (k) console.log(`${n}: ${k.applied} of ${k.kernels} kernels from the variant's WGSL${k.unused.length ? `; ` +
-      `no kernel took ${k.unused.join(", ")}` : ""}`);
+    if (k) console.log(`${n}: ${k.applied} of ${k.kernels} kernels from the variant's WGSL at load${k.unused.length ?
+      ` (${k.unused.length} not created yet)` : ""}`);
   }
   let secondLoad = null;
   if (cache) {  // the first load filled the cache (what it lacked); the second is a returning visit

@@ -276,10 +276,14 @@ export class TvmSubmodel {
       const model = new TvmSubmodel(name, tvm, vm, fn, params);
       model.loadTimes = times;
       model.launcher = launcher;
-      model.kernelOverrides = overrides ? { kernels: overrides.kernels.length, applied: overrides.applied.size,
-        unused: overrides.kernels.filter((k) => !overrides.applied.has(k)) } : null;
-      // an override no kernel of the module took: the variant's files do not match (its speed-up is lost)
-      if (model.kernelOverrides?.unused.length) logger(`kernel overrides no kernel took: ${model.kernelOverrides.unused}`);
+      // counted as the shaders are created: TVM 0.26's tvmjs creates them all at load, 0.21's one per module at
+      // load and the rest at their first call (its webgpu.get_fmap lists one imported module's kernels)
+      Object.defineProperty(model, "kernelOverrides", { enumerable: true, get: () => (overrides ? {
+        kernels: overrides.kernels.length, applied: overrides.applied.size,
+        unused: overrides.kernels.filter((k) => !overrides.applied.has(k)) } : null) });
+      // some overrides taken but not all: the variant's files do not match the module (that speed-up is lost)
+      const taken = model.kernelOverrides;
+      if (taken?.applied && taken.unused.length) logger(`kernel overrides no kernel took: ${taken.unused}`);
       return model;
     } finally {
       tvm.endScope();
