@@ -51,6 +51,8 @@ class Attention:
 
 @dataclass(frozen=True)
 class Tiling:
+    """How one workgroup (one subgroup) covers an Attention: its block of query rows, its blocks of keys, and what it
+    copies into workgroup memory."""
     rows: int  # matrices of query rows per workgroup
     keys: int  # matrices of keys per block
     dims: int  # the head dim rounded up to whole matrices
