@@ -134,21 +134,24 @@ def build(case: dict, profile: sm.MatrixProfile, sweep: bool = False) -> dict:
     return {**kernels_of(op, profile), **({"sweep": sweep_of(op, profile)} if sweep else {})}
 
 
-def run_kernel(node: str, work: Path, kernel, inputs: dict[str, Path], out_count: int, out_dtype: str, repeat: int,
-               toggles: list[str], features: list[str], output: str = "C_ptr") -> tuple[float, np.ndarray]:
-    wgsl, entry, grid = kernel
-    out = work / f"{entry}.out"
-    spec = {"wgsl": wgsl, "entry": entry, "grid": list(grid), "features": features, "dawnToggles": toggles,
-            "inputs": {name: str(path) for name, path in inputs.items()},
-            "outputs": {output: [str(out), out_count * np.dtype(out_dtype).itemsize]}, "repeat": repeat}
-    spec_path = work / f"{entry}.json"
-    spec_path.write_text(json.dumps(spec))
+def run_kernels(node: str, work: Path, kernels: dict, inputs: dict[str, Path], case: dict, repeat: int,
+                toggles: list[str]) -> dict[str, tuple[float, np.ndarray]]:
+    """{label: (ms per dispatch, output)} of every kernel of one op ({label: (wgsl, entry, grid)}), all in one Node
+    process on one device (run_wgsl.mjs's batch: Dawn starts once per op, not per kernel)."""
+    dtype = case.get("out_dtype", "float32")
+    runs = [{"wgsl": wgsl, "entry": entry, "grid": list(grid),
+             "inputs": {name: str(path) for name, path in inputs.items()},
+             "outputs": {case.get("output", "C_ptr"): [str(work / f"{i}.out"), case["out"] * np.dtype(dtype).itemsize]},
+             "repeat": repeat} for i, (wgsl, entry, grid) in enumerate(kernels.values())]
+    spec_path = work / "batch.json"
+    spec_path.write_text(json.dumps({"features": ["shader-f16", sm.FEATURE], "dawnToggles": toggles, "runs": runs}))
     proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(spec_path)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)
     if proc.returncode:
-        raise SystemExit(f"{entry} failed: {proc.stderr[-1500:]}")
-    ms = float(next(line for line in proc.stdout.splitlines() if line.startswith("timing:")).split()[1])
-    return ms, np.fromfile(out, out_dtype).astype("float32")
+        raise SystemExit(f"{case['key']} failed: {proc.stderr[-1500:]}")
+    timings = [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("timing:")]
+    return {label: (ms, np.fromfile(work / f"{i}.out", dtype).astype("float32"))
+            for i, (label, ms) in enumerate(zip(kernels, timings, strict=True))}
 
 
 def write_report(rows: list[dict], args, profile: sm.MatrixProfile, commit: str, toggles: list[str]) -> Path:
@@ -222,24 +225,25 @@ def main(argv=None) -> int:
                 inputs[name] = work / f"{name}.bin"
                 (rng.standard_normal(shape) * 0.5).astype("float16").tofile(inputs[name])
             row = {"op": case["key"], "gflop": round(case["flops"] / 1e9, 3)}
-            outs = {}
-            for label, features in (("default", ["shader-f16"]), ("subgroup_matrix", ["shader-f16", sm.FEATURE])):
-                ms, outs[label] = run_kernel(args.node, work, kernels[label], inputs, case["out"],
-                                             case.get("out_dtype", "float32"), args.repeat, toggles, features,
-                                             case.get("output", "C_ptr"))
+            sweep = {f"sweep {label}": kernel for label, kernel in kernels.get("sweep", {}).items()}
+            timed = run_kernels(args.node, work, {"default": kernels["default"],
+                                                  "subgroup_matrix": kernels["subgroup_matrix"], **sweep},
+                                inputs, case, args.repeat, toggles)
+            for label in ("default", "subgroup_matrix"):
+                ms = timed[label][0]
                 tflops = case["flops"] / (ms / 1e3) / 1e12
                 row[label] = {"ms": round(ms, 4), "tflops": round(tflops, 2),
                               "of_f16_tensor_peak": round(tflops / PEAKS["f16_tensor_tflops"], 4),
                               "of_fp32_peak": round(tflops / PEAKS["fp32_tflops"], 4),
                               "wgsl_sha256": hashlib.sha256(kernels[label][0].encode()).hexdigest()}
-            row["max_abs_diff"] = float(np.abs(outs["default"] - outs["subgroup_matrix"]).max())
+            reference = timed["default"][1]
+            row["max_abs_diff"] = float(np.abs(reference - timed["subgroup_matrix"][1]).max())
             row["speedup"] = round(row["default"]["ms"] / row["subgroup_matrix"]["ms"], 2)
             for label, kernel in kernels.get("sweep", {}).items():
-                ms, out = run_kernel(args.node, work, kernel, inputs, case["out"], case.get("out_dtype", "float32"),
-                                     args.repeat, toggles, ["shader-f16", sm.FEATURE], case.get("output", "C_ptr"))
+                ms, out = timed[f"sweep {label}"]
                 row.setdefault("sweep", {})[label] = {
                     "ms": round(ms, 4), "tflops": round(case["flops"] / (ms / 1e3) / 1e12, 2),
-                    "max_abs_diff": float(np.abs(outs["default"] - out).max()),
+                    "max_abs_diff": float(np.abs(reference - out).max()),
                     "wgsl_sha256": hashlib.sha256(kernel[0].encode()).hexdigest()}
                 print(f"  {label}: {ms:.3f} ms ({row['sweep'][label]['tflops']} TFLOP/s)", flush=True)
             rows.append(row)

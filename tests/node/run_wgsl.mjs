@@ -5,6 +5,8 @@
 //   spec: {wgsl, entry, grid: [x, y, z], features: ["shader-f16"], inputs: {name: file}, outputs: {name: [file, bytes]},
 //          dawnToggles: ["allow_unsafe_apis"] (optional: Dawn offers chromium-experimental-subgroup-matrix only with it),
 //          repeat: n (optional: then time n more dispatches in one pass and print "timing: <ms per dispatch>")}
+//   or a batch on one device: {features, dawnToggles, runs: [spec, ...]} (each run's own features and toggles are
+//   ignored; one "timing:" line per timed run, in order), so a benchmark pays Dawn's start once, not per kernel.
 // Buffers are bound by the names TVM's WGSL gives them (`@binding(i) var<storage, ...> q_ptr`); TVM's uniform
 // (`podArgs.packGridDimX`, tvmjs sets it to the grid's x) is bound where the WGSL declares it.
 import { readFile, writeFile } from "node:fs/promises";
@@ -23,68 +25,78 @@ const gpu = create(spec.dawnToggles?.length ? [`enable-dawn-features=${spec.dawn
 const adapter = await gpu.requestAdapter();
 if (!adapter) throw new Error("no WebGPU adapter");
 const device = await adapter.requestDevice({ requiredFeatures: spec.features ?? [] }); // default limits
-const errors = [];
-device.pushErrorScope("validation");
-const module = device.createShaderModule({ code: spec.wgsl });
-const pipeline = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: spec.entry } });
+/** Compile, bind, dispatch (and with `repeat` time) one kernel on `device` and write its outputs: false on a
+ * WebGPU error (printed). */
+async function run(spec) {
+  const errors = [];
+  device.pushErrorScope("validation");
+  const module = device.createShaderModule({ code: spec.wgsl });
+  const pipeline = device.createComputePipeline({ layout: "auto", compute: { module, entryPoint: spec.entry } });
 
-const entries = [];
-const outputs = [];
-for (const m of spec.wgsl.matchAll(/@binding\((\d+)\) var<(storage|uniform)[^>]*> (\w+)/g)) {
-  const [, binding, kind, name] = m;
-  let buffer;
-  if (kind === "uniform") {
-    buffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(buffer, 0, new Uint32Array([spec.grid[0], 0, 0, 0]));
-  } else if (name in spec.inputs) {
-    const data = await readFile(spec.inputs[name]);
-    buffer = device.createBuffer({ size: Math.ceil(data.byteLength / 4) * 4,
-                                   usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
-    device.queue.writeBuffer(buffer, 0, data, 0, data.byteLength - (data.byteLength % 4));
-  } else if (name in spec.outputs) {
-    const [file, bytes] = spec.outputs[name];
-    buffer = device.createBuffer({ size: Math.ceil(bytes / 4) * 4,
-                                   usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
-    outputs.push({ file, bytes, buffer });
-  } else {
-    throw new Error(`the spec gives no buffer for binding ${binding} (${name})`);
+  const entries = [];
+  const outputs = [];
+  for (const m of spec.wgsl.matchAll(/@binding\((\d+)\) var<(storage|uniform)[^>]*> (\w+)/g)) {
+    const [, binding, kind, name] = m;
+    let buffer;
+    if (kind === "uniform") {
+      buffer = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+      device.queue.writeBuffer(buffer, 0, new Uint32Array([spec.grid[0], 0, 0, 0]));
+    } else if (name in spec.inputs) {
+      const data = await readFile(spec.inputs[name]);
+      buffer = device.createBuffer({ size: Math.ceil(data.byteLength / 4) * 4,
+                                     usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+      device.queue.writeBuffer(buffer, 0, data, 0, data.byteLength - (data.byteLength % 4));
+    } else if (name in spec.outputs) {
+      const [file, bytes] = spec.outputs[name];
+      buffer = device.createBuffer({ size: Math.ceil(bytes / 4) * 4,
+                                     usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+      outputs.push({ file, bytes, buffer });
+    } else {
+      throw new Error(`the spec gives no buffer for binding ${binding} (${name})`);
+    }
+    entries.push({ binding: Number(binding), resource: { buffer } });
   }
-  entries.push({ binding: Number(binding), resource: { buffer } });
+  const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
+  const encoder = device.createCommandEncoder();
+  const pass = encoder.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, bindGroup);
+  pass.dispatchWorkgroups(...spec.grid);
+  pass.end();
+  const reads = outputs.map(({ bytes, buffer }) => {
+    const read = device.createBuffer({ size: buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+    encoder.copyBufferToBuffer(buffer, 0, read, 0, buffer.size);
+    return read;
+  });
+  device.queue.submit([encoder.finish()]);
+  const error = await device.popErrorScope();
+  if (error) errors.push(error.message);
+  if (errors.length) {
+    console.error(`WebGPU error: ${errors.join("; ")}`);
+    return false;
+  }
+  if (spec.repeat) {  // wall time of `repeat` back-to-back dispatches after the first, from submit to done
+    const timed = device.createCommandEncoder();
+    const p = timed.beginComputePass();
+    p.setPipeline(pipeline);
+    p.setBindGroup(0, bindGroup);
+    for (let i = 0; i < spec.repeat; i++) p.dispatchWorkgroups(...spec.grid);
+    p.end();
+    const start = performance.now();
+    device.queue.submit([timed.finish()]);
+    await device.queue.onSubmittedWorkDone();
+    console.log(`timing: ${((performance.now() - start) / spec.repeat).toFixed(6)}`);
+  }
+  for (let i = 0; i < outputs.length; i++) {
+    await reads[i].mapAsync(GPUMapMode.READ);
+    await writeFile(outputs[i].file, new Uint8Array(reads[i].getMappedRange().slice(0, outputs[i].bytes)));
+  }
+  for (const buffer of [...entries.map((e) => e.resource.buffer), ...reads]) buffer.destroy(); // a batch runs on
+  console.log(`ran ${spec.entry} on ${(adapter.info ?? {}).description ?? "an adapter"}, grid ${spec.grid}`);
+  return true;
 }
-const bindGroup = device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries });
-const encoder = device.createCommandEncoder();
-const pass = encoder.beginComputePass();
-pass.setPipeline(pipeline);
-pass.setBindGroup(0, bindGroup);
-pass.dispatchWorkgroups(...spec.grid);
-pass.end();
-const reads = outputs.map(({ bytes, buffer }) => {
-  const read = device.createBuffer({ size: buffer.size, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
-  encoder.copyBufferToBuffer(buffer, 0, read, 0, buffer.size);
-  return read;
-});
-device.queue.submit([encoder.finish()]);
-const error = await device.popErrorScope();
-if (error) errors.push(error.message);
-if (errors.length) {
-  console.error(`WebGPU error: ${errors.join("; ")}`);
-  process.exit(1);
+
+for (const one of spec.runs ?? [spec]) {
+  if (!(await run(one))) process.exit(1);
 }
-if (spec.repeat) {  // wall time of `repeat` back-to-back dispatches after the first, from submit to done
-  const timed = device.createCommandEncoder();
-  const p = timed.beginComputePass();
-  p.setPipeline(pipeline);
-  p.setBindGroup(0, bindGroup);
-  for (let i = 0; i < spec.repeat; i++) p.dispatchWorkgroups(...spec.grid);
-  p.end();
-  const start = performance.now();
-  device.queue.submit([timed.finish()]);
-  await device.queue.onSubmittedWorkDone();
-  console.log(`timing: ${((performance.now() - start) / spec.repeat).toFixed(6)}`);
-}
-for (let i = 0; i < outputs.length; i++) {
-  await reads[i].mapAsync(GPUMapMode.READ);
-  await writeFile(outputs[i].file, new Uint8Array(reads[i].getMappedRange().slice(0, outputs[i].bytes)));
-}
-console.log(`ran ${spec.entry} on ${(adapter.info ?? {}).description ?? "an adapter"}, grid ${spec.grid}`);
 process.exit(0);
