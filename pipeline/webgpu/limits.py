@@ -19,7 +19,7 @@ Only the standard library at module level; TVM objects are passed in.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..errors import WebsdError
 
@@ -144,13 +144,8 @@ def with_overrides(use: ModuleUse, overrides: dict[str, str]) -> ModuleUse:
     """``use`` with each kernel that has a WGSL override ({entry point: source}: the subgroup-matrix kernels, which
     the page runs in place of TVM's twins) measured from that source instead, on the twin's grid."""
     measured = {k.name: k for entry, wgsl in overrides.items() for k in wgsl_kernels(f"// Function: {entry}\n{wgsl}")}
-    kernels = []
-    for k in use.kernels:
-        if k.name in measured:
-            k = KernelUse(k.name, measured[k.name].storage_buffers, measured[k.name].workgroup_size,
-                          measured[k.name].workgroup_storage, k.workgroups)
-        kernels.append(k)
-    return ModuleUse(kernels, dict(use.buffers))
+    return ModuleUse([replace(measured[k.name], workgroups=k.workgroups) if k.name in measured else k
+                      for k in use.kernels], dict(use.buffers))
 
 
 def dispatched_workgroups(grid: tuple[int, int, int]) -> tuple[int, int, int]:

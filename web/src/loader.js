@@ -281,9 +281,7 @@ export class TvmSubmodel {
       Object.defineProperty(model, "kernelOverrides", { enumerable: true, get: () => (overrides ? {
         kernels: overrides.kernels.length, applied: overrides.applied.size,
         unused: overrides.kernels.filter((k) => !overrides.applied.has(k)) } : null) });
-      // some overrides taken but not all: the variant's files do not match the module (that speed-up is lost)
-      const taken = model.kernelOverrides;
-      if (taken?.applied && taken.unused.length) logger(`kernel overrides no kernel took: ${taken.unused}`);
+      model.overrideLog = overrides ? logger : null; // checked after the first call (call())
       return model;
     } finally {
       tvm.endScope();
@@ -309,6 +307,13 @@ export class TvmSubmodel {
       const host = tvm.empty(out.shape, out.dtype, tvm.cpu());
       host.copyFrom(out);
       await this.device.sync();
+      // after the first call every shader exists (TVM 0.21's tvmjs creates most then): an override no kernel took
+      // means the variant's files do not match the module (that speed-up is lost)
+      if (this.overrideLog) {
+        const { unused } = this.kernelOverrides;
+        if (unused.length) this.overrideLog(`kernel overrides no kernel took: ${unused}`);
+        this.overrideLog = null;
+      }
       const raw = host.toRawBytes();
       const data = out.dtype === "float16"
         ? float16ToFloat32(new Uint16Array(raw.buffer, raw.byteOffset, raw.byteLength / 2))

@@ -13,6 +13,7 @@ from .gemm import Gemm, block_of
 from .profiles import MatrixProfile
 from .wgsl import PROLOGUE, kernel, opaque, store_lines, twin_header
 
+
 @dataclass(frozen=True)
 class Conv:
     """out[b, o, y, x] = sum over c, ky, kx of pad(X)[b, c, y * stride + ky, x * stride + kx] * W[o, c, ky, kx]: X float16
@@ -101,7 +102,6 @@ def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
         sch.compute_at(acc, each)
         sch.set_scope(acc, 0, "local")
     return opaque(tvm_api.mark_scheduled(sch.mod["main"]))
-
 
 
 def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str) -> str:

@@ -11,6 +11,7 @@ from .. import passes
 from .profiles import MatrixProfile
 from .wgsl import PROLOGUE, kernel, opaque, twin_header
 
+
 @dataclass(frozen=True)
 class Gemm:
     """C[b, i, j] = sum_k A[b, i, k] * B[(b), k, j]: A float16 (batch, m, k) row-major; B float16 (k, n) or, with

@@ -7,6 +7,7 @@ import re
 from ...errors import WebsdError
 from .profiles import MatrixProfile
 
+
 def opaque(func):
     """A twin that FuseOps leaves alone: its override computes exactly the twin's output, so nothing may be fused
     into it (relax.transform.AnnotateTIROpPattern keeps a pattern that is already set; 8 = kOpaque)."""
@@ -36,7 +37,6 @@ def twin_header(wgsl: str, buffers=("A", "B", "C")) -> tuple[str, str, dict[str,
     return header, found.group(1), names
 
 
-
 def split_kernels(wgsl: str) -> dict[str, str]:
     """TVM's concatenated WGSL (inspection.webgpu_source) -> {entry point: that kernel's whole source}."""
     parts = re.split(r"^//-+\n", wgsl, flags=re.M)
@@ -46,7 +46,6 @@ def split_kernels(wgsl: str) -> dict[str, str]:
         if found:
             kernels[found.group(1)] = part[part.find("enable") if "enable" in part else 0:]
     return kernels
-
 
 
 def store_lines(acc: str, dtype: str, out: str, offset: str, stride: int, profile: MatrixProfile) -> list[str]:
