@@ -17,9 +17,9 @@ A GPU machine without TVM runs kernels built here: ``--write-kernels F`` builds 
 such a file in the bundle, and ``gpu_bundle.sh run`` then runs this benchmark before bench_webgpu.py.
 
 Prints and writes benchmarks/results/subgroup-matrix-kernels-<profile>.{json,md}: per op the milliseconds per
-dispatch (wall time of --repeat back-to-back dispatches in one pass), TFLOP/s against the float16 tensor-core peak and
-the FP32 peak, and the largest difference between the two kernels' outputs. The commit and each WGSL's sha256 are
-recorded, so a stale figure shows.
+dispatch (wall time of back-to-back dispatches in one pass: at least --repeat, and 200 ms of them), TFLOP/s against
+the float16 tensor-core peak and the FP32 peak, and the largest difference between the two kernels' outputs. The
+commit and each WGSL's sha256 are recorded, so a stale figure shows.
 """
 from __future__ import annotations
 
@@ -73,13 +73,17 @@ def kernels_of(op, profile: sm.MatrixProfile) -> dict:
         return {"default": webgpu_build.single_kernel(fused, "fused_attention"),
                 "subgroup_matrix": (sm.attention_wgsl(op, profile, t, code), entry, grid)}
 
-    is_gemm = isinstance(op, sm.Gemm)
-    to_te, twin, override = (sm.gemm_te, sm.gemm_twin, sm.gemm_wgsl) if is_gemm else \
-        (sm.conv_te, sm.conv_twin, sm.conv_wgsl)
-    block = sm.block_of(op if is_gemm else op.gemm, profile)
+    if isinstance(op, sm.Gemm):
+        block = sm.block_of(op, profile)
+        code, entry, grid = webgpu_build.single_kernel(sm.gemm_twin(op, profile, block), op.name)
+        kernel = (sm.gemm_wgsl(op, profile, block, code), entry, grid)
+    else:  # in the layout the build picks (conv_layout)
+        code, entry, grid = webgpu_build.single_kernel(sm.conv_twin(op, profile, *sm.conv_layout(op, profile)),
+                                                       op.name)
+        kernel = (sm.conv.override(op, profile, code), entry, grid)
+    to_te = sm.gemm_te if isinstance(op, sm.Gemm) else sm.conv_te
     default = webgpu_build.single_kernel(te.create_prim_func(list(to_te(op))), "dlight_op", default_schedule=True)
-    code, entry, grid = webgpu_build.single_kernel(twin(op, profile, block), op.name)
-    return {"default": default, "subgroup_matrix": (override(op, profile, block, code), entry, grid)}
+    return {"default": default, "subgroup_matrix": kernel}
 
 
 def sweep_of(op, profile: sm.MatrixProfile) -> dict:
@@ -93,13 +97,19 @@ def sweep_of(op, profile: sm.MatrixProfile) -> dict:
             code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(op, profile, t), op.name)
             out[f"rows {t.rows} keys {t.keys}"] = (sm.attention_wgsl(op, profile, t, code), entry, grid)
         return out
-    gemm = op if isinstance(op, sm.Gemm) else op.gemm
-    twin, override = (sm.gemm_twin, sm.gemm_wgsl) if isinstance(op, sm.Gemm) else (sm.conv_twin, sm.conv_wgsl)
-    for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]:
-        if gemm.m % (block[0] * profile.m) or gemm.n % (block[1] * profile.n):
-            continue
-        code, entry, grid = webgpu_build.single_kernel(twin(op, profile, block), op.name)
-        out[f"block {block[0]}x{block[1]}"] = (override(op, profile, block, code), entry, grid)
+    if isinstance(op, sm.Gemm):
+        for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]:
+            if op.m % (block[0] * profile.m) == 0 and op.n % (block[1] * profile.n) == 0:
+                code, entry, grid = webgpu_build.single_kernel(sm.gemm_twin(op, profile, block), op.name)
+                out[f"block {block[0]}x{block[1]}"] = (sm.gemm_wgsl(op, profile, block, code), entry, grid)
+        return out
+    for s in (1, 2, 4):  # a convolution also on several subgroups sharing one gather (each its own rows)
+        for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]:
+            if op.gemm.m % (s * block[0] * profile.m) or op.gemm.n % (block[1] * profile.n):
+                continue
+            code, entry, grid = webgpu_build.single_kernel(sm.conv_twin(op, profile, block, s), op.name)
+            label = f"block {block[0]}x{block[1]}" + (f" x{s} subgroups" if s > 1 else "")
+            out[label] = (sm.conv_wgsl(op, profile, block, code, s), entry, grid)
     return out
 
 
@@ -144,7 +154,8 @@ def run_kernels(node: str, work: Path, kernels: dict, inputs: dict[str, Path], c
              "outputs": {case.get("output", "C_ptr"): [str(work / f"{i}.out"), case["out"] * np.dtype(dtype).itemsize]},
              "repeat": repeat} for i, (wgsl, entry, grid) in enumerate(kernels.values())]
     spec_path = work / "batch.json"
-    spec_path.write_text(json.dumps({"features": ["shader-f16", sm.FEATURE], "dawnToggles": toggles, "runs": runs}))
+    features = ["shader-f16", "subgroups", sm.FEATURE]  # subgroups: kernels of several subgroups (--sweep)
+    spec_path.write_text(json.dumps({"features": features, "dawnToggles": toggles, "runs": runs}))
     proc = subprocess.run([node, str(ROOT / "tests" / "node" / "run_wgsl.mjs"), str(spec_path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     if proc.returncode:
@@ -245,7 +256,8 @@ def main(argv=None) -> int:
                     "ms": round(ms, 4), "tflops": round(case["flops"] / (ms / 1e3) / 1e12, 2),
                     "max_abs_diff": float(np.abs(reference - out).max()),
                     "wgsl_sha256": hashlib.sha256(kernel[0].encode()).hexdigest()}
-                print(f"  {label}: {ms:.3f} ms ({row['sweep'][label]['tflops']} TFLOP/s)", flush=True)
+                print(f"  {label}: {ms:.3f} ms ({row['sweep'][label]['tflops']} TFLOP/s), max abs diff "
+                      f"{row['sweep'][label]['max_abs_diff']:.2e}", flush=True)
             rows.append(row)
             print(f"{case['key']}: default {row['default']['ms']:.3f} ms ({row['default']['tflops']} TFLOP/s), "
                   f"subgroup-matrix {row['subgroup_matrix']['ms']:.3f} ms ({row['subgroup_matrix']['tflops']} "

@@ -80,16 +80,20 @@ run() {
         mkdir -p "$dir" && tar -C "$dir" -xJf "$archive"
         sites+=(--site "$dir")
     done
-    mkdir -p "$out"
+    mkdir -p "$out" && out=$(cd "$out" && pwd)
     if [ -f "$bundle/sm-kernels.json" ]; then  # the subgroup-matrix kernels against the default build's, one at a time
+        local toggles=() args=("$@") i  # with the sites' Dawn toggles (NVIDIA's Vulkan offers shader-f16 only with one)
+        for ((i = 0; i < ${#args[@]}; i++)); do
+            [ "${args[i]}" != --dawn-feature ] || toggles+=(--dawn-feature "${args[i + 1]}")
+        done
         python3 benchmarks/bench_subgroup_matrix.py --kernels "$bundle/sm-kernels.json" --node /tmp/node \
-            --results "$out" || echo "gpu_bundle: the subgroup-matrix kernel benchmark failed (above)"
+            --results "$out" ${toggles[@]+"${toggles[@]}"} \
+            || echo "gpu_bundle: the subgroup-matrix kernel benchmark failed (above)"
     fi
     [ -n "$(ls "$bundle"/sites 2>/dev/null)" ] || return 0
     python3 benchmarks/bench_webgpu.py "${sites[@]}" --node /tmp/node --work /tmp/bench --results "$out" "$@"
-    for image in /tmp/bench/run-*/image.png; do  # bring the pictures back with the results, to look at
-        [ -f "$image" ] && cp "$image" "$out/image-$(basename "$(dirname "$image")").png"
-    done
+    # the pictures, to look at, in one file: a device call brings back 8 files, and the reports come first
+    (cd /tmp/bench && ls run-*/image.png >/dev/null 2>&1 && tar -cf "$out/images.tar" run-*/image.png) || true
 }
 
 case "${1:-}" in

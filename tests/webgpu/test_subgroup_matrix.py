@@ -36,7 +36,8 @@ def _dispatch(node, tmp_path, wgsl, entry, grid, inputs: dict, out_shape, use_ov
     """Run one kernel on Dawn (run_wgsl.mjs) with ``inputs`` {binding name: array}: its ``output``."""
     for name, array in inputs.items():
         array.tofile(tmp_path / f"{name}.bin")
-    toggles, features = (["allow_unsafe_apis"], ["shader-f16", sm.FEATURE]) if use_override else ([], ["shader-f16"])
+    toggles, features = ((["allow_unsafe_apis"], ["shader-f16", "subgroups", sm.FEATURE]) if use_override
+                         else ([], ["shader-f16"]))
     spec = {"wgsl": wgsl, "entry": entry, "grid": [*grid, 1], "features": features, "dawnToggles": toggles,
             "inputs": {name: str(tmp_path / f"{name}.bin") for name in inputs},
             "outputs": {output: [str(tmp_path / "c.bin"), int(np.prod(out_shape)) * np.dtype(out_dtype).itemsize]}}
@@ -92,19 +93,26 @@ CONVS = [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)), sm.Conv(1, 8, 16, 16, 
          sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16"), sm.Conv(1, 8, 16, 16, 16, 1, 1, 1, out_dtype="float16")]
 
 
-def _run_conv(node, tmp_path, conv, use_override):
+def _run_conv(node, tmp_path, conv, use_override, subgroups=None):
+    """The convolution's twin or override in the layout the build picks (conv_layout), or on ``subgroups``
+    subgroups sharing the rows of a 4-row block."""
     import torch
 
-    block = sm.block_of(conv.gemm, LAVAPIPE)
-    twin = _twin_source(sm.conv_twin(conv, LAVAPIPE, block), conv.name)
+    if subgroups is None:
+        block, subgroups = sm.conv_layout(conv, LAVAPIPE)
+    else:
+        block = sm.block_of(conv.gemm, LAVAPIPE)
+        block = (block[0] // subgroups, block[1])
+    twin = _twin_source(sm.conv_twin(conv, LAVAPIPE, block, subgroups), conv.name)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((conv.batch, conv.c, conv.h, conv.w)).astype("float16")
     w = rng.standard_normal((conv.o, conv.c, conv.kh, conv.kw)).astype("float16")
     top, left, bottom, right = conv.pad
     padded = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float32), (left, right, top, bottom))
     want = torch.nn.functional.conv2d(padded, torch.tensor(w, dtype=torch.float32), stride=conv.stride).numpy()
-    wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin) if use_override else twin
-    got = _dispatch(node, tmp_path, wgsl, f"{conv.name}_kernel", sm.grid(conv.gemm, LAVAPIPE, block),
+    wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin, subgroups) if use_override else twin
+    grid = sm.grid(conv.gemm, LAVAPIPE, (subgroups * block[0], block[1]))
+    got = _dispatch(node, tmp_path, wgsl, f"{conv.name}_kernel", grid,
                     {"X_ptr": x, "W_ptr": w}, want.shape, use_override, conv.out_dtype)
     return got.astype("float32"), want.astype(conv.out_dtype).astype("float32")  # the cast the kernel does
 
@@ -126,11 +134,35 @@ def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+def test_conv_layouts():
+    """Two subgroups where the output channels divide; under enough workgroups the block loses columns, then
+    subgroups, then rows."""
+    nvidia = sm.PROFILES["nvidia"]
+    assert sm.conv_layout(sm.Conv(1, 512, 128, 128, 512, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((4, 4), 2)
+    assert sm.conv_layout(sm.Conv(2, 1280, 16, 16, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((4, 1), 2)
+    assert sm.conv_layout(sm.Conv(2, 1280, 8, 8, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((2, 1), 1)
+    assert sm.conv_layout(sm.Conv(2, 320, 64, 64, 320, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((2, 4), 2)
+    # 24 channels: 3 matrices, no two subgroups
+    assert sm.conv_layout(sm.Conv(1, 8, 8, 8, 24, 3, 3, 1, (1, 1, 1, 1)), LAVAPIPE) == ((1, 4), 1)
+    assert sm.conv_layout(sm.Conv(1, 8, 8, 8, 7, 3, 3), LAVAPIPE) is None
+
+
+@pytest.mark.parametrize("subgroups", [2, 4])
+@pytest.mark.parametrize("conv", [CONVS[0], CONVS[4]], ids=lambda c: c.name)
+def test_conv_override_on_several_subgroups(node, node_sm, tmp_path, conv, subgroups):
+    """Several subgroups sharing one gather, each its own rows (bench_subgroup_matrix.py --sweep times them), and
+    their twin on the same grid and workgroup."""
+    for runner, use_override in ((node_sm, True), (node, False)):
+        got, want = _run_conv(runner, tmp_path, conv, use_override, subgroups)
+        np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 if conv.out_dtype == "float16" else 1e-4)
+
+
 def test_blocks_names_and_requirements():
     assert sm.block_of(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == (4, 4)
     assert sm.block_of(sm.Gemm(1, 77, 32, 48), LAVAPIPE) is None  # CLIP's 77 tokens: not a multiple of 8
-    # on the H200 profile a 4x4 block of 16x16 matrices would leave 320 workgroups: halved until 1024 or more
-    assert sm.block_of(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == (2, 2)
+    # on the nvidia profile a 4x4 block of 16x16 matrices that leaves 80 workgroups is halved until 256 or more
+    assert sm.block_of(sm.Gemm(1, 1024, 320, 320), sm.PROFILES["nvidia"]) == (2, 2)
+    assert sm.block_of(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == (4, 4)
     assert sm.block_of(sm.Gemm(1, 8192, 262144 // 64, 1152), sm.PROFILES["nvidia"]) == (4, 4)
     for gemm in GEMMS:
         assert sm.parse_name(gemm.name) == gemm
@@ -141,6 +173,7 @@ def test_blocks_names_and_requirements():
     assert sm.conv_chunk(CONVS[0], LAVAPIPE, (4, 4)) == 16  # 144 = 9 x 16: two matrix depths per fill
     need = sm.PROFILES["nvidia"].requires()
     assert need["subgroup_size"] == 32 and sm.FEATURE in need["features"]
+    assert "subgroups" in need["features"]  # convolutions on several subgroups use WGSL's subgroup_id
     assert need["subgroup_matrix_configs"] == [{"componentType": "f16", "resultComponentType": "f32",
                                                 "M": 16, "N": 16, "K": 16}]
 

@@ -11,9 +11,10 @@ TVM cannot emit these WGSL builtins, so each such kernel comes in two halves tha
     bindings and uniform, copied verbatim), that the page swaps in for the twin's shader when the adapter offers the
     feature (manifest ``variants[].submodels[*].kernels``).
 
-One subgroup per workgroup computes a block of the output on subgroup matrices (float16 in, float32
-accumulation). The shapes (m, n, k) and the subgroup size are an adapter class's (``PROFILES``): a kernel built for
-one does not run on another, which is why the manifest lists the config a variant needs.
+Each subgroup computes a block of the output on subgroup matrices (float16 in, float32 accumulation): one per
+workgroup, or for a convolution the profile's ``conv_subgroups``, sharing the workgroup's gather of the input. The
+shapes (m, n, k) and the subgroup size are an adapter class's (``PROFILES``): a kernel built for one does not run on
+another, which is why the manifest lists the config a variant needs.
 
 A kind of kernel is one module and one ``KINDS`` line: ``gemm`` (matmuls), ``conv`` (convolutions as implicit
 GEMMs), ``attention`` (two-pass attention); ``profiles`` and ``wgsl`` are what they share.
@@ -24,7 +25,8 @@ from ...errors import WebsdError
 from ...toolchain import tvm_api
 from . import attention, conv, gemm
 from .attention import Attention, attention_grid, attention_twin, attention_wgsl, rewrite_attention, tiling, tilings
-from .conv import Conv, conv_chunk, conv_te, conv_twin, conv_wgsl, parse_conv_name, rewrite_cast_convs, rewrite_convs
+from .conv import (Conv, conv_chunk, conv_layout, conv_te, conv_twin, conv_wgsl, parse_conv_name, rewrite_cast_convs,
+                   rewrite_convs)
 from .gemm import Gemm, block_of, gemm_te, gemm_twin, gemm_wgsl, grid, parse_name, rewrite_matmuls
 from .profiles import FEATURE, PROFILES, MatrixProfile
 from .wgsl import split_kernels, twin_header
@@ -32,7 +34,7 @@ from .wgsl import split_kernels, twin_header
 # twin name prefix -> (its name parsed back, the override of a built twin: (parsed, profile, twin's WGSL) -> WGSL)
 KINDS = {
     "sgmm_": (gemm.parse_name, lambda g, p, src: gemm.gemm_wgsl(g, p, gemm.block_of(g, p), src)),
-    "sgconv_": (conv.parse_conv_name, lambda c, p, src: conv.conv_wgsl(c, p, gemm.block_of(c.gemm, p), src)),
+    "sgconv_": (conv.parse_conv_name, conv.override),
     "sgattn_": (attention.parse_name, attention.override),
 }
 
@@ -68,7 +70,7 @@ def overrides(executable, lowered, profile: MatrixProfile) -> dict[str, str]:
 
 
 __all__ = ["FEATURE", "KINDS", "PROFILES", "Attention", "Conv", "Gemm", "MatrixProfile", "attention_grid",
-           "attention_twin", "attention_wgsl", "block_of", "conv_chunk", "conv_te", "conv_twin", "conv_wgsl",
-           "gemm_te", "gemm_twin", "gemm_wgsl", "grid", "overrides", "parse_conv_name", "parse_name",
+           "attention_twin", "attention_wgsl", "block_of", "conv_chunk", "conv_layout", "conv_te", "conv_twin",
+           "conv_wgsl", "gemm_te", "gemm_twin", "gemm_wgsl", "grid", "overrides", "parse_conv_name", "parse_name",
            "rewrite_attention", "rewrite_cast_convs", "rewrite_convs", "rewrite_matmuls", "rewrites", "split_kernels",
            "tiling", "tilings", "twin_header"]

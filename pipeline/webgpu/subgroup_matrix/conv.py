@@ -9,16 +9,17 @@ from dataclasses import dataclass
 from ...errors import WebsdError
 from ...toolchain import tvm_api
 from .. import passes
-from .gemm import Gemm, block_of
+from .gemm import Gemm
 from .profiles import MatrixProfile
 from .wgsl import PROLOGUE, kernel, opaque, store_lines, twin_header
 
 
 @dataclass(frozen=True)
 class Conv:
-    """out[b, o, y, x] = sum over c, ky, kx of pad(X)[b, c, y * stride + ky, x * stride + kx] * W[o, c, ky, kx]: X float16
-    (batch, c, h, w), W float16 (o, c, kh, kw), out float32 (NCHW). As a GEMM per image: W (o, c*kh*kw) times the
-    input's im2col (c*kh*kw, out_h*out_w), which the kernel gathers into workgroup memory a chunk at a time."""
+    """out[b, o, y, x] = sum over c, ky, kx of pad(X)[b, c, y * stride + ky, x * stride + kx] * W[o, c, ky, kx]: X
+    float16 (batch, c, h, w), W float16 (o, c, kh, kw), out float32 (NCHW). As a GEMM per image: W (o, c*kh*kw)
+    times the input's im2col (c*kh*kw, out_h*out_w), which the kernel gathers into workgroup memory a chunk at a
+    time."""
     batch: int
     c: int
     h: int
@@ -49,6 +50,29 @@ class Conv:
     def name(self) -> str:
         return (f"sgconv_{self.batch}x{self.c}x{self.h}x{self.w}_{self.o}x{self.kh}x{self.kw}_s{self.stride}"
                 f"_p{'_'.join(map(str, self.pad))}{'_h' if self.out_dtype == 'float16' else ''}")
+
+
+def conv_layout(conv: Conv, profile: MatrixProfile) -> tuple[tuple[int, int], int] | None:
+    """(block, subgroups) of a convolution's kernel: ``profile.conv_subgroups`` subgroups (where the output channels
+    divide), each a block of up to 4x4 result matrices; under ``profile.enough_workgroups`` the block loses columns
+    first, then subgroups, then rows (the sweep's order: rows shared by a gather are what pays). None when the
+    GEMM's sizes are not multiples of the matrix shape."""
+    g, p = conv.gemm, profile
+    if g.m % p.m or g.n % p.n or g.k % p.k:
+        return None
+    subgroups = p.conv_subgroups if g.m % (p.conv_subgroups * p.m) == 0 else 1
+    rows = max(r for r in (1, 2, 4) if g.m % (subgroups * r * p.m) == 0)
+    cols = max(c for c in (1, 2, 4) if g.n % (c * p.n) == 0)
+    while g.batch * (g.m // (subgroups * rows * p.m)) * (g.n // (cols * p.n)) < p.enough_workgroups:
+        if cols > 1:
+            cols //= 2
+        elif subgroups > 1:
+            subgroups //= 2
+        elif rows > 1:
+            rows //= 2
+        else:
+            break
+    return (rows, cols), subgroups
 
 
 def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], storage: int = 8192) -> int:
@@ -82,20 +106,21 @@ def conv_te(conv: Conv):
     return x, w, te.compute(shape, lambda *i: acc(*i).astype(conv.out_dtype), name="C")
 
 
-def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
-    """The twin of a convolution kernel (module doc): plain TIR on the real kernel's grid. Marked scheduled."""
+def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int], subgroups: int = 1):
+    """The twin of a convolution kernel (module doc): plain TIR on the real kernel's grid and workgroup (``subgroups``
+    subgroups, each a ``block``, stacked along the rows). Marked scheduled."""
     from tvm import te
 
     sch = tvm_api.schedule(te.create_prim_func(list(conv_te(conv))))
     rows, cols = block
     b, o, y, xx, *_ = sch.get_loops(tvm_api.schedule_block(sch, "C"))
     pixels = sch.fuse(y, xx)
-    o_out, o_in = sch.split(o, [None, rows * profile.m])
+    o_out, o_in = sch.split(o, [None, subgroups * rows * profile.m])
     p_out, p_in = sch.split(pixels, [None, cols * profile.n])
     sch.reorder(b, o_out, p_out, o_in, p_in)
     sch.bind(p_out, "blockIdx.x")
     sch.bind(sch.fuse(b, o_out), "blockIdx.y")
-    thread, each = sch.split(sch.fuse(o_in, p_in), [profile.subgroup_size, None])
+    thread, each = sch.split(sch.fuse(o_in, p_in), [subgroups * profile.subgroup_size, None])
     sch.bind(thread, "threadIdx.x")
     if conv.out_dtype != "float32":  # the float32 sum of each output element, in a register, then the cast
         acc = tvm_api.schedule_block(sch, "C_acc")
@@ -104,10 +129,11 @@ def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int]):
     return opaque(tvm_api.mark_scheduled(sch.mod["main"]))
 
 
-def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str) -> str:
-    """The WGSL override of a convolution's twin: per chunk of the reduction, the subgroup gathers that chunk of
-    the im2col columns it needs into workgroup memory (zeros outside the padded input), then multiplies the weight
-    rows (read straight from storage) by it."""
+def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str, subgroups: int = 1) -> str:
+    """The WGSL override of a convolution's twin: per chunk of the reduction, the workgroup gathers that chunk of
+    the im2col columns it needs into workgroup memory (zeros outside the padded input), then each of its
+    ``subgroups`` subgroups multiplies its own weight rows (read straight from storage) by it: more subgroups share
+    one gather."""
     header, entry, v = twin_header(twin_wgsl, ("X", "W", "C"))
     p, (rows, cols) = profile, block
     g = conv.gemm
@@ -116,19 +142,20 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
     left = f"subgroup_matrix_left<f16, {p.k}, {p.m}>"
     right = f"subgroup_matrix_right<f16, {p.n}, {p.k}>"
     result = f"subgroup_matrix_result<f32, {p.n}, {p.m}>"
-    row_blocks = g.m // (rows * p.m)
+    row_blocks = g.m // (subgroups * rows * p.m)
     accs = [(i, j) for i in range(rows) for j in range(cols)]
     kk = conv.kh * conv.kw
+    own_rows = f" + sid * {rows * p.m}u" if subgroups > 1 else ""
     lines = [
         *PROLOGUE,
         f"  let image = blockIdx.y / {row_blocks}u;",
-        f"  let row0 = (blockIdx.y % {row_blocks}u) * {rows * p.m}u;",
+        f"  let row0 = (blockIdx.y % {row_blocks}u) * {subgroups * rows * p.m}u{own_rows};",
         f"  let col0 = block_x * {width}u;",
         f"  let x0 = image * {conv.c * conv.h * conv.w}u;",
         *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
         f"  for (var k0 = 0u; k0 < {g.k}u; k0 += {chunk}u) {{",
         "    workgroupBarrier();  // the last chunk's multiplies are done with the tile",
-        f"    for (var e = lane; e < {chunk * width}u; e += {p.subgroup_size}u) {{",
+        f"    for (var e = lane; e < {chunk * width}u; e += {subgroups * p.subgroup_size}u) {{",
         f"      let k = k0 + e / {width}u;",
         f"      let col = col0 + e % {width}u;",
         f"      let ch = k / {kk}u;",
@@ -152,11 +179,20 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
         "    }",
         "  }",
     ]
+    own_staged = ("sg_lane", f"sid * {p.m * p.n}u") if subgroups > 1 else ()  # each subgroup's lanes and matrix
     for i, j in accs:
         lines += store_lines(f"acc_{i}_{j}", conv.out_dtype, v["C"],
-                              f"image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + {j * p.n}u", g.n, p)
-    staged = f"var<workgroup> staged : array<f32, {p.m * p.n}>;\n" if conv.out_dtype != "float32" else ""
-    return kernel(header, entry, p, lines, f"var<workgroup> im2col : array<f16, {chunk * width}>;\n{staged}")
+                             f"image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + {j * p.n}u", g.n, p,
+                             *own_staged)
+    staged = f"var<workgroup> staged : array<f32, {subgroups * p.m * p.n}>;\n" if conv.out_dtype != "float32" else ""
+    return kernel(header, entry, p, lines, f"var<workgroup> im2col : array<f16, {chunk * width}>;\n{staged}",
+                  subgroups)
+
+
+def override(conv: Conv, profile: MatrixProfile, twin_wgsl: str) -> str:
+    """The WGSL override of a built convolution twin, in the layout the rewrite built the twin with."""
+    block, subgroups = conv_layout(conv, profile)
+    return conv_wgsl(conv, profile, block, twin_wgsl, subgroups)
 
 
 def conv_of(call) -> Conv | None:
@@ -193,13 +229,13 @@ def rewrite_cast_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
         if not isinstance(bound, relax.Call) or not bound.op.same_as(conv2d):
             return None
         conv = conv_of(bound)
-        block = conv and block_of(conv.gemm, profile)
-        if not block or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 2 > max_binding:
+        layout = conv and conv_layout(conv, profile)
+        if not layout or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 2 > max_binding:
             return None
         conv = dataclasses.replace(conv, out_dtype="float16")
         if conv.name not in twins:
             twins[conv.name] = mutator.builder_.add_func(
-                conv_twin(conv, profile, block).with_attr("global_symbol", conv.name), conv.name)
+                conv_twin(conv, profile, *layout).with_attr("global_symbol", conv.name), conv.name)
         return relax.call_tir(twins[conv.name], list(bound.args), tvm_api.expr_type(call))
 
     return passes.call_rewrite_pass("relax.astype", rewrite, "SubgroupMatrixConv2dCast")
@@ -216,12 +252,12 @@ def rewrite_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
 
     def rewrite(mutator, call):
         conv = conv_of(call)
-        block = conv and block_of(conv.gemm, profile)
-        if not block or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 4 > max_binding:
+        layout = conv and conv_layout(conv, profile)
+        if not layout or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 4 > max_binding:
             return None
         bb = mutator.builder_
         if conv.name not in twins:
-            twins[conv.name] = bb.add_func(conv_twin(conv, profile, block).with_attr("global_symbol", conv.name),
+            twins[conv.name] = bb.add_func(conv_twin(conv, profile, *layout).with_attr("global_symbol", conv.name),
                                            conv.name)
         return relax.call_tir(twins[conv.name], list(call.args), tvm_api.expr_type(call))
 

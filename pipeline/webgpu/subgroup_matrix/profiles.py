@@ -15,13 +15,17 @@ class MatrixProfile:
     n: int
     k: int
     subgroup_size: int
-    # blocks shrink (halving the longer side) until the grid has this many workgroups (one subgroup each): a big
-    # block reuses each load more, a small one fills more of the GPU (1: never shrink)
+    # blocks shrink until the grid has this many workgroups: a big block reuses each load more, a small one fills
+    # more of the GPU (1: never shrink)
     enough_workgroups: int = 1
+    # subgroups per workgroup of a convolution, each its own output channels, sharing one im2col gather (the
+    # gather, not the multiplies, is what a one-subgroup convolution waits on)
+    conv_subgroups: int = 1
 
     def requires(self) -> dict:
         """The manifest's ``requires`` of a variant built for this profile."""
-        return {"features": [FEATURE, "shader-f16"], "subgroup_size": self.subgroup_size,
+        features = [FEATURE, "shader-f16", *(["subgroups"] if self.conv_subgroups > 1 else [])]
+        return {"features": features, "subgroup_size": self.subgroup_size,
                 "subgroup_matrix_configs": [{"componentType": self.component, "resultComponentType": self.result,
                                              "M": self.m, "N": self.n, "K": self.k}]}
 
@@ -30,8 +34,9 @@ class MatrixProfile:
 # 16x16x16 among its configs, subgroup size 32; lavapipe from Mesa 26 (setup.sh's .venv/lavapipe-sm) lists only
 # 8x8x8, subgroup size 8, which is what CI checks the kernels' arithmetic with.
 PROFILES = {
-    # 132 SMs of up to 64 warps each: 1024 one-warp workgroups is ~8 per SM (a guess until the H200 measures it)
-    "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=1024),
-    "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8),
+    # from bench_subgroup_matrix.py --sweep on an H100 (benchmarks/results/subgroup-matrix-kernels-nvidia-sweep-
+    # h100.log): blocks of 4 rows of matrices and 2 subgroups sharing a convolution's gather were 1.5-4x faster than
+    # one subgroup on blocks shrunk to 1024 workgroups (the earlier guess); 256 workgroups is about 2 per SM
+    "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=256, conv_subgroups=2),
+    "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2),
 }
-

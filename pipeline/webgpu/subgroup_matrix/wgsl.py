@@ -48,16 +48,19 @@ def split_kernels(wgsl: str) -> dict[str, str]:
     return kernels
 
 
-def store_lines(acc: str, dtype: str, out: str, offset: str, stride: int, profile: MatrixProfile) -> list[str]:
+def store_lines(acc: str, dtype: str, out: str, offset: str, stride: int, profile: MatrixProfile,
+                lane: str = "lane", staged_at: str = "0u") -> list[str]:
     """WGSL that writes one float32 result matrix: straight to storage, or for a float16 output through the
-    workgroup's ``staged`` (one matrix of float32), each lane converting some of its elements."""
+    workgroup's ``staged`` (one matrix of float32 per subgroup, this subgroup's at ``staged_at``), each of the
+    subgroup's lanes (``lane``: its index in the subgroup) converting some of its elements."""
     if dtype == "float32":
         return [f"  subgroupMatrixStore<row_major>(&{out}, {offset}, {acc}, {stride}u);"]
     p = profile
-    return [f"  subgroupMatrixStore<row_major>(&staged, 0u, {acc}, {p.n}u);",
+    at = "e" if staged_at == "0u" else f"{staged_at} + e"
+    return [f"  subgroupMatrixStore<row_major>(&staged, {staged_at}, {acc}, {p.n}u);",
             "  workgroupBarrier();",
-            f"  for (var e = lane; e < {p.m * p.n}u; e += {p.subgroup_size}u) {{",
-            f"    {out}[{offset} + e / {p.n}u * {stride}u + e % {p.n}u] = f16(staged[e]);",
+            f"  for (var e = {lane}; e < {p.m * p.n}u; e += {p.subgroup_size}u) {{",
+            f"    {out}[{offset} + e / {p.n}u * {stride}u + e % {p.n}u] = f16(staged[{at}]);",
             "  }",
             "  workgroupBarrier();"]
 
@@ -68,14 +71,20 @@ PROLOGUE = ["  let block_x = blockIdx.z * gridDim.x + blockIdx.x;",
             "  if (block_x > podArgs.packGridDimX) { return; }"]
 
 
-def kernel(header: str, entry: str, profile: MatrixProfile, lines: list[str], workgroup: str = "") -> str:
+def kernel(header: str, entry: str, profile: MatrixProfile, lines: list[str], workgroup: str = "",
+           subgroups: int = 1) -> str:
     """An override's whole source: the enables it needs, TVM's ``header`` for the twin, ``workgroup`` (its
-    workgroup-memory declarations), then the entry point, one subgroup per workgroup, with ``lines`` as its body
-    (``blockIdx``, ``gridDim`` and ``lane`` in scope)."""
+    workgroup-memory declarations), then the entry point, ``subgroups`` subgroups per workgroup, with ``lines`` as
+    its body (``blockIdx``, ``gridDim`` and ``lane`` in scope; with several subgroups also ``sid``, the subgroup's
+    index, and ``sg_lane``, the lane's index in it: WGSL's builtins, so no subgroup layout is assumed)."""
     enables = "enable chromium_experimental_subgroup_matrix;\n"
+    if subgroups > 1:
+        enables = "enable subgroups;\n" + enables
     if "enable f16;" not in header:
         enables = "enable f16;\n" + enables
-    return (enables + header + workgroup + f"\n@compute @workgroup_size({profile.subgroup_size}, 1, 1)\n"
+    ids = ("  @builtin(subgroup_id) sid : u32,\n  @builtin(subgroup_invocation_id) sg_lane : u32,\n"
+           if subgroups > 1 else "")
+    return (enables + header + workgroup + f"\n@compute @workgroup_size({subgroups * profile.subgroup_size}, 1, 1)\n"
             f"fn {entry}(\n  @builtin(workgroup_id) blockIdx : vec3<u32>,\n"
-            f"  @builtin(num_workgroups) gridDim : vec3<u32>,\n"
+            f"  @builtin(num_workgroups) gridDim : vec3<u32>,\n{ids}"
             f"  @builtin(local_invocation_index) lane : u32\n) {{\n" + "\n".join(lines) + "\n}\n")
