@@ -4,7 +4,9 @@ fused kernel of pipeline/webgpu/flash_attention.py), one kernel at a time on thi
 Node, tests/node/run_wgsl.mjs): SD v1.5 UNet's Linear layers at 512x512 (batch 2: guidance), its 3x3 convolutions
 and attention layers, SD-Turbo's largest attention, and the VAE decoder's convolutions (SD-Turbo's too) at 512x512.
 An attention's FLOPs are Q K^T and P V once (the subgroup-matrix kernel computes Q K^T twice: its module doc says
-why).
+why). Where the build zero pads an attention's head dim for the subgroup-matrix kernel (SD v1.5's 40 to 48), that
+kernel runs on padded copies of the inputs, as in the build (the pad and the slice are not timed), and its FLOPs
+are still the unpadded op's.
 
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile nvidia --node node   # the H200 (gpu_bundle.sh)
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile lavapipe --node .venv/lavapipe-sm/bin/node --quick
@@ -53,7 +55,7 @@ QUICK_CONVS = [(1, 16, 16, 16, 16)]
 # SD-Turbo's (SD 2.x layout: head dim 64) at its largest resolution
 ATTENTION_SHAPES = [(2, 8, 4096, 4096, 40), (2, 8, 4096, 77, 40), (2, 8, 1024, 1024, 80), (2, 8, 1024, 77, 80),
                     (2, 8, 256, 256, 160), (2, 8, 256, 77, 160), (1, 5, 4096, 4096, 64)]
-QUICK_ATTENTIONS = [(1, 2, 32, 48, 16), (1, 2, 64, 13, 16)]
+QUICK_ATTENTIONS = [(1, 2, 32, 48, 16), (1, 2, 64, 13, 16), (1, 2, 32, 48, 12)]  # the last padded to 16
 PEAKS = {"f16_tensor_tflops": 989.0, "fp32_tflops": 67.0}  # H200 (SXM) dense
 
 
@@ -65,13 +67,14 @@ def kernels_of(op, profile: sm.MatrixProfile) -> dict:
     from pipeline.webgpu import build as webgpu_build
     from pipeline.webgpu import flash_attention
 
-    if isinstance(op, sm.Attention):
-        t = sm.tiling(op, profile)
+    if isinstance(op, sm.Attention):  # the subgroup-matrix kernel on the head dim the build pads to
+        run = sm.attention.padded(op, profile)
+        t = sm.tiling(run, profile)
         fused = flash_attention.attention_kernel(op.batch, op.heads, op.q_len, op.kv_len, op.head_dim, "float16",
-                                                 op.head_dim ** -0.5)
-        code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(op, profile, t), op.name)
+                                                 op.scale)
+        code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(run, profile, t), run.name)
         return {"default": webgpu_build.single_kernel(fused, "fused_attention"),
-                "subgroup_matrix": (sm.attention_wgsl(op, profile, t, code), entry, grid)}
+                "subgroup_matrix": (sm.attention_wgsl(run, profile, t, code), entry, grid)}
 
     if isinstance(op, sm.Gemm):
         block = sm.block_of(op, profile)
@@ -93,9 +96,10 @@ def sweep_of(op, profile: sm.MatrixProfile) -> dict:
 
     out = {}
     if isinstance(op, sm.Attention):
-        for t in sm.tilings(op, profile):
-            code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(op, profile, t), op.name)
-            out[f"rows {t.rows} keys {t.keys}"] = (sm.attention_wgsl(op, profile, t, code), entry, grid)
+        run = sm.attention.padded(op, profile)
+        for t in sm.tilings(run, profile):
+            code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(run, profile, t), run.name)
+            out[f"rows {t.rows} keys {t.keys}"] = (sm.attention_wgsl(run, profile, t, code), entry, grid)
         return out
     if isinstance(op, sm.Gemm):
         for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]:
@@ -113,8 +117,9 @@ def sweep_of(op, profile: sm.MatrixProfile) -> dict:
     return out
 
 
-def cases(quick: bool) -> list[dict]:
-    """The ops measured: a key, the op (for building its kernels), its FLOPs, its inputs' shapes, its output size."""
+def cases(quick: bool, profile: sm.MatrixProfile) -> list[dict]:
+    """The ops measured: a key, the op (for building its kernels), its FLOPs, its inputs' shapes, its output size
+    (an attention also the head dim its subgroup-matrix kernels run on)."""
     out = []
     for m, n, k in QUICK_SHAPES if quick else UNET_SHAPES:
         out.append({"key": f"matmul {m}x{n}x{k}", "op": ["gemm", [m, n, k]], "flops": 2.0 * m * n * k,
@@ -127,7 +132,8 @@ def cases(quick: bool) -> list[dict]:
         out.append({"key": f"attention {b}x{h}x{q}x{kv}x{d}", "op": ["attention", [b, h, q, kv, d]],
                     "flops": 4.0 * b * h * q * kv * d,
                     "inputs": {"q_ptr": [b, q, h, d], "k_ptr": [b, kv, h, d], "v_ptr": [b, kv, h, d]},
-                    "out": b * q * h * d, "out_dtype": "float16", "output": "o_ptr"})
+                    "out": b * q * h * d, "out_dtype": "float16", "output": "o_ptr",
+                    "padded_dim": sm.attention.padded(sm.Attention(b, h, q, kv, d), profile).head_dim})
     return out
 
 
@@ -144,15 +150,34 @@ def build(case: dict, profile: sm.MatrixProfile, sweep: bool = False) -> dict:
     return {**kernels_of(op, profile), **({"sweep": sweep_of(op, profile)} if sweep else {})}
 
 
-def run_kernels(node: str, work: Path, kernels: dict, inputs: dict[str, Path], case: dict, repeat: int,
+def write_inputs(case: dict, work: Path, rng) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The op's random inputs as files: (the default kernel's, the subgroup-matrix kernels'), the latter zero padded
+    copies where the case has a ``padded_dim``."""
+    inputs, padded = {}, {}
+    for name, shape in case["inputs"].items():
+        x = (rng.standard_normal(shape) * 0.5).astype("float16")
+        inputs[name] = padded[name] = work / f"{name}.bin"
+        x.tofile(inputs[name])
+        if case["op"][0] == "attention" and case["padded_dim"] != shape[-1]:
+            padded[name] = work / f"{name}.padded.bin"
+            np.pad(x, [(0, 0)] * 3 + [(0, case["padded_dim"] - shape[-1])]).tofile(padded[name])
+    return inputs, padded
+
+
+def run_kernels(node: str, work: Path, kernels: dict, inputs: tuple[dict, dict], case: dict, repeat: int,
                 toggles: list[str]) -> dict[str, tuple[float, np.ndarray]]:
     """{label: (ms per dispatch, output)} of every kernel of one op ({label: (wgsl, entry, grid)}), all in one Node
-    process on one device (run_wgsl.mjs's batch: Dawn starts once per op, not per kernel)."""
+    process on one device (run_wgsl.mjs's batch: Dawn starts once per op, not per kernel). ``inputs``: the default
+    kernel's and the others' (``write_inputs``); an output on a padded head dim comes back sliced."""
     dtype = case.get("out_dtype", "float32")
+    size = case["out"] * np.dtype(dtype).itemsize
+    head_dim = case["inputs"]["q_ptr"][-1] if case["op"][0] == "attention" else None
+    widths = [head_dim if label == "default" else case.get("padded_dim", head_dim) for label in kernels]
     runs = [{"wgsl": wgsl, "entry": entry, "grid": list(grid),
-             "inputs": {name: str(path) for name, path in inputs.items()},
-             "outputs": {case.get("output", "C_ptr"): [str(work / f"{i}.out"), case["out"] * np.dtype(dtype).itemsize]},
-             "repeat": repeat} for i, (wgsl, entry, grid) in enumerate(kernels.values())]
+             "inputs": {name: str(path) for name, path in inputs[label != "default"].items()},
+             "outputs": {case.get("output", "C_ptr"): [str(work / f"{i}.out"),
+                                                       size * width // head_dim if head_dim else size]},
+             "repeat": repeat} for i, ((label, (wgsl, entry, grid)), width) in enumerate(zip(kernels.items(), widths))]
     spec_path = work / "batch.json"
     features = ["shader-f16", "subgroups", sm.FEATURE]  # subgroups: kernels of several subgroups (--sweep)
     spec_path.write_text(json.dumps({"features": features, "dawnToggles": toggles, "runs": runs}))
@@ -161,8 +186,12 @@ def run_kernels(node: str, work: Path, kernels: dict, inputs: dict[str, Path], c
     if proc.returncode:
         raise SystemExit(f"{case['key']} failed: {proc.stderr[-1500:]}")
     timings = [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("timing:")]
-    return {label: (ms, np.fromfile(work / f"{i}.out", dtype).astype("float32"))
-            for i, (label, ms) in enumerate(zip(kernels, timings, strict=True))}
+
+    def output(i: int) -> np.ndarray:
+        out = np.fromfile(work / f"{i}.out", dtype).astype("float32")
+        return out.reshape(-1, widths[i])[:, :head_dim].ravel() if head_dim else out
+
+    return {label: (ms, output(i)) for i, (label, ms) in enumerate(zip(kernels, timings, strict=True))}
 
 
 def write_report(rows: list[dict], args, profile: sm.MatrixProfile, commit: str, toggles: list[str]) -> Path:
@@ -211,7 +240,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", action="store_true", help="also every other block / attention tiling of each op")
     args = ap.parse_args(argv)
     if args.write_kernels:
-        todo = cases(args.quick)
+        todo = cases(args.quick, sm.PROFILES[args.profile])
         for case in todo:
             case["kernels"] = build(case, sm.PROFILES[args.profile], swept(case, todo, args))
         args.write_kernels.write_text(json.dumps({"profile": args.profile, "commit": commit_id(), "quick": args.quick,
@@ -228,13 +257,10 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        todo = prebuilt["cases"] if prebuilt else cases(args.quick)
+        todo = prebuilt["cases"] if prebuilt else cases(args.quick, profile)
         for case in todo:
             kernels = case.get("kernels") or build(case, profile, swept(case, todo, args))
-            inputs = {}
-            for name, shape in case["inputs"].items():
-                inputs[name] = work / f"{name}.bin"
-                (rng.standard_normal(shape) * 0.5).astype("float16").tofile(inputs[name])
+            inputs = write_inputs(case, work, rng)
             row = {"op": case["key"], "gflop": round(case["flops"] / 1e9, 3)}
             sweep = {f"sweep {label}": kernel for label, kernel in kernels.get("sweep", {}).items()}
             timed = run_kernels(args.node, work, {"default": kernels["default"],

@@ -270,16 +270,19 @@ def test_a_cast_after_a_convolution_goes_into_its_twin():
 
 
 ATTENTIONS = [sm.Attention(1, 2, 32, 48, 16),  # Q, K and V read straight from storage
-              sm.Attention(2, 3, 16, 24, 12),  # a head dim of 12: Q, K and V copied in, padded to 16
+              sm.Attention(2, 3, 16, 24, 12),  # a head dim of 12: Q, K and V zero padded to 16 (as the rewrite)
               sm.Attention(1, 2, 16, 13, 16),  # 13 keys (as CLIP's 77 tokens): K and V copied in, padded
               sm.Attention(2, 2, 64, 64, 40)]  # SD v1.5's head dim 40, whole 8x8 matrices
 
 
 def _run_attention(node, tmp_path, att, use_override):
+    """The kernel of ``att`` on the head dim the rewrite pads it to (zero padded inputs, its output sliced back), and
+    torch's attention of the unpadded inputs at the unpadded head dim's scale."""
     import torch
 
-    t = sm.tiling(att, LAVAPIPE)
-    twin = _twin_source(sm.attention_twin(att, LAVAPIPE, t), att.name)
+    run = sm.attention.padded(att, LAVAPIPE)
+    t = sm.tiling(run, LAVAPIPE)
+    twin = _twin_source(sm.attention_twin(run, LAVAPIPE, t), run.name)
     rng = np.random.default_rng(5)
     q, k, v = (rng.standard_normal((att.batch, n, att.heads, att.head_dim)).astype("float16")
                for n in (att.q_len, att.kv_len, att.kv_len))
@@ -287,10 +290,12 @@ def _run_attention(node, tmp_path, att, use_override):
     q = (q * 3).astype("float16")
     heads_first = [torch.tensor(x, dtype=torch.float32).transpose(1, 2) for x in (q, k, v)]
     want = torch.nn.functional.scaled_dot_product_attention(*heads_first).transpose(1, 2).numpy()
-    wgsl = sm.attention_wgsl(att, LAVAPIPE, t, twin) if use_override else twin
-    got = _dispatch(node, tmp_path, wgsl, f"{att.name}_kernel", sm.attention_grid(att, LAVAPIPE, t),
-                    {"q_ptr": q, "k_ptr": k, "v_ptr": v}, want.shape, use_override, "float16", output="o_ptr")
-    return got.astype("float32"), want
+    wgsl = sm.attention_wgsl(run, LAVAPIPE, t, twin) if use_override else twin
+    pad = [(0, 0)] * 3 + [(0, run.head_dim - att.head_dim)]
+    got = _dispatch(node, tmp_path, wgsl, f"{run.name}_kernel", sm.attention_grid(run, LAVAPIPE, t),
+                    {"q_ptr": np.pad(q, pad), "k_ptr": np.pad(k, pad), "v_ptr": np.pad(v, pad)},
+                    (*want.shape[:-1], run.head_dim), use_override, "float16", output="o_ptr")
+    return got[..., :att.head_dim].astype("float32"), want
 
 
 @pytest.mark.parametrize("att", ATTENTIONS, ids=lambda a: a.name)
@@ -301,24 +306,30 @@ def test_attention_twin_computes_attention(node, tmp_path, att):
 
 @pytest.mark.parametrize("att", ATTENTIONS, ids=lambda a: a.name)
 def test_attention_override_computes_attention(node_sm, tmp_path, att):
-    """Both passes on subgroup matrices, the keys in blocks, padding where the head dim or the keys are not whole
-    matrices; P is float16 (as in flash attention), so the tolerance is float16's."""
+    """Both passes on subgroup matrices, the keys in blocks, padded where they are not whole blocks; P is float16
+    (as in flash attention), so the tolerance is float16's."""
     got, want = _run_attention(node_sm, tmp_path, att, use_override=True)
     np.testing.assert_allclose(got, want, rtol=4e-3, atol=4e-3)
 
 
 def test_attention_tilings():
     nvidia = sm.PROFILES["nvidia"]
-    # SD v1.5 at 512x512: head dim 40 is not whole 16x16 matrices, so Q, K and V are copied in padded to 48
-    assert sm.tiling(sm.Attention(2, 8, 4096, 4096, 40), nvidia) == sm.attention.Tiling(4, 1, 48, True, True)
-    assert sm.tiling(sm.Attention(2, 8, 1024, 1024, 80), nvidia) == sm.attention.Tiling(2, 4, 80, False, False)
-    assert sm.tiling(sm.Attention(2, 8, 1024, 77, 80), nvidia) == sm.attention.Tiling(2, 1, 80, False, True)
-    for att in (sm.Attention(2, 8, 4096, 4096, 40), sm.Attention(2, 8, 256, 77, 160), *ATTENTIONS):
+    # SD v1.5 at 512x512: head dim 40 is not whole 16x16 matrices, so the rewrite pads it to 48 (scale still 40's)
+    sd15 = sm.Attention(2, 8, 4096, 4096, 40)
+    assert sm.tiling(sd15, nvidia) is None
+    assert sm.attention.padded(sd15, nvidia) == sm.Attention(2, 8, 4096, 4096, 48, scale_dim=40)
+    assert sm.attention.padded(sd15, nvidia).scale == 40 ** -0.5
+    assert sm.attention.padded(sd15, LAVAPIPE) == sd15  # whole 8x8 matrices
+    assert sm.tiling(sm.attention.padded(sd15, nvidia), nvidia) == sm.attention.Tiling(4, 2, False)
+    assert sm.tiling(sm.Attention(2, 8, 1024, 1024, 80), nvidia) == sm.attention.Tiling(2, 4, False)
+    assert sm.tiling(sm.Attention(2, 8, 1024, 77, 80), nvidia) == sm.attention.Tiling(2, 1, True)
+    for att in (sd15, sm.Attention(2, 8, 256, 77, 160), *ATTENTIONS):
         for profile in (nvidia, LAVAPIPE):
-            t = sm.tiling(att, profile)
+            run = sm.attention.padded(att, profile)
+            t = sm.tiling(run, profile)
             if t:
-                assert t.storage(profile.m) <= 16384  # WebGPU's default workgroup storage
-                assert sm.attention.parse_name(att.name) == att
+                assert t.storage(profile.m, run.head_dim) <= 16384  # WebGPU's default workgroup storage
+                assert sm.attention.parse_name(run.name) == run
     assert sm.tiling(sm.Attention(1, 8, 77, 77, 64), nvidia) is None  # CLIP: 77 query rows, not whole matrices
 
 
@@ -331,21 +342,26 @@ def test_rewrite_puts_twins_in_place_of_float16_attention():
     bb = relax.BlockBuilder()
     q = relax.Var("q", tvm_api.tensor_type((2, 32, 2, 16), "float16"))
     kv = relax.Var("kv", tvm_api.tensor_type((2, 13, 2, 16), "float16"))
+    q12 = relax.Var("q12", tvm_api.tensor_type((2, 32, 2, 12), "float16"))
     q32 = relax.Var("q32", tvm_api.tensor_type((2, 32, 2, 16), "float32"))
-    with bb.function("main", [q, kv, q32]):
+    with bb.function("main", [q, kv, q12, q32]):
         with bb.dataflow():
             cross = bb.emit(relax.op.nn.attention(q, kv, kv))
+            narrow = bb.emit(relax.op.nn.attention(q12, q12, q12))  # head dim 12: padded to 16 around the twin
             causal = bb.emit(relax.op.nn.attention(q, q, q, causal_mask="TopLeft"))  # CLIP's: stays
             scaled = bb.emit(relax.op.nn.attention(q, q, q, scale=0.5))  # not the default scale: stays
             single = bb.emit(relax.op.nn.attention(q32, q32, q32))  # float32: stays
-            out = bb.emit_output(relax.Tuple([cross, causal, scaled, single]))
+            out = bb.emit_output(relax.Tuple([cross, narrow, causal, scaled, single]))
         bb.emit_func_output(out)
     mod = sm.rewrite_attention(LAVAPIPE)(bb.get())
-    assert _twins(mod) == [sm.Attention(2, 2, 32, 13, 16).name]
+    assert _twins(mod) == sorted([sm.Attention(2, 2, 32, 13, 16).name, sm.Attention(2, 2, 32, 32, 16, 12).name])
     calls = []
     relax.analysis.post_order_visit(mod["main"].body, lambda e: calls.append(e.op.name) if isinstance(e, relax.Call)
                                     and isinstance(e.op, tvm.ir.Op) else None)
-    assert calls.count("relax.nn.attention") == 3 and calls.count("relax.call_tir") == 1
+    assert calls.count("relax.nn.attention") == 3 and calls.count("relax.call_tir") == 2
+    assert calls.count("relax.nn.pad") == 3 and calls.count("relax.strided_slice") == 1
+    relax.analysis.well_formed(mod)
+    assert [int(x) for x in tvm_api.expr_type(mod["main"].body.body).fields[1].shape] == [2, 32, 2, 12]
 
 
 def _nvidia_overrides():
@@ -357,8 +373,8 @@ def _nvidia_overrides():
                                     _twin_source(sm.gemm_twin(gemm, nvidia, sm.block_of(gemm, nvidia)), gemm.name))),
            (conv.name, sm.conv_wgsl(conv, nvidia, sm.block_of(conv.gemm, nvidia), _twin_source(
                sm.conv_twin(conv, nvidia, sm.block_of(conv.gemm, nvidia)), conv.name)))]
-    # head dim 40 (Q, K, V padded in workgroup memory), 77 keys (K, V padded), and straight from storage
-    for att in (sm.Attention(1, 2, 64, 64, 40), sm.Attention(1, 2, 32, 77, 80), sm.Attention(1, 2, 32, 64, 80)):
+    # head dim 40 (as the rewrite pads it), 77 keys (K, V padded in workgroup memory), and straight from storage
+    for att in (sm.Attention(1, 2, 64, 64, 48, 40), sm.Attention(1, 2, 32, 77, 80), sm.Attention(1, 2, 32, 64, 80)):
         t = sm.tiling(att, nvidia)
         out.append((att.name, sm.attention_wgsl(att, nvidia, t, _twin_source(sm.attention_twin(att, nvidia, t),
                                                                              att.name))))
@@ -389,9 +405,10 @@ def test_attention_overrides_declare_the_workgroup_memory_their_tiling_counts(pr
 
     p = sm.PROFILES[profile]
     for att in (*ATTENTIONS, sm.Attention(1, 2, 64, 77, 40)):
-        t = sm.tiling(att, p)
+        run = sm.attention.padded(att, p)
+        t = sm.tiling(run, p)
         if t is None:
             continue
-        wgsl = sm.attention_wgsl(att, p, t, _twin_source(sm.attention_twin(att, p, t), att.name))
-        (use,) = limits.wgsl_kernels(f"// Function: {att.name}_kernel\n{wgsl}")
-        assert use.workgroup_storage == t.storage(p.m) <= 16384, att
+        wgsl = sm.attention_wgsl(run, p, t, _twin_source(sm.attention_twin(run, p, t), run.name))
+        (use,) = limits.wgsl_kernels(f"// Function: {run.name}_kernel\n{wgsl}")
+        assert use.workgroup_storage == t.storage(p.m, run.head_dim) <= 16384, att

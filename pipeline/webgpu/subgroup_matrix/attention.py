@@ -11,9 +11,10 @@ The output is P V over the sums, written through workgroup memory (a cast to flo
 only). Two passes compute Q K^T twice, but the accumulators never need rescaling, which subgroup matrices cannot
 do row by row (flash attention's single pass rescales its accumulator at every block).
 
-Q, K and V are read straight from storage when the head dim and the keys fill whole matrices; otherwise
-(``Tiling.staged_q``/``staged_kv``: SD v1.5's head dim 40 on 16x16 matrices, 77 text tokens) they are copied
-into workgroup memory first, zero padded.
+Q, K and V are read straight from storage. A head dim that is not whole matrices (SD v1.5's 40 on 16x16) is
+zero padded by the rewrite, outside the kernel (``padded``): the padded columns add nothing to Q K^T, their output
+columns are sliced off, and the scale stays the unpadded head dim's. Keys that are not whole blocks (CLIP's 77
+text tokens) are copied into workgroup memory block by block, zero padded (``Tiling.staged_kv``).
 """
 from __future__ import annotations
 
@@ -36,17 +37,24 @@ NEG = -3.0e38  # below every score, above -inf (no NaN from -inf - -inf)
 
 @dataclass(frozen=True)
 class Attention:
-    """o[b, i, h] = softmax_j(q[b, i, h] . k[b, j, h] / sqrt(head_dim)) v[b, j, h] on (batch, tokens, heads,
-    head_dim) float16 tensors (websd::attention's layout), float32 arithmetic, float16 output."""
+    """o[b, i, h] = softmax_j(q[b, i, h] . k[b, j, h] / sqrt(scale_dim)) v[b, j, h] on (batch, tokens, heads,
+    head_dim) float16 tensors (websd::attention's layout), float32 arithmetic, float16 output. ``scale_dim`` is
+    the head dim before zero padding (``padded``); 0: ``head_dim``."""
     batch: int
     heads: int
     q_len: int
     kv_len: int
     head_dim: int
+    scale_dim: int = 0
+
+    @property
+    def scale(self) -> float:
+        return (self.scale_dim or self.head_dim) ** -0.5
 
     @property
     def name(self) -> str:
-        return f"sgattn_{self.batch}x{self.heads}x{self.q_len}x{self.kv_len}x{self.head_dim}"
+        scaled = f"s{self.scale_dim}" if self.scale_dim else ""
+        return f"sgattn_{self.batch}x{self.heads}x{self.q_len}x{self.kv_len}x{self.head_dim}{scaled}"
 
 
 @dataclass(frozen=True)
@@ -55,31 +63,34 @@ class Tiling:
     copies into workgroup memory."""
     rows: int  # matrices of query rows per workgroup
     keys: int  # matrices of keys per block
-    dims: int  # the head dim rounded up to whole matrices
-    staged_q: bool  # the query rows copied into workgroup memory, zero padded (head dim not whole matrices)
-    staged_kv: bool  # each block's keys and values copied likewise (that, or the keys not whole blocks)
+    staged_kv: bool  # each block's keys and values copied into workgroup memory, zero padded (keys not whole blocks)
 
-    def storage(self, size: int) -> int:
+    def storage(self, size: int, head_dim: int) -> int:
         """Bytes of workgroup memory the kernel declares (matrices of ``size`` x ``size``)."""
         rows, keys = self.rows * size, self.keys * size
-        return (rows * keys * (4 + 2) + rows * 2 * 4 + (rows * self.dims * 2 if self.staged_q else 0)
-                + (2 * keys * self.dims * 2 if self.staged_kv else 0))
+        return rows * keys * (4 + 2) + rows * 2 * 4 + (2 * keys * head_dim * 2 if self.staged_kv else 0)
+
+
+def padded(att: Attention, profile: MatrixProfile) -> Attention:
+    """``att`` with its head dim zero padded to whole matrices (itself where it is whole already)."""
+    dims = ceil(att.head_dim / profile.k) * profile.k
+    if dims == att.head_dim:
+        return att
+    return Attention(att.batch, att.heads, att.q_len, att.kv_len, dims, att.scale_dim or att.head_dim)
 
 
 def tilings(att: Attention, profile: MatrixProfile, storage: int = STORAGE) -> list[Tiling]:
     """Every tiling whose query rows are whole blocks and whose workgroup memory fits ``storage`` bytes, most query
-    rows first, then most keys per block (none where the profile's matrices are not square: the kernel multiplies
-    by K^T and by V with one shape)."""
+    rows first, then most keys per block (none where the profile's matrices are not square, as the kernel
+    multiplies by K^T and by V with one shape, or where the head dim is not whole matrices: see ``padded``)."""
     size = profile.m
-    if not profile.m == profile.n == profile.k:
+    if not profile.m == profile.n == profile.k or att.head_dim % size:
         return []
-    dims = ceil(att.head_dim / size) * size
-    staged_q = att.head_dim % size != 0
     out = []
     for rows in (4, 2, 1):
         for keys in (4, 2, 1):
-            t = Tiling(rows, keys, dims, staged_q, staged_q or att.kv_len % (keys * size) != 0)
-            if att.q_len % (rows * size) == 0 and t.storage(size) <= storage:
+            t = Tiling(rows, keys, att.kv_len % (keys * size) != 0)
+            if att.q_len % (rows * size) == 0 and t.storage(size, att.head_dim) <= storage:
                 out.append(t)
     return out
 
@@ -87,8 +98,8 @@ def tilings(att: Attention, profile: MatrixProfile, storage: int = STORAGE) -> l
 def tiling(att: Attention, profile: MatrixProfile, storage: int = STORAGE, registers: int = REGISTERS) -> Tiling | None:
     """The first of ``tilings`` whose accumulators and one block's scores fit ``registers`` result matrices, or
     None (CLIP's 77 query rows; SD's VAE attention, one head of 512 dims)."""
-    return next((t for t in tilings(att, profile, storage) if t.rows * (t.dims // profile.m + t.keys) <= registers),
-                None)
+    return next((t for t in tilings(att, profile, storage)
+                 if t.rows * (att.head_dim // profile.m + t.keys) <= registers), None)
 
 
 def attention_grid(att: Attention, profile: MatrixProfile, t: Tiling) -> tuple[int, int]:
@@ -100,22 +111,21 @@ def attention_twin(att: Attention, profile: MatrixProfile, t: Tiling):
     """The twin: the fused attention kernel of pipeline.webgpu.flash_attention with one thread per query row of the
     real kernel's block, so the grid is the same. Marked opaque."""
     return opaque(flash_attention.attention_kernel(att.batch, att.heads, att.q_len, att.kv_len, att.head_dim,
-                                                   "float16", att.head_dim ** -0.5, rows=t.rows * profile.m))
+                                                   "float16", att.scale, rows=t.rows * profile.m))
 
 
 def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl: str) -> str:
     """The WGSL override of an attention twin (module doc)."""
     header, entry, v = twin_header(twin_wgsl, ("q", "k", "v", "o"))
     s, lanes = profile.m, profile.subgroup_size
-    rows, keys, dims, head_dim = t.rows * s, t.keys * s, t.dims, att.head_dim
-    tok = att.heads * head_dim  # one token's stride in q, k, v and o
+    rows, keys, dims = t.rows * s, t.keys * s, att.head_dim
+    tok = att.heads * dims  # one token's stride in q, k, v and o
     tiles = att.q_len // rows
     kv_end = ceil(att.kv_len / keys) * keys
-    scale = f"{att.head_dim ** -0.5!r}"
+    scale = f"{att.scale!r}"
     left, right = f"subgroup_matrix_left<f16, {s}, {s}>", f"subgroup_matrix_right<f16, {s}, {s}>"
     result = f"subgroup_matrix_result<f32, {s}, {s}>"
-    q_of = ((lambda i: f"&sm_q, {i * s * dims}u + d0, {dims}u") if t.staged_q
-            else (lambda i: f"&{v['q']}, q0 + {i * s * tok}u + d0, {tok}u"))
+    q_of = (lambda i: f"&{v['q']}, q0 + {i * s * tok}u + d0, {tok}u")
     k_of = ((lambda j: f"&sm_k, {j * s * dims}u + d0, {dims}u") if t.staged_kv
             else (lambda j: f"&{v['k']}, kv0 + (j0 + {j * s}u) * {tok}u + d0, {tok}u"))
     v_of = ((lambda d: f"&sm_v, c0 * {dims}u + {d * s}u, {dims}u") if t.staged_kv
@@ -129,12 +139,11 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
         return ["    workgroupBarrier();  // the last block's reads of sm_k / sm_v are done",
                 f"    for (var e = lane; e < {keys * dims}u; e += {lanes}u) {{",
                 f"      let key = j0 + e / {dims}u;",
-                f"      let dim = e % {dims}u;",
                 "      var kx = f16(0.0);",
                 *(["      var vx = f16(0.0);"] if values else []),
-                f"      if (key < {att.kv_len}u && dim < {head_dim}u) {{",
-                f"        kx = {v['k']}[kv0 + key * {tok}u + dim];",
-                *([f"        vx = {v['v']}[kv0 + key * {tok}u + dim];"] if values else []),
+                f"      if (key < {att.kv_len}u) {{",
+                f"        kx = {v['k']}[kv0 + key * {tok}u + e % {dims}u];",
+                *([f"        vx = {v['v']}[kv0 + key * {tok}u + e % {dims}u];"] if values else []),
                 "      }",
                 "      sm_k[e] = kx;",
                 *(["      sm_v[e] = vx;"] if values else []),
@@ -158,16 +167,9 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
         f"  let batch = block_x / {att.heads * tiles}u;",
         f"  let head = block_x / {tiles}u % {att.heads}u;",
         f"  let row0 = block_x % {tiles}u * {rows}u;",
-        f"  let q0 = (batch * {att.q_len}u + row0) * {tok}u + head * {head_dim}u;",
-        f"  let kv0 = batch * {att.kv_len * tok}u + head * {head_dim}u;",
+        f"  let q0 = (batch * {att.q_len}u + row0) * {tok}u + head * {dims}u;",
+        f"  let kv0 = batch * {att.kv_len * tok}u + head * {dims}u;",
     ]
-    if t.staged_q:
-        lines += [f"  for (var e = lane; e < {rows * dims}u; e += {lanes}u) {{",
-                  f"    let dim = e % {dims}u;",
-                  "    var qx = f16(0.0);",
-                  f"    if (dim < {head_dim}u) {{ qx = {v['q']}[q0 + e / {dims}u * {tok}u + dim]; }}",
-                  "    sm_q[e] = qx;",
-                  "  }"]
     lines += [f"  for (var row = lane; row < {rows}u; row += {lanes}u) {{",
               f"    sm_max[row] = {NEG!r};",
               "    sm_sum[row] = 0.0;",
@@ -212,20 +214,18 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                     for i in range(t.rows)),
                   "      }"]
     lines += ["    }", "  }"]
-    for i, d in outs:  # through sm_s: divided by the row's sum, cast, and only the head's own columns written
+    for i, d in outs:  # through sm_s: divided by the row's sum and cast
         lines += ["  workgroupBarrier();",
                   f"  subgroupMatrixStore<row_major>(&sm_s, 0u, o_{i}_{d}, {s}u);",
                   "  workgroupBarrier();",
                   f"  for (var e = lane; e < {s * s}u; e += {lanes}u) {{",
                   f"    let row = {i * s}u + e / {s}u;",
-                  f"    let dim = {d * s}u + e % {s}u;",
-                  f"    if (dim < {head_dim}u) {{ {v['o']}[q0 + row * {tok}u + dim] = f16(sm_s[e] / sm_sum[row]); }}",
+                  f"    {v['o']}[q0 + row * {tok}u + {d * s}u + e % {s}u] = f16(sm_s[e] / sm_sum[row]);",
                   "  }"]
     workgroup = (f"var<workgroup> sm_s : array<f32, {rows * keys}>;\n"
                  f"var<workgroup> sm_p : array<f16, {rows * keys}>;\n"
                  f"var<workgroup> sm_max : array<f32, {rows}>;\n"
                  f"var<workgroup> sm_sum : array<f32, {rows}>;\n"
-                 + (f"var<workgroup> sm_q : array<f16, {rows * dims}>;\n" if t.staged_q else "")
                  + (f"var<workgroup> sm_k : array<f16, {keys * dims}>;\n"
                     f"var<workgroup> sm_v : array<f16, {keys * dims}>;\n" if t.staged_kv else ""))
     return kernel(header, entry, profile, lines, workgroup)
@@ -252,8 +252,9 @@ def attention_of(call) -> Attention | None:
 
 
 def rewrite_attention(profile: MatrixProfile, max_binding: int = 1 << 62):
-    """A module pass: each ``nn.attention`` ``attention_of`` accepts and ``tiling`` fits becomes a call of its twin
-    (one per distinct Attention), cast to the call's dtype where that is not float16. Run before
+    """A module pass: each ``nn.attention`` ``attention_of`` accepts and ``tiling`` fits (its head dim ``padded``)
+    becomes a call of its twin (one per distinct Attention), between a zero pad of q, k and v and a slice of the
+    output where the head dim is padded, and a cast to the call's dtype where that is not float16. Run before
     ``flash_attention.fuse_attention``, which takes the rest."""
     from tvm import relax
 
@@ -261,15 +262,21 @@ def rewrite_attention(profile: MatrixProfile, max_binding: int = 1 << 62):
 
     def rewrite(mutator, call):
         att = attention_of(call)
-        t = att and tiling(att, profile)
-        if not t or att.batch * att.q_len * att.heads * att.head_dim * 2 > max_binding:
+        run = att and padded(att, profile)
+        t = run and tiling(run, profile)
+        if not t or run.batch * run.q_len * run.heads * run.head_dim * 2 > max_binding:
             return None
         bb = mutator.builder_
-        if att.name not in twins:
-            twins[att.name] = bb.add_func(attention_twin(att, profile, t).with_attr("global_symbol", att.name),
-                                          att.name)
-        shape = [att.batch, att.q_len, att.heads, att.head_dim]
-        out = relax.call_tir(twins[att.name], list(call.args), tvm_api.tensor_type(shape, "float16"))
+        if run.name not in twins:
+            twins[run.name] = bb.add_func(attention_twin(run, profile, t).with_attr("global_symbol", run.name),
+                                          run.name)
+        args = list(call.args)
+        if run.head_dim != att.head_dim:
+            args = [bb.emit(relax.op.nn.pad(a, [0, 0, 0, 0, 0, 0, 0, run.head_dim - att.head_dim])) for a in args]
+        shape = [run.batch, run.q_len, run.heads, run.head_dim]
+        out = relax.call_tir(twins[run.name], args, tvm_api.tensor_type(shape, "float16"))
+        if run.head_dim != att.head_dim:
+            out = relax.op.strided_slice(bb.emit(out), axes=[3], begin=[0], end=[att.head_dim])
         dtype = str(tvm_api.expr_type(call).dtype)
         return out if dtype == "float16" else relax.op.astype(bb.emit(out), dtype)
 
@@ -278,10 +285,10 @@ def rewrite_attention(profile: MatrixProfile, max_binding: int = 1 << 62):
 
 def parse_name(name: str) -> Attention:
     """Attention.name back to the Attention."""
-    found = re.fullmatch(r"sgattn_(\d+)x(\d+)x(\d+)x(\d+)x(\d+)", name)
+    found = re.fullmatch(r"sgattn_(\d+)x(\d+)x(\d+)x(\d+)x(\d+)(?:s(\d+))?", name)
     if not found:
         raise WebsdError(f"subgroup-matrix: {name} is not an attention twin's name")
-    return Attention(*(int(x) for x in found.groups()))
+    return Attention(*(int(x or 0) for x in found.groups()))
 
 
 def override(att: Attention, profile: MatrixProfile, twin_wgsl: str) -> str:
