@@ -21,8 +21,9 @@ def target():
 def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight", subgroup_matrix=None):
     """THE WebGPU pass list, as one module pass: TVM's generic GPU Relax pipeline (``relax.backend.gpu_generic``)
     with ours (pipeline.webgpu.passes, pipeline.webgpu.kernels):
-      * first, with a subgroup-matrix profile (the ``subgroup-matrix`` kernel set): matmuls and convolutions to
-        their twin kernels (pipeline.webgpu.subgroup_matrix);
+      * first, single-head attention (the VAE's) as two matmuls (``flash_attention.split_single_head_attention``);
+      * then, with a subgroup-matrix profile (the ``subgroup-matrix`` kernel set): matmuls, convolutions and
+        attention to their twin kernels (pipeline.webgpu.subgroup_matrix);
       * before legalization: the kernel rewrites (``kernels.rewrites()``), fused attention
         (``flash_attention.fuse_attention()``), then ``split_wide_concats``;
       * dlight's schedule rules replaced by ``kernels.schedule_rules(matmul)`` (``webgpu.matmul``);
@@ -43,7 +44,8 @@ def pass_list(tgt, limits_profile: str = "default", matmul: str = "dlight", subg
     finalize.insert(plan_at + 1, passes.align_storage())
     binding = limits.profile(limits_profile)["maxStorageBufferBindingSize"]
     tensor_cores = subgroup_matrix_pass.rewrites(subgroup_matrix, binding) if subgroup_matrix else []
-    ordered = [*tensor_cores, *kernels.rewrites(), flash_attention.fuse_attention(), passes.split_wide_concats(max_buffers),
+    ordered = [flash_attention.split_single_head_attention(binding), *tensor_cores, *kernels.rewrites(),
+               flash_attention.fuse_attention(), passes.split_wide_concats(max_buffers),
                *gpu.library_dispatch_passes(tgt),
                *legalize, *gpu.dataflow_lower_passes(tgt), *finalize]
 

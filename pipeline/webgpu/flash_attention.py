@@ -13,6 +13,12 @@ each thread scores its row against them, rescales its running max, sum and accum
 values. Every thread reads the same key at once (a workgroup-memory broadcast). The block size is the largest
 power of two whose keys and values fit ``TILE_BYTES``.
 
+A single-head attention (SD's VAE: one head of 512 channels over 64x64 latent pixels at 512x512) is the
+exception, which ``split_single_head_attention`` takes first: one row per thread there means 512 float32
+accumulators per thread and few workgroups (53-58 ms per image on an H100). As two matmuls with a softmax
+between, the scores written out, it is two big GEMMs: the compile's matmul kernels, or on subgroup matrices the
+variant's.
+
 TVM's own WebGPU-aware prefill kernel (``relax.frontend.nn.llm``'s ``_attention_sequence_prefill``) was the
 starting point, but it is private API and its tiles (Q, K, V and the scores in workgroup memory) exceed 16 KiB for
 SD v1.5's head dims 80 and 160 in float16, and every head dim >= 80 in float32.
@@ -193,6 +199,40 @@ def fuse_attention(gpu: bool = True):
         return out if out_dtype == dtype else relax.op.astype(bb.emit(out), out_dtype)
 
     return passes.call_rewrite_pass("relax.nn.attention", fuse, "FuseAttention")
+
+
+def split_single_head_attention(max_binding: int):
+    """A module pass: every ``nn.attention`` of one head, without bias or mask, on static (batch, tokens, 1,
+    head_dim) tensors whose float32 scores bind at most ``max_binding`` bytes, becomes softmax(scale * q k^T) v as
+    two batched matmuls (float32 results: the scores and their softmax in float32, the probabilities cast back to
+    the inputs' dtype for the second, as the fused kernel does) with the softmax between (module doc: why)."""
+    from tvm import relax
+
+    def split(mutator, call):
+        attrs = call.attrs
+        types = [tvm_api.expr_type(a) for a in call.args]
+        shapes = [gpu_kernels.static_shape(t) for t in types]
+        if (len(call.args) != 3 or attrs.causal_mask is not None or any(s is None or len(s) != 4 for s in shapes)
+                or len({str(t.dtype) for t in types}) != 1):
+            return None
+        (batch, q_len, heads, head_dim), (kb, kv_len, kh, kd), v_shape = shapes
+        if (heads, kh, kd, kb) != (1, 1, head_dim, batch) or v_shape != [batch, kv_len, 1, head_dim]:
+            return None
+        if batch * q_len * kv_len * 4 > max_binding:
+            return None
+        dtype = str(types[0].dtype)
+        scale = float(attrs.scale.value) if attrs.scale is not None else head_dim ** -0.5
+        bb = mutator.builder_
+        q, k, v = (bb.emit(relax.op.reshape(a, (batch, n, head_dim)))
+                   for a, n in zip(call.args, (q_len, kv_len, kv_len)))
+        scores = bb.emit(relax.op.matmul(q, bb.emit(relax.op.permute_dims(k, [0, 2, 1])), out_dtype="float32"))
+        scaled = bb.emit(relax.op.multiply(scores, relax.const(scale, "float32")))
+        probs = bb.emit(relax.op.astype(bb.emit(relax.op.nn.softmax(scaled, axis=-1)), dtype))
+        out = bb.emit(relax.op.matmul(probs, v, out_dtype="float32"))
+        out_dtype = str(tvm_api.expr_type(call).dtype)
+        return relax.op.reshape(bb.emit(relax.op.astype(out, out_dtype)), (batch, q_len, 1, head_dim))
+
+    return passes.call_rewrite_pass("relax.nn.attention", split, "SplitSingleHeadAttention")
 
 
 def keep_attention_attrs(transform, mod):

@@ -11,6 +11,7 @@ machine: Dawn on lavapipe (the software Vulkan driver ./setup.sh unpacks into .v
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -314,8 +315,13 @@ def test_subgroup_matrix_variant_of_the_tiny_model_matches_diffusers(node_sm, re
     assert set(rows) == {"default", "subgroup-matrix"}, list(rows)
     overrides = rows["subgroup-matrix"]["runner"]["kernel_overrides"]
     assert overrides["unet"]["applied"] > 0 and overrides["vae"]["applied"] > 0, overrides  # convs and matmuls
-    for sub in ("unet", "vae"):  # self- and cross-attention (head dim 4 padded, 77 keys), the VAE's mid-block one
-        kernels = json.loads((site / "model" / "variants" / "subgroup-matrix" / f"{sub}.kernels.json").read_text())
-        assert any(name.startswith("sgattn_") for name in kernels), (sub, sorted(kernels))
+    kernels = {sub: json.loads((site / "model" / "variants" / "subgroup-matrix" / f"{sub}.kernels.json").read_text())
+               for sub in ("unet", "vae")}
+    # the UNet's self- and cross-attention (head dim 4 zero padded to 8 around the twin, 77 keys)
+    assert any(re.fullmatch(r"sgattn_\d+x\d+x\d+x\d+x8s4_kernel", name) for name in kernels["unet"]), kernels["unet"]
+    # the VAE's single-head attention as two matmuls (split_single_head_attention) on GEMM twins: the scores
+    # (tokens x tokens) and the values (reduction over the tokens)
+    for gemm in (r"sgmm_1x(\d+)x\1x\d+_b_kernel", r"sgmm_1x(\d+)x\d+x\1_b_kernel"):
+        assert any(re.fullmatch(gemm, name) for name in kernels["vae"]), (gemm, kernels["vae"])
     for name, row in rows.items():
         assert row["image"]["passes_bar"] and row["image"]["wrong_inputs_fail_bar"], (name, row["image"])

@@ -4,7 +4,8 @@ The kernel's arithmetic is checked against numpy on TVM's CPU target (the same l
 WebGPU, on Dawn + lavapipe with WebGPU's default limits (tests/node/run_wgsl.mjs), float32 and float16, at the
 shapes of SD v1.5 (self-attention with 8 heads of 40 .. 160, 77-token cross attention, the VAE's single head of
 512) with fewer query rows where the software GPU would take minutes. The WebGPU builds of those layers at full
-size must pass the limits check under ``default``.
+size must pass the limits check under ``default``. The split of single-head attention into two matmuls is checked
+against numpy on the CPU.
 """
 from __future__ import annotations
 
@@ -151,14 +152,57 @@ def test_rewrite_fuses_top_left_causal_attention_only(mask, fused):
                                               ((2, 256, 8, 160), (2, 77, 8, 160)), ((1, 4096, 1, 512), (1, 4096, 1, 512))],
                          ids=["self-4096-8x40", "cross-77", "cross-8x160", "vae-4096x512"])
 def test_sd15_attention_builds_within_the_default_limits(dtype, q_shape, kv_shape):
-    """SD v1.5's attention layers at 512x512 compile for WebGPU as one kernel each and pass the limits check
-    (``default``: 16 KiB workgroup storage, 256 invocations, 8 storage buffers, 128 MiB bindings)."""
-    lowered, _executable, use = webgpu_build.build(_attention_module(q_shape, kv_shape, dtype), "main",
-                                                           "default")
-    assert [k.name for k in use.kernels] == ["flash_attention_kernel"]
-    assert use.kernels[0].storage_buffers == 4
+    """SD v1.5's attention layers at 512x512 compile for WebGPU and pass the limits check (``default``: 16 KiB
+    workgroup storage, 256 invocations, 8 storage buffers, 128 MiB bindings): the UNet's as one kernel each, the
+    VAE's single head as two matmuls and a softmax (``split_single_head_attention``)."""
+    _lowered, _executable, use = webgpu_build.build(_attention_module(q_shape, kv_shape, dtype), "main", "default")
     limits = webgpu_limits.profile("default")
-    assert use.kernels[0].workgroup_storage <= limits["maxComputeWorkgroupStorageSize"]
+    if q_shape[2] == 1:
+        assert "flash_attention_kernel" not in [k.name for k in use.kernels]
+        assert sum("matmul" in k.name for k in use.kernels) == 2 and any("softmax" in k.name for k in use.kernels)
+    else:
+        assert [k.name for k in use.kernels] == ["flash_attention_kernel"]
+        assert use.kernels[0].storage_buffers == 4
+    assert all(k.workgroup_storage <= limits["maxComputeWorkgroupStorageSize"] for k in use.kernels)
+
+
+def _run_on_cpu(mod, args):
+    import tvm
+    from tvm import relax
+
+    exe = tvm.compile(relax.transform.LegalizeOps()(mod), target="llvm")
+    vm = relax.VirtualMachine(exe, tvm.cpu())
+    return vm["main"](*(tvm_api.cpu_tensor(a) for a in args)).numpy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_single_head_attention_as_two_matmuls_matches_numpy(dtype):
+    """The split (scores, softmax, values: the VAE's attention) computes the attention, at the default scale and
+    at another, float16 through float32 scores."""
+    for scale in (None, 0.3):
+        mod = _attention_module((2, 24, 1, 32), (2, 40, 1, 32), dtype, scale)
+        split = flash_attention.split_single_head_attention(1 << 30)(mod)
+        assert "nn.attention" not in split.script() and "nn.softmax" in split.script()
+        q, k, v = _inputs(2, 24, 40, 1, 32, dtype)
+        _assert_close(_run_on_cpu(split, (q, k, v)), q, k, v, scale or 32 ** -0.5, dtype)
+
+
+def test_only_single_head_unmasked_attention_within_the_binding_splits():
+    from tvm import relax
+
+    def kept(mod, max_binding=1 << 30):
+        return "nn.attention" in flash_attention.split_single_head_attention(max_binding)(mod).script()
+
+    assert not kept(_attention_module((1, 64, 1, 512), (1, 64, 1, 512), "float16"))
+    assert kept(_attention_module((1, 64, 2, 32), (1, 64, 2, 32), "float16"))  # two heads: the fused kernel's
+    assert kept(_attention_module((1, 64, 1, 512), (1, 64, 1, 512), "float16"), max_binding=64 * 64 * 4 - 1)
+    bb = relax.BlockBuilder()
+    q = relax.Var("q", tvm_api.tensor_type((1, 8, 1, 16), "float32"))
+    with bb.function("main", [q]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.attention(q, q, q, causal_mask="TopLeft"))
+        bb.emit_func_output(out)
+    assert kept(bb.get())
 
 
 def test_mixed_precision_keeps_the_causal_mask_and_scale():
