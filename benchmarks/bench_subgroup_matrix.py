@@ -2,7 +2,8 @@
 default kernels the compile builds for the same op (dlight's Matmul rule as the compile tiles it; for attention, the
 fused kernel of pipeline/webgpu/flash_attention.py), one kernel at a time on this machine's WebGPU adapter (Dawn in
 Node, tests/node/run_wgsl.mjs): SD v1.5 UNet's Linear layers at 512x512 (batch 2: guidance), its 3x3 convolutions
-and attention layers, SD-Turbo's largest attention, and the VAE decoder's convolutions (SD-Turbo's too) at 512x512.
+and attention layers, SD-Turbo's largest attention, and the VAE decoder's convolutions (SD-Turbo's too) and the two
+matmuls of its attention at 512x512.
 An attention's FLOPs are Q K^T and P V once (the subgroup-matrix kernel computes Q K^T twice: its module doc says
 why). Where the build zero pads an attention's head dim for the subgroup-matrix kernel (SD v1.5's 40 to 48), that
 kernel runs on padded copies of the inputs, as in the build (the pad and the slice are not timed), and its FLOPs
@@ -45,7 +46,10 @@ from pipeline.webgpu import subgroup_matrix as sm  # noqa: E402
 # (rows, columns, reduction) of SD v1.5's UNet Linear layers at 512x512, batch 2 (tokens x features); the Linear
 # reads its weight (n, k) in place
 UNET_SHAPES = [(8192, 320, 320), (8192, 2560, 320), (8192, 320, 1280), (2048, 640, 640), (2048, 5120, 640),
-               (2048, 640, 2560), (512, 1280, 1280), (512, 10240, 1280), (512, 1280, 5120)]
+               (2048, 640, 2560), (512, 1280, 1280), (512, 10240, 1280), (512, 1280, 5120),
+               # the VAE's attention at 512x512 as split_single_head_attention builds it: Q K^T, then P V (here B
+               # is read as an (n, k) weight; the build's is (k, n) with a batch axis of 1)
+               (4096, 4096, 512), (4096, 512, 4096)]
 QUICK_SHAPES = [(256, 64, 64), (128, 128, 256)]
 # 3x3, padding 1: (batch, channels in, height, width, channels out); the UNet's at batch 2, the VAE decoder's largest
 CONV_SHAPES = [(2, 320, 64, 64, 320), (2, 640, 32, 32, 640), (2, 1280, 16, 16, 1280), (2, 1280, 8, 8, 1280),
