@@ -12,8 +12,10 @@ are still the unpadded op's.
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile nvidia --node node   # the H200 (gpu_bundle.sh)
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile lavapipe --node .venv/lavapipe-sm/bin/node --quick
 
-``--sweep`` also builds each op's kernel at every other block (tiling, for attention) that fits, and times them
-all: the data to choose ``MatrixProfile.enough_workgroups`` and the attention tiling's ``REGISTERS`` by.
+``--sweep`` also builds each op's kernel at every other block (tiling, for attention) that fits, a matmul's also
+staged on 2x2, 2x1 and 1x2 subgroups, a convolution's on 1, 2 and 4 subgroups and with its weights staged, and
+times them all: the data to choose the profile's ``enough_workgroups``, ``gemm_subgroups``, ``conv_subgroups``,
+``conv_staged`` and the attention tiling's ``REGISTERS`` by.
 
 A GPU machine without TVM runs kernels built here: ``--write-kernels F`` builds every kernel into F and stops;
 ``--kernels F`` runs them without TVM. ``WEBSD_BUNDLE_SM_KERNELS=nvidia benchmarks/gpu_bundle.sh pack ...`` puts
@@ -80,10 +82,10 @@ def kernels_of(op, profile: sm.MatrixProfile) -> dict:
         return {"default": webgpu_build.single_kernel(fused, "fused_attention"),
                 "subgroup_matrix": (sm.attention_wgsl(run, profile, t, code), entry, grid)}
 
-    if isinstance(op, sm.Gemm):
-        block = sm.block_of(op, profile)
-        code, entry, grid = webgpu_build.single_kernel(sm.gemm_twin(op, profile, block), op.name)
-        kernel = (sm.gemm_wgsl(op, profile, block, code), entry, grid)
+    if isinstance(op, sm.Gemm):  # in the layout the build picks (gemm_layout)
+        block, subgroups = sm.gemm_layout(op, profile)
+        code, entry, grid = webgpu_build.single_kernel(sm.gemm_twin(op, profile, block, subgroups), op.name)
+        kernel = (sm.gemm_wgsl(op, profile, block, code, subgroups), entry, grid)
     else:  # in the layout the build picks (conv_layout)
         code, entry, grid = webgpu_build.single_kernel(sm.conv_twin(op, profile, *sm.conv_layout(op, profile)),
                                                        op.name)
@@ -105,19 +107,30 @@ def sweep_of(op, profile: sm.MatrixProfile) -> dict:
             code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(run, profile, t), run.name)
             out[f"rows {t.rows} keys {t.keys}"] = (sm.attention_wgsl(run, profile, t, code), entry, grid)
         return out
-    if isinstance(op, sm.Gemm):
-        for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]:
-            if op.m % (block[0] * profile.m) == 0 and op.n % (block[1] * profile.n) == 0:
-                code, entry, grid = webgpu_build.single_kernel(sm.gemm_twin(op, profile, block), op.name)
-                out[f"block {block[0]}x{block[1]}"] = (sm.gemm_wgsl(op, profile, block, code), entry, grid)
-        return out
-    for s in (1, 2, 4):  # a convolution also on several subgroups sharing one gather (each its own rows)
-        for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]:
-            if op.gemm.m % (s * block[0] * profile.m) or op.gemm.n % (block[1] * profile.n):
+    if isinstance(op, sm.Gemm):  # the direct kernel at every block, the staged one at the larger blocks
+        layouts = [((r, c), (1, 1)) for r in (4, 2, 1) for c in (4, 2, 1)]
+        layouts += [(block, subgroups) for subgroups in ((2, 2), (2, 1), (1, 2))
+                    for block in ((4, 4), (4, 2), (2, 4), (2, 2))]
+        for (rows, cols), (down, across) in layouts:
+            if (op.m % (down * rows * profile.m) or op.n % (across * cols * profile.n)
+                    or not sm.gemm_depth(op, profile, (rows, cols), (down, across))):
                 continue
-            code, entry, grid = webgpu_build.single_kernel(sm.conv_twin(op, profile, block, s), op.name)
-            label = f"block {block[0]}x{block[1]}" + (f" x{s} subgroups" if s > 1 else "")
-            out[label] = (sm.conv_wgsl(op, profile, block, code, s), entry, grid)
+            code, entry, grid = webgpu_build.single_kernel(sm.gemm_twin(op, profile, (rows, cols), (down, across)),
+                                                           op.name)
+            label = f"block {rows}x{cols}" + (f" staged on {down}x{across} subgroups" if down * across > 1 else "")
+            out[label] = (sm.gemm_wgsl(op, profile, (rows, cols), code, (down, across)), entry, grid)
+        return out
+    # a convolution also on several subgroups sharing one gather (each its own rows), and at the larger blocks with
+    # its weights staged through workgroup memory
+    layouts = [(block, s, False) for s in (1, 2, 4) for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]]
+    layouts += [(block, s, True) for s in (1, 2, 4) for block in ((4, 4), (4, 2), (2, 4), (2, 2))]
+    for block, s, staged in layouts:
+        if op.gemm.m % (s * block[0] * profile.m) or op.gemm.n % (block[1] * profile.n):
+            continue
+        code, entry, grid = webgpu_build.single_kernel(sm.conv_twin(op, profile, block, s), op.name)
+        label = (f"block {block[0]}x{block[1]}" + (f" x{s} subgroups" if s > 1 else "")
+                 + (" staged weights" if staged else ""))
+        out[label] = (sm.conv_wgsl(op, profile, block, code, s, staged), entry, grid)
     return out
 
 

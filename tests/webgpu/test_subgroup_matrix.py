@@ -26,9 +26,9 @@ def _twin_source(func, name: str) -> str:
     return webgpu_build.single_kernel(func, name)[0]
 
 
-def _twin_wgsl(gemm, profile):
-    block = sm.block_of(gemm, profile)
-    return block, _twin_source(sm.gemm_twin(gemm, profile, block), gemm.name)
+def _twin_wgsl(gemm, profile, subgroups=(1, 1)):
+    block = sm.block_of(gemm, profile, subgroups=subgroups)
+    return block, _twin_source(sm.gemm_twin(gemm, profile, block, subgroups), gemm.name)
 
 
 def _dispatch(node, tmp_path, wgsl, entry, grid, inputs: dict, out_shape, use_override, out_dtype="float32",
@@ -48,13 +48,14 @@ def _dispatch(node, tmp_path, wgsl, entry, grid, inputs: dict, out_shape, use_ov
     return np.fromfile(tmp_path / "c.bin", out_dtype).reshape(out_shape)
 
 
-def _run(node, tmp_path, gemm, profile, wgsl, use_override):
+def _run(node, tmp_path, gemm, profile, wgsl, use_override, subgroups=(1, 1)):
     rng = np.random.default_rng(7)
     a = rng.standard_normal((gemm.batch, gemm.m, gemm.k)).astype("float16")
     b_shape = ((gemm.batch,) if gemm.b_batched else ()) + ((gemm.n, gemm.k) if gemm.b_transposed else (gemm.k, gemm.n))
     b = rng.standard_normal(b_shape).astype("float16")
     want = np.matmul(a.astype("float32"), np.swapaxes(b, -1, -2) if gemm.b_transposed else b.astype("float32"))
-    grid = sm.grid(gemm, profile, sm.block_of(gemm, profile))
+    rows, cols = sm.block_of(gemm, profile, subgroups=subgroups)
+    grid = sm.grid(gemm, profile, (subgroups[0] * rows, subgroups[1] * cols))
     got = _dispatch(node, tmp_path, wgsl, f"{gemm.name}_kernel", grid, {"A_ptr": a, "B_ptr": b}, want.shape,
                     use_override)
     return got, want
@@ -78,6 +79,23 @@ def test_subgroup_matrix_override_computes_the_matmul(node_sm, tmp_path, gemm):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)  # float32 accumulation of float16 products
 
 
+# the staged kernel: (down, across) subgroups sharing the tiles they copy; B shared, transposed and batched; the
+# last with fewer vectors of A per step than threads (some threads copy none)
+STAGED = [(GEMMS[0], (2, 2)), (GEMMS[1], (2, 1)), (sm.Gemm(3, 16, 32, 40, b_batched=True), (1, 2)),
+          (GEMMS[3], (2, 2)), (sm.Gemm(1, 8, 64, 8), (1, 4))]
+
+
+@pytest.mark.parametrize("gemm,subgroups", STAGED, ids=lambda c: c.name if isinstance(c, sm.Gemm) else str(c))
+def test_staged_override_computes_the_matmul(node, node_sm, tmp_path, gemm, subgroups):
+    """The staged override (its twin on plain lavapipe too: the same grid and workgroup), against numpy."""
+    block, twin = _twin_wgsl(gemm, LAVAPIPE, subgroups)
+    wgsl = sm.gemm_wgsl(gemm, LAVAPIPE, block, twin, subgroups)
+    assert "a_tile" in wgsl and "array<vec4<f16>>" in wgsl and "enable subgroups;" in wgsl
+    for runner, source, use_override in ((node_sm, wgsl, True), (node, twin, False)):
+        got, want = _run(runner, tmp_path, gemm, LAVAPIPE, source, use_override, subgroups)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
 def test_override_needs_the_feature(node, tmp_path):
     """Where the adapter lacks the feature (plain lavapipe, a stock browser) the override does not compile: why the
     page runs the default variant there."""
@@ -93,9 +111,9 @@ CONVS = [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)), sm.Conv(1, 8, 16, 16, 
          sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16"), sm.Conv(1, 8, 16, 16, 16, 1, 1, 1, out_dtype="float16")]
 
 
-def _run_conv(node, tmp_path, conv, use_override, subgroups=None):
+def _run_conv(node, tmp_path, conv, use_override, subgroups=None, staged=LAVAPIPE.conv_staged):
     """The convolution's twin or override in the layout the build picks (conv_layout), or on ``subgroups``
-    subgroups sharing the rows of a 4-row block."""
+    subgroups sharing the rows of a 4-row block; its weights ``staged`` through workgroup memory or not."""
     import torch
 
     if subgroups is None:
@@ -110,7 +128,7 @@ def _run_conv(node, tmp_path, conv, use_override, subgroups=None):
     top, left, bottom, right = conv.pad
     padded = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float32), (left, right, top, bottom))
     want = torch.nn.functional.conv2d(padded, torch.tensor(w, dtype=torch.float32), stride=conv.stride).numpy()
-    wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin, subgroups) if use_override else twin
+    wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin, subgroups, staged) if use_override else twin
     grid = sm.grid(conv.gemm, LAVAPIPE, (subgroups * block[0], block[1]))
     got = _dispatch(node, tmp_path, wgsl, f"{conv.name}_kernel", grid,
                     {"X_ptr": x, "W_ptr": w}, want.shape, use_override, conv.out_dtype)
@@ -123,11 +141,12 @@ def test_conv_twin_computes_the_convolution(node, tmp_path, conv):
     np.testing.assert_allclose(got, want, rtol=2e-3 if conv.out_dtype == "float16" else 1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("staged", [False, True], ids=["direct-weights", "staged-weights"])
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c.name)
-def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv):
+def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv, staged):
     """Padding, stride 2, 1x1 and 3x3 kernels, reduction chunks of 8 and 16 through workgroup memory, float32 or
-    float16 results."""
-    got, want = _run_conv(node_sm, tmp_path, conv, use_override=True)
+    float16 results; the weights read from storage or copied into workgroup memory."""
+    got, want = _run_conv(node_sm, tmp_path, conv, use_override=True, staged=staged)
     if conv.out_dtype == "float16":  # the same sum rounded to float16 may land one float16 step apart
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
     else:
@@ -164,6 +183,12 @@ def test_blocks_names_and_requirements():
     assert sm.block_of(sm.Gemm(1, 1024, 320, 320), sm.PROFILES["nvidia"]) == (2, 2)
     assert sm.block_of(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == (4, 4)
     assert sm.block_of(sm.Gemm(1, 8192, 262144 // 64, 1152), sm.PROFILES["nvidia"]) == (4, 4)
+    # the staged kernel where the profile asks for it and the output divides into its tiles, else the direct one
+    assert sm.gemm_layout(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == ((4, 2), (2, 2))
+    assert sm.gemm_layout(sm.Gemm(3, 16, 24, 40, b_batched=True), LAVAPIPE) == ((2, 1), (1, 1))  # 24: 3 matrices
+    assert sm.gemm_layout(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == ((4, 4), (1, 1))
+    # A and B tiles within 16 KiB: 128 + 128 rows of 16x16 matrices two deep
+    assert sm.gemm_depth(sm.Gemm(1, 4096, 4096, 512), sm.PROFILES["nvidia"], (4, 4), (2, 2)) == 32
     for gemm in GEMMS:
         assert sm.parse_name(gemm.name) == gemm
     with pytest.raises(WebsdError):
@@ -371,8 +396,13 @@ def _nvidia_overrides():
     conv = sm.Conv(1, 32, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16")
     out = [(gemm.name, sm.gemm_wgsl(gemm, nvidia, sm.block_of(gemm, nvidia),
                                     _twin_source(sm.gemm_twin(gemm, nvidia, sm.block_of(gemm, nvidia)), gemm.name))),
+           # the staged form, as the sweep builds it
+           (gemm.name, sm.gemm_wgsl(gemm, nvidia, (2, 1), _twin_source(sm.gemm_twin(gemm, nvidia, (2, 1), (2, 2)),
+                                                                       gemm.name), (2, 2))),
            (conv.name, sm.conv_wgsl(conv, nvidia, sm.block_of(conv.gemm, nvidia), _twin_source(
-               sm.conv_twin(conv, nvidia, sm.block_of(conv.gemm, nvidia)), conv.name)))]
+               sm.conv_twin(conv, nvidia, sm.block_of(conv.gemm, nvidia)), conv.name))),
+           (conv.name, sm.conv_wgsl(conv, nvidia, (1, 4), _twin_source(sm.conv_twin(conv, nvidia, (1, 4), 2),
+                                                                       conv.name), 2, staged=True))]
     # head dim 40 (as the rewrite pads it), 77 keys (K, V padded in workgroup memory), and straight from storage
     for att in (sm.Attention(1, 2, 64, 64, 48, 40), sm.Attention(1, 2, 32, 77, 80), sm.Attention(1, 2, 32, 64, 80)):
         t = sm.tiling(att, nvidia)

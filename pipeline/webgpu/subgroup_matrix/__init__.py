@@ -12,7 +12,8 @@ TVM cannot emit these WGSL builtins, so each such kernel comes in two halves tha
     feature (manifest ``variants[].submodels[*].kernels``).
 
 Each subgroup computes a block of the output on subgroup matrices (float16 in, float32 accumulation): one per
-workgroup, or for a convolution the profile's ``conv_subgroups``, sharing the workgroup's gather of the input. The
+workgroup, or the profile's ``conv_subgroups`` (``gemm_subgroups``) sharing the workgroup's gather of the input
+(copies of the matmul's tiles). The
 shapes (m, n, k) and the subgroup size are an adapter class's (``PROFILES``): a kernel built for one does not run on
 another, which is why the manifest lists the config a variant needs.
 
@@ -27,13 +28,14 @@ from . import attention, conv, gemm
 from .attention import Attention, attention_grid, attention_twin, attention_wgsl, rewrite_attention, tiling, tilings
 from .conv import (Conv, conv_chunk, conv_layout, conv_te, conv_twin, conv_wgsl, parse_conv_name, rewrite_cast_convs,
                    rewrite_convs)
-from .gemm import Gemm, block_of, gemm_te, gemm_twin, gemm_wgsl, grid, parse_name, rewrite_matmuls
+from .gemm import (Gemm, block_of, gemm_depth, gemm_layout, gemm_te, gemm_twin, gemm_wgsl, grid, parse_name,
+                   rewrite_matmuls)
 from .profiles import FEATURE, PROFILES, MatrixProfile
 from .wgsl import split_kernels, twin_header
 
 # twin name prefix -> (its name parsed back, the override of a built twin: (parsed, profile, twin's WGSL) -> WGSL)
 KINDS = {
-    "sgmm_": (gemm.parse_name, lambda g, p, src: gemm.gemm_wgsl(g, p, gemm.block_of(g, p), src)),
+    "sgmm_": (gemm.parse_name, gemm.override),
     "sgconv_": (conv.parse_conv_name, conv.override),
     "sgattn_": (attention.parse_name, attention.override),
 }
@@ -71,6 +73,6 @@ def overrides(executable, lowered, profile: MatrixProfile) -> dict[str, str]:
 
 __all__ = ["FEATURE", "KINDS", "PROFILES", "Attention", "Conv", "Gemm", "MatrixProfile", "attention_grid",
            "attention_twin", "attention_wgsl", "block_of", "conv_chunk", "conv_layout", "conv_te", "conv_twin",
-           "conv_wgsl", "gemm_te", "gemm_twin", "gemm_wgsl", "grid", "overrides", "parse_conv_name", "parse_name",
-           "rewrite_attention", "rewrite_cast_convs", "rewrite_convs", "rewrite_matmuls", "rewrites", "split_kernels",
-           "tiling", "tilings", "twin_header"]
+           "conv_wgsl", "gemm_depth", "gemm_layout", "gemm_te", "gemm_twin", "gemm_wgsl", "grid", "overrides",
+           "parse_conv_name", "parse_name", "rewrite_attention", "rewrite_cast_convs", "rewrite_convs",
+           "rewrite_matmuls", "rewrites", "split_kernels", "tiling", "tilings", "twin_header"]

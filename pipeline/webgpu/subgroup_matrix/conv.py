@@ -11,7 +11,7 @@ from ...toolchain import tvm_api
 from .. import passes
 from .gemm import Gemm
 from .profiles import MatrixProfile
-from .wgsl import PROLOGUE, kernel, opaque, store_lines, twin_header
+from .wgsl import PROLOGUE, kernel, opaque, store_lines, tile_copies, twin_header, vectorized
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,14 @@ def conv_layout(conv: Conv, profile: MatrixProfile) -> tuple[tuple[int, int], in
     return (rows, cols), subgroups
 
 
-def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], storage: int = 8192) -> int:
+def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], storage: int = 8192,
+               weight_rows: int = 0) -> int:
     """How much of the reduction one workgroup-memory fill holds: the most of 4, 2, 1 matrix depths that divides
-    it and keeps the float16 tile within ``storage`` bytes (half of WebGPU's default workgroup storage)."""
+    it and keeps the float16 tile within ``storage`` bytes (half of WebGPU's default workgroup storage), with the
+    ``weight_rows`` of a staged kernel's weight tile beside it."""
     cols = block[1] * profile.n
     return next(d * profile.k for d in (4, 2, 1)
-                if conv.gemm.k % (d * profile.k) == 0 and d * profile.k * cols * 2 <= storage)
+                if conv.gemm.k % (d * profile.k) == 0 and d * profile.k * (cols + weight_rows) * 2 <= storage)
 
 
 def conv_te(conv: Conv):
@@ -129,15 +131,26 @@ def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int], subgro
     return opaque(tvm_api.mark_scheduled(sch.mod["main"]))
 
 
-def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str, subgroups: int = 1) -> str:
+def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str, subgroups: int = 1,
+              staged: bool = False) -> str:
     """The WGSL override of a convolution's twin: per chunk of the reduction, the workgroup gathers that chunk of
     the im2col columns it needs into workgroup memory (zeros outside the padded input), then each of its
-    ``subgroups`` subgroups multiplies its own weight rows (read straight from storage) by it: more subgroups share
-    one gather."""
+    ``subgroups`` subgroups multiplies its own weight rows by it: more subgroups share one gather. The weights are
+    read straight from storage, or with ``staged`` copied into workgroup memory with vector loads, the next chunk's
+    loading into registers while this one multiplies (as the staged matmul: gemm.py)."""
     header, entry, v = twin_header(twin_wgsl, ("X", "W", "C"))
     p, (rows, cols) = profile, block
     g = conv.gemm
-    chunk = conv_chunk(conv, profile, block)
+    weight_rows = subgroups * rows * p.m
+    staged_out = subgroups * p.m * p.n * 4 if conv.out_dtype != "float32" else 0
+    chunk = (conv_chunk(conv, profile, block, (16 << 10) - staged_out, weight_rows) if staged
+             else conv_chunk(conv, profile, block))
+    w_regs, w_loads, w_stores = [], [], []
+    if staged:
+        header = vectorized(header, v["W"], entry)
+        # the weight rows of all the subgroups, along the reduction
+        w_regs, w_loads, w_stores = tile_copies("w", v["W"], weight_rows, chunk // 4, f"(block_row0 + r) * {g.k // 4}u "
+                                                "+ ks / 4u", subgroups * p.subgroup_size)
     width = cols * p.n  # the columns (output pixels) of the block
     left = f"subgroup_matrix_left<f16, {p.k}, {p.m}>"
     right = f"subgroup_matrix_right<f16, {p.n}, {p.k}>"
@@ -149,12 +162,16 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
     lines = [
         *PROLOGUE,
         f"  let image = blockIdx.y / {row_blocks}u;",
-        f"  let row0 = (blockIdx.y % {row_blocks}u) * {subgroups * rows * p.m}u{own_rows};",
+        f"  let block_row0 = (blockIdx.y % {row_blocks}u) * {weight_rows}u;",
+        f"  let row0 = block_row0{own_rows};",
         f"  let col0 = block_x * {width}u;",
         f"  let x0 = image * {conv.c * conv.h * conv.w}u;",
         *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
+        *w_regs,
+        *(["  {  // the first chunk's weights into registers", "    let ks = 0u;", *w_loads, "  }"] if staged else []),
         f"  for (var k0 = 0u; k0 < {g.k}u; k0 += {chunk}u) {{",
         "    workgroupBarrier();  // the last chunk's multiplies are done with the tile",
+        *w_stores,
         f"    for (var e = lane; e < {chunk * width}u; e += {subgroups * p.subgroup_size}u) {{",
         f"      let k = k0 + e / {width}u;",
         f"      let col = col0 + e % {width}u;",
@@ -170,9 +187,13 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
         "      im2col[e] = value;",
         "    }",
         "    workgroupBarrier();",
+        *([f"    if (k0 + {chunk}u < {g.k}u) {{  // the next chunk's weights into registers",
+           f"      let ks = k0 + {chunk}u;", *("  " + line for line in w_loads), "    }"] if staged else []),
         f"    for (var kc = 0u; kc < {chunk}u; kc += {p.k}u) {{",
-        *(f"      let l{i} = subgroupMatrixLoad<{left}, row_major>(&{v['W']}, (row0 + {i * p.m}u) * {g.k}u + k0 + kc, "
-          f"{g.k}u);" for i in range(rows)),
+        *((f"      let l{i} = subgroupMatrixLoad<{left}, row_major>(&w_tile, (row0 - block_row0 + {i * p.m}u) * "
+           f"{chunk}u + kc, {chunk}u);") if staged else
+          (f"      let l{i} = subgroupMatrixLoad<{left}, row_major>(&{v['W']}, (row0 + {i * p.m}u) * {g.k}u + k0 + kc, "
+           f"{g.k}u);") for i in range(rows)),
         *(f"      let r{j} = subgroupMatrixLoad<{right}, row_major>(&im2col, kc * {width}u + {j * p.n}u, {width}u);"
           for j in range(cols)),
         *(f"      acc_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, acc_{i}_{j});" for i, j in accs),
@@ -184,15 +205,16 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
         lines += store_lines(f"acc_{i}_{j}", conv.out_dtype, v["C"],
                              f"image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + {j * p.n}u", g.n, p,
                              *own_staged)
-    staged = f"var<workgroup> staged : array<f32, {subgroups * p.m * p.n}>;\n" if conv.out_dtype != "float32" else ""
-    return kernel(header, entry, p, lines, f"var<workgroup> im2col : array<f16, {chunk * width}>;\n{staged}",
-                  subgroups)
+    workgroup = (f"var<workgroup> im2col : array<f16, {chunk * width}>;\n"
+                 + (f"var<workgroup> staged : array<f32, {staged_out // 4}>;\n" if staged_out else "")
+                 + (f"var<workgroup> w_tile : array<f16, {weight_rows * chunk}>;\n" if staged else ""))
+    return kernel(header, entry, p, lines, workgroup, subgroups)
 
 
 def override(conv: Conv, profile: MatrixProfile, twin_wgsl: str) -> str:
     """The WGSL override of a built convolution twin, in the layout the rewrite built the twin with."""
     block, subgroups = conv_layout(conv, profile)
-    return conv_wgsl(conv, profile, block, twin_wgsl, subgroups)
+    return conv_wgsl(conv, profile, block, twin_wgsl, subgroups, profile.conv_staged)
 
 
 def conv_of(call) -> Conv | None:

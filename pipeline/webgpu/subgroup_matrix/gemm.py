@@ -1,4 +1,13 @@
-"""Matmuls on subgroup matrices: ``Gemm``, its twin and WGSL override, and the Relax rewrite of ``matmul``."""
+"""Matmuls on subgroup matrices: ``Gemm``, its twin and WGSL override, and the Relax rewrite of ``matmul``.
+
+The override comes in two forms (``gemm_layout`` picks by the profile's ``gemm_subgroups``):
+  * **direct**: one subgroup per workgroup, a block of up to 4x4 result matrices, every matrix loaded straight from
+    storage;
+  * **staged**: (down x across) subgroups per workgroup, each its own block of the workgroup's tile. Per step of
+    the reduction the whole workgroup copies the A and B tiles into workgroup memory with 4-element vector loads
+    (coalesced, each element read once per workgroup rather than once per subgroup), and it loads the next step's
+    into registers while the subgroups multiply the current one from workgroup memory.
+"""
 from __future__ import annotations
 
 import re
@@ -9,7 +18,9 @@ from ...errors import WebsdError
 from ...toolchain import tvm_api
 from .. import passes
 from .profiles import MatrixProfile
-from .wgsl import PROLOGUE, kernel, opaque, twin_header
+from .wgsl import PROLOGUE, kernel, opaque, tile_copies, twin_header, vectorized
+
+STORAGE = 16 << 10  # bytes of workgroup memory for a staged kernel's tiles: WebGPU's default
 
 
 @dataclass(frozen=True)
@@ -29,17 +40,39 @@ class Gemm:
         return f"sgmm_{self.batch}x{self.m}x{self.n}x{self.k}{'_' + flags if flags else ''}"
 
 
-def block_of(gemm: Gemm, profile: MatrixProfile, most: int = 4) -> tuple[int, int] | None:
-    """How many result matrices (rows, cols) one subgroup computes: the largest up to ``most`` each way that divide
-    the output, or None when the matmul's sizes are not multiples of the profile's matrix shape."""
-    p = profile
-    if gemm.m % p.m or gemm.n % p.n or gemm.k % p.k:
+def block_of(gemm: Gemm, profile: MatrixProfile, most: int = 4,
+             subgroups: tuple[int, int] = (1, 1)) -> tuple[int, int] | None:
+    """How many result matrices (rows, cols) one subgroup computes, with ``subgroups`` (down, across) per workgroup:
+    the largest up to ``most`` each way whose workgroup tiles divide the output, shrunk until the grid has the
+    profile's ``enough_workgroups``; None when the matmul's sizes are not multiples of the profile's matrix shape
+    (times the subgroups)."""
+    p, (down, across) = profile, subgroups
+    if gemm.m % (down * p.m) or gemm.n % (across * p.n) or gemm.k % p.k:
         return None
-    rows = max(r for r in (1, 2, 4, 8) if r <= most and gemm.m % (r * p.m) == 0)
-    cols = max(c for c in (1, 2, 4, 8) if c <= most and gemm.n % (c * p.n) == 0)
-    while rows * cols > 1 and prod(grid(gemm, p, (rows, cols))) < p.enough_workgroups:
+    rows = max(r for r in (1, 2, 4, 8) if r <= most and gemm.m % (down * r * p.m) == 0)
+    cols = max(c for c in (1, 2, 4, 8) if c <= most and gemm.n % (across * c * p.n) == 0)
+    while rows * cols > 1 and prod(grid(gemm, p, (down * rows, across * cols))) < p.enough_workgroups:
         rows, cols = (rows // 2, cols) if rows >= cols else (rows, cols // 2)
     return rows, cols
+
+
+def gemm_layout(gemm: Gemm, profile: MatrixProfile) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(block, subgroups) of a matmul's kernel: the profile's ``gemm_subgroups`` where the output divides into
+    their tiles (the staged kernel), else one subgroup (the direct one); None where no block fits."""
+    subgroups = profile.gemm_subgroups
+    block = block_of(gemm, profile, subgroups=subgroups)
+    if block is None and subgroups != (1, 1):
+        subgroups, block = (1, 1), block_of(gemm, profile)
+    return (block, subgroups) if block else None
+
+
+def gemm_depth(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], subgroups: tuple[int, int],
+               storage: int = STORAGE) -> int:
+    """How deep into the reduction one step of a staged kernel copies: the most of 4, 2, 1 matrix depths that
+    divides it and keeps the A and B tiles (float16) within ``storage`` bytes (0: not even one fits)."""
+    tile = subgroups[0] * block[0] * profile.m + subgroups[1] * block[1] * profile.n
+    return next((d * profile.k for d in (4, 2, 1) if gemm.k % (d * profile.k) == 0
+                 and tile * d * profile.k * 2 <= storage), 0)
 
 
 def grid(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]) -> tuple[int, int]:
@@ -66,26 +99,31 @@ def gemm_te(gemm: Gemm):
         a[bi, i, r].astype("float32") * b_at(bi, r, j).astype("float32"), axis=r), name="C")
 
 
-def gemm_twin(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int]):
-    """The twin PrimFunc (module doc): the matmul in plain TIR, launched on the real kernel's grid with one
-    subgroup's worth of threads, each thread summing some of the block's outputs. Marked scheduled."""
+def gemm_twin(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], subgroups: tuple[int, int] = (1, 1)):
+    """The twin PrimFunc (module doc): the matmul in plain TIR, launched on the real kernel's grid with its
+    workgroup (``subgroups`` subgroups' worth of threads), each thread summing some of the tile's outputs. Marked
+    scheduled."""
     from tvm import te
 
     sch = tvm_api.schedule(te.create_prim_func(list(gemm_te(gemm))))
-    rows, cols = block
+    (rows, cols), (down, across) = block, subgroups
     bi, i, j, k = sch.get_loops(tvm_api.schedule_block(sch, "C"))
-    i_out, i_in = sch.split(i, [None, rows * profile.m])
-    j_out, j_in = sch.split(j, [None, cols * profile.n])
+    i_out, i_in = sch.split(i, [None, down * rows * profile.m])
+    j_out, j_in = sch.split(j, [None, across * cols * profile.n])
     sch.reorder(bi, i_out, j_out, i_in, j_in, k)
     sch.bind(j_out, "blockIdx.x")
     sch.bind(sch.fuse(bi, i_out), "blockIdx.y")
-    thread, _ = sch.split(sch.fuse(i_in, j_in), [profile.subgroup_size, None])
+    thread, _ = sch.split(sch.fuse(i_in, j_in), [down * across * profile.subgroup_size, None])
     sch.bind(thread, "threadIdx.x")
     return opaque(tvm_api.mark_scheduled(sch.mod["main"]))
 
 
-def gemm_wgsl(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str) -> str:
-    """The WGSL override of a twin kernel (module doc): TVM's header, then the subgroup-matrix kernel."""
+def gemm_wgsl(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str,
+              subgroups: tuple[int, int] = (1, 1)) -> str:
+    """The WGSL override of a twin kernel (module doc): TVM's header, then the subgroup-matrix kernel, direct on
+    one subgroup or staged on several."""
+    if subgroups != (1, 1):
+        return staged_gemm_wgsl(gemm, profile, block, twin_wgsl, subgroups)
     header, entry, v = twin_header(twin_wgsl)
     p, (rows, cols) = profile, block
     m, n, k = gemm.m, gemm.n, gemm.k
@@ -119,6 +157,71 @@ def gemm_wgsl(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], twin_w
     lines += [f"  subgroupMatrixStore<row_major>(&{v['C']}, batch * {m * n}u + (row0 + {i * p.m}u) * {n}u + col0 + "
               f"{j * p.n}u, acc_{i}_{j}, {n}u);" for i, j in accs]
     return kernel(header, entry, p, lines)
+
+
+def staged_gemm_wgsl(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str,
+                     subgroups: tuple[int, int]) -> str:
+    """The staged override (module doc). A and B are read as 4-element vectors (TVM's bindings retyped: every
+    offset is a multiple of 4, as the matrix sizes are); the tiles are A's rows and, like B in storage, B's
+    columns (``b_transposed``) or rows, ``depth`` of the reduction deep."""
+    header, entry, v = twin_header(twin_wgsl)
+    header = vectorized(vectorized(header, v["A"], entry), v["B"], entry)
+    p, (rows, cols), (down, across) = profile, block, subgroups
+    m, n, k = gemm.m, gemm.n, gemm.k
+    depth = gemm_depth(gemm, p, block, subgroups)
+    tile_m, tile_n = down * rows * p.m, across * cols * p.n
+    threads = down * across * p.subgroup_size
+    left = f"subgroup_matrix_left<f16, {p.k}, {p.m}>"
+    right = f"subgroup_matrix_right<f16, {p.n}, {p.k}>"
+    result = f"subgroup_matrix_result<f32, {p.n}, {p.m}>"
+    accs = [(i, j) for i in range(rows) for j in range(cols)]
+    # each tile's rows, vectors per row and row r's first vector in storage at step ks (tile_copies): A's rows run
+    # along k; B's along k when transposed, else along n
+    a_regs, a_loads, a_stores = tile_copies("a", v["A"], tile_m, depth // 4, f"a0 + r * {k // 4}u + ks / 4u", threads)
+    b_regs, b_loads, b_stores = tile_copies(
+        "b", v["B"], *((tile_n, depth // 4, f"b0 + (col0 + r) * {k // 4}u + ks / 4u") if gemm.b_transposed
+                       else (depth, tile_n // 4, f"b0 + (ks + r) * {n // 4}u + col0 / 4u")), threads)
+    row_blocks = m // tile_m
+    my_row, my_col = f"sid / {across}u * {rows * p.m}u", f"sid % {across}u * {cols * p.n}u"
+    lines = [
+        *PROLOGUE,
+        f"  let batch = blockIdx.y / {row_blocks}u;",
+        f"  let row0 = (blockIdx.y % {row_blocks}u) * {tile_m}u;",
+        f"  let col0 = block_x * {tile_n}u;",
+        f"  let a0 = (batch * {m * k}u + row0 * {k}u) / 4u;",
+        f"  let b0 = {f'batch * {k * n // 4}u' if gemm.b_batched else '0u'};",
+        f"  let my_row = {my_row};  // this subgroup's block in the tile",
+        f"  let my_col = {my_col};",
+        *a_regs, *b_regs,
+        *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
+        "  {  // the first step's tiles into registers",
+        "    let ks = 0u;",
+        *a_loads, *b_loads,
+        "  }",
+        f"  for (var k0 = 0u; k0 < {k}u; k0 += {depth}u) {{",
+        "    workgroupBarrier();  // the last step's multiplies are done with the tiles",
+        *a_stores, *b_stores,
+        "    workgroupBarrier();",
+        f"    if (k0 + {depth}u < {k}u) {{  // the next step's tiles into registers, loading while this one multiplies",
+        f"      let ks = k0 + {depth}u;",
+        *("  " + line for line in a_loads + b_loads),
+        "    }",
+        f"    for (var kc = 0u; kc < {depth}u; kc += {p.k}u) {{",
+        *(f"      let l{i} = subgroupMatrixLoad<{left}, row_major>(&a_tile, (my_row + {i * p.m}u) * {depth}u + kc, "
+          f"{depth}u);" for i in range(rows)),
+        *((f"      let r{j} = subgroupMatrixLoad<{right}, col_major>(&b_tile, (my_col + {j * p.n}u) * {depth}u + kc, "
+           f"{depth}u);") if gemm.b_transposed else
+          (f"      let r{j} = subgroupMatrixLoad<{right}, row_major>(&b_tile, kc * {tile_n}u + my_col + {j * p.n}u, "
+           f"{tile_n}u);") for j in range(cols)),
+        *(f"      acc_{i}_{j} = subgroupMatrixMultiplyAccumulate(l{i}, r{j}, acc_{i}_{j});" for i, j in accs),
+        "    }",
+        "  }",
+        *(f"  subgroupMatrixStore<row_major>(&{v['C']}, batch * {m * n}u + (row0 + my_row + {i * p.m}u) * {n}u + col0 "
+          f"+ my_col + {j * p.n}u, acc_{i}_{j}, {n}u);" for i, j in accs),
+    ]
+    workgroup = (f"var<workgroup> a_tile : array<f16, {tile_m * depth}>;\n"
+                 f"var<workgroup> b_tile : array<f16, {depth * tile_n}>;\n")
+    return kernel(header, entry, p, lines, workgroup, down * across)
 
 
 def matmul_gemm(call) -> Gemm | None:
@@ -172,8 +275,8 @@ def rewrite_matmuls(profile: MatrixProfile, max_binding: int = 1 << 62):
 
     def rewrite(mutator, call):
         gemm = matmul_gemm(call)
-        block = gemm and block_of(gemm, profile)
-        if not block or gemm.batch * gemm.m * gemm.n * 4 > max_binding:
+        layout = gemm and gemm_layout(gemm, profile)
+        if not layout or gemm.batch * gemm.m * gemm.n * 4 > max_binding:
             return None
         a, b = call.args
         weight = transposed_weight(mutator, b)
@@ -181,7 +284,7 @@ def rewrite_matmuls(profile: MatrixProfile, max_binding: int = 1 << 62):
             b, gemm = weight, Gemm(gemm.batch, gemm.m, gemm.n, gemm.k, b_transposed=True)
         bb = mutator.builder_
         if gemm.name not in twins:
-            twins[gemm.name] = bb.add_func(gemm_twin(gemm, profile, block).with_attr("global_symbol", gemm.name),
+            twins[gemm.name] = bb.add_func(gemm_twin(gemm, profile, *layout).with_attr("global_symbol", gemm.name),
                                            gemm.name)
         a3 = bb.emit(relax.op.reshape(a, (gemm.batch, gemm.m, gemm.k)))
         if gemm.b_batched:
@@ -191,6 +294,12 @@ def rewrite_matmuls(profile: MatrixProfile, max_binding: int = 1 << 62):
         return relax.op.reshape(out, tvm_api.expr_type(call).shape)
 
     return passes.call_rewrite_pass("relax.matmul", rewrite, "SubgroupMatrixMatmul")
+
+
+def override(gemm: Gemm, profile: MatrixProfile, twin_wgsl: str) -> str:
+    """The WGSL override of a built matmul twin, in the layout the rewrite built the twin with."""
+    block, subgroups = gemm_layout(gemm, profile)
+    return gemm_wgsl(gemm, profile, block, twin_wgsl, subgroups)
 
 
 def parse_name(name: str) -> Gemm:

@@ -21,10 +21,17 @@ class MatrixProfile:
     # subgroups per workgroup of a convolution, each its own output channels, sharing one im2col gather (the
     # gather, not the multiplies, is what a one-subgroup convolution waits on)
     conv_subgroups: int = 1
+    # (down, across) subgroups per workgroup of a matmul: (1, 1) is the direct kernel, more the staged one, which
+    # shares each load among them through workgroup memory (pipeline/webgpu/subgroup_matrix/gemm.py)
+    gemm_subgroups: tuple[int, int] = (1, 1)
+    # a convolution's weights copied into workgroup memory with vector loads, as the staged matmul's tiles (False:
+    # each subgroup loads its weight matrices straight from storage)
+    conv_staged: bool = False
 
     def requires(self) -> dict:
         """The manifest's ``requires`` of a variant built for this profile."""
-        features = [FEATURE, "shader-f16", *(["subgroups"] if self.conv_subgroups > 1 else [])]
+        several = self.conv_subgroups > 1 or self.gemm_subgroups != (1, 1)
+        features = [FEATURE, "shader-f16", *(["subgroups"] if several else [])]
         return {"features": features, "subgroup_size": self.subgroup_size,
                 "subgroup_matrix_configs": [{"componentType": self.component, "resultComponentType": self.result,
                                              "M": self.m, "N": self.n, "K": self.k}]}
@@ -38,5 +45,6 @@ PROFILES = {
     # h100.log): blocks of 4 rows of matrices and 2 subgroups sharing a convolution's gather were 1.5-4x faster than
     # one subgroup on blocks shrunk to 1024 workgroups (the earlier guess); 256 workgroups is about 2 per SM
     "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=256, conv_subgroups=2),
-    "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2),
+    # CI's software driver: its choices exercise every kernel form, not speed
+    "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2, gemm_subgroups=(2, 2), conv_staged=True),
 }

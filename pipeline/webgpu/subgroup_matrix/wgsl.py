@@ -65,6 +65,35 @@ def store_lines(acc: str, dtype: str, out: str, offset: str, stride: int, profil
             "  workgroupBarrier();"]
 
 
+def vectorized(header: str, var: str, entry: str) -> str:
+    """TVM's header with the float16 binding ``var`` retyped as 4-element vectors (the bind group is the same: a
+    storage buffer either way), for kernels that read it 8 bytes at a time."""
+    header, retyped = re.subn(rf"(var<storage[^>]*>\s+{var}\s*:\s*)array<f16>", r"\1array<vec4<f16>>", header)
+    if retyped != 1:
+        raise WebsdError(f"subgroup-matrix: twin kernel {entry} does not bind {var} as array<f16>")
+    return header
+
+
+def tile_copies(name: str, source: str, rows: int, per_row: int, at: str,
+                threads: int) -> tuple[list[str], list[str], list[str]]:
+    """WGSL that copies a tile of ``rows`` x ``per_row`` 4-element vectors from ``source`` (``vectorized``) into the
+    workgroup's float16 ``{name}_tile`` (row-major) through registers, the workgroup's ``threads`` lanes a share
+    each: (the register declarations; the loads of reduction step ``ks`` into them, where ``at`` is row ``r``'s
+    first vector in ``source`` at that step; the stores of the registers into the tile). Loading the next step while
+    the subgroups multiply the current one keeps the loads in flight."""
+    count = rows * per_row
+    regs, loads, stores = [], [], []
+    for i in range(-(-count // threads)):
+        guard = f"if (lane + {i * threads}u < {count}u) " if (i + 1) * threads > count else ""
+        e = f"lane + {i * threads}u"
+        regs.append(f"  var {name}_reg{i} : vec4<f16>;")
+        loads.append(f"    {guard}{{ let r = ({e}) / {per_row}u; "
+                     f"{name}_reg{i} = {source}[{at} + ({e}) % {per_row}u]; }}")
+        stores.append(f"    {guard}{{ let at = ({e}) / {per_row}u * {per_row * 4}u + ({e}) % {per_row}u * 4u; "
+                      + " ".join(f"{name}_tile[at + {c}u] = {name}_reg{i}.{x};" for c, x in enumerate("xyzw")) + " }")
+    return regs, loads, stores
+
+
 # the override's first lines: tvmjs packs a long grid x into (x, z), so this is the same linear block index as the
 # twin's, and blocks past the real grid return
 PROLOGUE = ["  let block_x = blockIdx.z * gridDim.x + blockIdx.x;",
