@@ -2,6 +2,7 @@
 overrides (on lavapipe from Mesa 26, which offers chromium-experimental-subgroup-matrix at 8x8x8, subgroup size 8),
 each against numpy (matmuls) or torch (convolutions, attention), and the Relax rewrites that put the twins in
 place."""
+import dataclasses
 import json
 import re
 import subprocess
@@ -187,6 +188,9 @@ def test_blocks_names_and_requirements():
     assert sm.gemm_layout(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == ((4, 2), (2, 2))
     assert sm.gemm_layout(sm.Gemm(3, 16, 24, 40, b_batched=True), LAVAPIPE) == ((2, 1), (1, 1))  # 24: 3 matrices
     assert sm.gemm_layout(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == ((4, 4), (1, 1))
+    # tiles whose one step would not fit 16 KiB (8x8 subgroups of 4x4 matrices): the direct kernel
+    wide = dataclasses.replace(sm.PROFILES["nvidia"], gemm_subgroups=(8, 8))
+    assert sm.gemm_layout(sm.Gemm(1, 8192, 8192, 16), wide) == ((4, 4), (1, 1))
     # A and B tiles within 16 KiB: 128 + 128 rows of 16x16 matrices two deep
     assert sm.gemm_depth(sm.Gemm(1, 4096, 4096, 512), sm.PROFILES["nvidia"], (4, 4), (2, 2)) == 32
     for gemm in GEMMS:
@@ -385,7 +389,7 @@ def test_rewrite_puts_twins_in_place_of_float16_attention():
                                     and isinstance(e.op, tvm.ir.Op) else None)
     assert calls.count("relax.nn.attention") == 3 and calls.count("relax.call_tir") == 2
     assert calls.count("relax.nn.pad") == 3 and calls.count("relax.strided_slice") == 1
-    relax.analysis.well_formed(mod)
+    relax.analysis.well_formed(mod)  # raises on the first violation
     assert [int(x) for x in tvm_api.expr_type(mod["main"].body.body).fields[1].shape] == [2, 32, 2, 12]
 
 

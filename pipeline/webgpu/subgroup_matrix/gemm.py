@@ -58,10 +58,12 @@ def block_of(gemm: Gemm, profile: MatrixProfile, most: int = 4,
 
 def gemm_layout(gemm: Gemm, profile: MatrixProfile) -> tuple[tuple[int, int], tuple[int, int]] | None:
     """(block, subgroups) of a matmul's kernel: the profile's ``gemm_subgroups`` where the output divides into
-    their tiles (the staged kernel), else one subgroup (the direct one); None where no block fits."""
+    their tiles and one step of them fits workgroup memory (the staged kernel), else one subgroup (the direct one);
+    None where no block fits."""
     subgroups = profile.gemm_subgroups
     block = block_of(gemm, profile, subgroups=subgroups)
-    if block is None and subgroups != (1, 1):
+    staged = subgroups != (1, 1)
+    if staged and (block is None or not gemm_depth(gemm, profile, block, subgroups)):
         subgroups, block = (1, 1), block_of(gemm, profile)
     return (block, subgroups) if block else None
 
