@@ -19,7 +19,8 @@ times them all: the data to choose the profile's ``enough_workgroups``, ``gemm_s
 
 A GPU machine without TVM runs kernels built here: ``--write-kernels F`` builds every kernel into F and stops;
 ``--kernels F`` runs them without TVM. ``WEBSD_BUNDLE_SM_KERNELS=nvidia benchmarks/gpu_bundle.sh pack ...`` puts
-such a file in the bundle, and ``gpu_bundle.sh run`` then runs this benchmark before bench_webgpu.py.
+such a file in the bundle, and ``gpu_bundle.sh run`` then runs this benchmark before bench_webgpu.py. ``--ops TEXT``
+keeps the ops whose key contains TEXT (a sweep of every op does not fit one device call).
 
 Prints and writes benchmarks/results/subgroup-matrix-kernels-<profile>.{json,md}: per op the milliseconds per
 dispatch (wall time of back-to-back dispatches in one pass: at least --repeat, and 200 ms of them), TFLOP/s against
@@ -242,6 +243,15 @@ def swept(case: dict, todo: list[dict], args) -> bool:
     return args.sweep and (not args.quick or next(c for c in todo if c["op"][0] == case["op"][0]) is case)
 
 
+def selected(todo: list[dict], ops: list[str]) -> list[dict]:
+    """The cases whose key contains one of ``ops`` (all without any); an ``ops`` entry that matches none is an
+    error, so a typo does not silently measure nothing."""
+    for text in ops:
+        if not any(text in case["key"] for case in todo):
+            raise SystemExit(f"--ops {text!r} matches no op; the ops are: {', '.join(c['key'] for c in todo)}")
+    return [case for case in todo if not ops or any(text in case["key"] for text in ops)]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(sm.PROFILES), default="nvidia")
@@ -255,9 +265,11 @@ def main(argv=None) -> int:
     ap.add_argument("--write-kernels", type=Path, help="build every kernel into this JSON file and stop")
     ap.add_argument("--kernels", type=Path, help="run the kernels of this file (--write-kernels) instead of building")
     ap.add_argument("--sweep", action="store_true", help="also every other block / attention tiling of each op")
+    ap.add_argument("--ops", action="append", default=[], metavar="TEXT",
+                    help="only the ops whose key (e.g. 'conv3x3 2x320x64x64->320') contains TEXT; repeatable")
     args = ap.parse_args(argv)
     if args.write_kernels:
-        todo = cases(args.quick, sm.PROFILES[args.profile])
+        todo = selected(cases(args.quick, sm.PROFILES[args.profile]), args.ops)
         for case in todo:
             case["kernels"] = build(case, sm.PROFILES[args.profile], swept(case, todo, args))
         args.write_kernels.write_text(json.dumps({"profile": args.profile, "commit": commit_id(), "quick": args.quick,
@@ -274,7 +286,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        todo = prebuilt["cases"] if prebuilt else cases(args.quick, profile)
+        todo = selected(prebuilt["cases"] if prebuilt else cases(args.quick, profile), args.ops)
         for case in todo:
             kernels = case.get("kernels") or build(case, profile, swept(case, todo, args))
             inputs = write_inputs(case, work, rng)

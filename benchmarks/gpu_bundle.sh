@@ -50,10 +50,14 @@ pack() {
         tar -C "$site" --exclude='params_shard_*' -cJf "$bundle/sites/$name.tar.xz" .
     done
     # WEBSD_BUNDLE_SM_KERNELS=<profile>: the subgroup-matrix kernels, built here (the GPU machine has no TVM);
-    # WEBSD_BUNDLE_SM_SWEEP=1: each at every block / attention tiling too (bench_subgroup_matrix.py --sweep)
+    # WEBSD_BUNDLE_SM_SWEEP=1: each at every block / attention tiling too (bench_subgroup_matrix.py --sweep);
+    # WEBSD_BUNDLE_SM_OPS="TEXT;TEXT": only the ops whose key contains one of them (--ops)
     if [ -n "${WEBSD_BUNDLE_SM_KERNELS:-}" ]; then
+        local ops=() op
+        IFS=';' read -ra op <<< "${WEBSD_BUNDLE_SM_OPS:-}"
+        for o in ${op[@]+"${op[@]}"}; do ops+=(--ops "$o"); done
         .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile "$WEBSD_BUNDLE_SM_KERNELS" \
-            --write-kernels "$bundle/sm-kernels.json" ${WEBSD_BUNDLE_SM_SWEEP:+--sweep}
+            --write-kernels "$bundle/sm-kernels.json" ${WEBSD_BUNDLE_SM_SWEEP:+--sweep} ${ops[@]+"${ops[@]}"}
     fi
     du -sh "$bundle"
     local mib=$(( $(du -sk "$bundle" | cut -f1) / 1024 ))
@@ -86,9 +90,11 @@ run() {
         for ((i = 0; i < ${#args[@]}; i++)); do
             [ "${args[i]}" != --dawn-feature ] || toggles+=(--dawn-feature "${args[i + 1]}")
         done
-        python3 benchmarks/bench_subgroup_matrix.py --kernels "$bundle/sm-kernels.json" --node /tmp/node \
-            --results "$out" ${toggles[@]+"${toggles[@]}"} \
-            || echo "gpu_bundle: the subgroup-matrix kernel benchmark failed (above)"
+        # WEBSD_BUNDLE_SM_SECONDS: stop it after that long (its report keeps the ops it finished), so the sites
+        # still run within the device call's limit
+        timeout "${WEBSD_BUNDLE_SM_SECONDS:-0}" python3 benchmarks/bench_subgroup_matrix.py \
+            --kernels "$bundle/sm-kernels.json" --node /tmp/node --results "$out" ${toggles[@]+"${toggles[@]}"} \
+            || echo "gpu_bundle: the subgroup-matrix kernel benchmark failed or ran out of time (above)"
     fi
     [ -n "$(ls "$bundle"/sites 2>/dev/null)" ] || return 0
     python3 benchmarks/bench_webgpu.py "${sites[@]}" --node /tmp/node --work /tmp/bench --results "$out" "$@"

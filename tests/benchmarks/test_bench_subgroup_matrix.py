@@ -34,3 +34,18 @@ def test_the_benchmark_runs_from_a_kernels_file(node_sm, tmp_path):
     assert [row["op"].split()[0] for row in report["rows"] if len(row.get("sweep", {})) >= 2] == [
         "matmul", "conv3x3", "attention"]
     assert report["matrix"]["subgroup_matrix_configs"][0]["M"] == 8
+
+
+def test_ops_keeps_the_named_ops_and_a_typo_is_one_line(tmp_path):
+    kernels = tmp_path / "sm-kernels.json"
+    built = subprocess.run([sys.executable, str(BENCH), "--profile", "lavapipe", "--quick", "--write-kernels",
+                            str(kernels), "--ops", "matmul 256x", "--ops", "conv3x3"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert [c["key"] for c in json.loads(kernels.read_text())["cases"]] == ["matmul 256x64x64",
+                                                                            "conv3x3 1x16x16x16->16"]
+    typo = subprocess.run([sys.executable, str(BENCH), "--profile", "lavapipe", "--quick", "--write-kernels",
+                           str(tmp_path / "none.json"), "--ops", "matmull"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert typo.returncode != 0 and "--ops 'matmull' matches no op" in typo.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "none.json").exists()
