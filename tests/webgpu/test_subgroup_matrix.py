@@ -155,13 +155,18 @@ def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv, staged)
 
 
 def test_conv_layouts():
-    """Two subgroups where the output channels divide; under enough workgroups the block loses columns, then
-    subgroups, then rows."""
+    """Up to the profile's subgroups where the output channels divide, blocks of at most its columns; under its
+    workgroups the block loses columns, then rows, then subgroups; weights staged only in blocks of its rows."""
     nvidia = sm.PROFILES["nvidia"]
-    assert sm.conv_layout(sm.Conv(1, 512, 128, 128, 512, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((4, 4), 2)
-    assert sm.conv_layout(sm.Conv(2, 1280, 16, 16, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((4, 1), 2)
-    assert sm.conv_layout(sm.Conv(2, 1280, 8, 8, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((2, 1), 1)
-    assert sm.conv_layout(sm.Conv(2, 320, 64, 64, 320, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((2, 4), 2)
+    vae = sm.Conv(1, 512, 128, 128, 512, 3, 3, 1, (1, 1, 1, 1))
+    assert sm.conv_layout(vae, nvidia) == ((4, 2), 4) and sm.conv_staged(nvidia, (4, 2))
+    assert sm.conv_layout(sm.Conv(2, 1280, 16, 16, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 1), 4)
+    assert sm.conv_layout(sm.Conv(2, 1280, 8, 8, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 1), 1)
+    assert sm.conv_layout(sm.Conv(2, 320, 64, 64, 320, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 2), 4)
+    assert not sm.conv_staged(nvidia, (2, 2)) and sm.conv_staged(LAVAPIPE, (1, 4))
+    # 96 channels (6 matrices): 2 subgroups, as 4 do not divide them
+    assert sm.conv_layout(sm.Conv(1, 16, 64, 64, 96, 3, 3, 1, (1, 1, 1, 1)),
+                          dataclasses.replace(nvidia, conv_workgroups=1)) == ((1, 2), 2)
     # 24 channels: 3 matrices, no two subgroups
     assert sm.conv_layout(sm.Conv(1, 8, 8, 8, 24, 3, 3, 1, (1, 1, 1, 1)), LAVAPIPE) == ((1, 4), 1)
     assert sm.conv_layout(sm.Conv(1, 8, 8, 8, 7, 3, 3), LAVAPIPE) is None
@@ -187,7 +192,10 @@ def test_blocks_names_and_requirements():
     # the staged kernel where the profile asks for it and the output divides into its tiles, else the direct one
     assert sm.gemm_layout(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == ((4, 2), (2, 2))
     assert sm.gemm_layout(sm.Gemm(3, 16, 24, 40, b_batched=True), LAVAPIPE) == ((2, 1), (1, 1))  # 24: 3 matrices
-    assert sm.gemm_layout(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == ((4, 4), (1, 1))
+    # nvidia: staged on 2x1 subgroups, the block halved (rows first) until 256 workgroups; the direct kernel alone
+    assert sm.gemm_layout(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == ((2, 4), (2, 1))
+    direct = dataclasses.replace(sm.PROFILES["nvidia"], gemm_subgroups=(1, 1))
+    assert sm.gemm_layout(sm.Gemm(1, 4096, 320, 320), direct) == ((4, 4), (1, 1))
     # tiles whose one step would not fit 16 KiB (8x8 subgroups of 4x4 matrices): the direct kernel
     wide = dataclasses.replace(sm.PROFILES["nvidia"], gemm_subgroups=(8, 8))
     assert sm.gemm_layout(sm.Gemm(1, 8192, 8192, 16), wide) == ((4, 4), (1, 1))
@@ -349,8 +357,8 @@ def test_attention_tilings():
     assert sm.attention.padded(sd15, nvidia) == sm.Attention(2, 8, 4096, 4096, 48, scale_dim=40)
     assert sm.attention.padded(sd15, nvidia).scale == 40 ** -0.5
     assert sm.attention.padded(sd15, LAVAPIPE) == sd15  # whole 8x8 matrices
-    assert sm.tiling(sm.attention.padded(sd15, nvidia), nvidia) == sm.attention.Tiling(4, 2, False)
-    assert sm.tiling(sm.Attention(2, 8, 1024, 1024, 80), nvidia) == sm.attention.Tiling(2, 4, False)
+    assert sm.tiling(sm.attention.padded(sd15, nvidia), nvidia) == sm.attention.Tiling(4, 1, False)
+    assert sm.tiling(sm.Attention(2, 8, 1024, 1024, 80), nvidia) == sm.attention.Tiling(2, 1, False)
     assert sm.tiling(sm.Attention(2, 8, 1024, 77, 80), nvidia) == sm.attention.Tiling(2, 1, True)
     for att in (sd15, sm.Attention(2, 8, 256, 77, 160), *ATTENTIONS):
         for profile in (nvidia, LAVAPIPE):

@@ -53,26 +53,33 @@ class Conv:
 
 
 def conv_layout(conv: Conv, profile: MatrixProfile) -> tuple[tuple[int, int], int] | None:
-    """(block, subgroups) of a convolution's kernel: ``profile.conv_subgroups`` subgroups (where the output channels
-    divide), each a block of up to 4x4 result matrices; under ``profile.enough_workgroups`` the block loses columns
-    first, then subgroups, then rows (the sweep's order: rows shared by a gather are what pays). None when the
-    GEMM's sizes are not multiples of the matrix shape."""
+    """(block, subgroups) of a convolution's kernel: up to ``profile.conv_subgroups`` subgroups (as many as the
+    output channels divide into), each a block of up to 4 x ``profile.conv_cols`` result matrices; under
+    ``profile.conv_workgroups`` workgroups the block loses columns first, then rows, then subgroups (the sweep's
+    order: the subgroups sharing one gather are what pays most). None when the GEMM's sizes are not multiples of
+    the matrix shape."""
     g, p = conv.gemm, profile
     if g.m % p.m or g.n % p.n or g.k % p.k:
         return None
-    subgroups = p.conv_subgroups if g.m % (p.conv_subgroups * p.m) == 0 else 1
+    subgroups = max(s for s in (1, 2, 4, 8) if s <= p.conv_subgroups and g.m % (s * p.m) == 0)
     rows = max(r for r in (1, 2, 4) if g.m % (subgroups * r * p.m) == 0)
-    cols = max(c for c in (1, 2, 4) if g.n % (c * p.n) == 0)
-    while g.batch * (g.m // (subgroups * rows * p.m)) * (g.n // (cols * p.n)) < p.enough_workgroups:
+    cols = max(c for c in (1, 2, 4) if c <= p.conv_cols and g.n % (c * p.n) == 0)
+    while g.batch * (g.m // (subgroups * rows * p.m)) * (g.n // (cols * p.n)) < (p.conv_workgroups
+                                                                                   or p.enough_workgroups):
         if cols > 1:
             cols //= 2
-        elif subgroups > 1:
-            subgroups //= 2
         elif rows > 1:
             rows //= 2
+        elif subgroups > 1:
+            subgroups //= 2
         else:
             break
     return (rows, cols), subgroups
+
+
+def conv_staged(profile: MatrixProfile, block: tuple[int, int]) -> bool:
+    """Whether the build stages a convolution's weights in this block (``profile.conv_staged_rows``)."""
+    return profile.conv_staged and block[0] >= profile.conv_staged_rows
 
 
 def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], storage: int = 8192,
@@ -214,7 +221,7 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
 def override(conv: Conv, profile: MatrixProfile, twin_wgsl: str) -> str:
     """The WGSL override of a built convolution twin, in the layout the rewrite built the twin with."""
     block, subgroups = conv_layout(conv, profile)
-    return conv_wgsl(conv, profile, block, twin_wgsl, subgroups, profile.conv_staged)
+    return conv_wgsl(conv, profile, block, twin_wgsl, subgroups, conv_staged(profile, block))
 
 
 def conv_of(call) -> Conv | None:

@@ -25,8 +25,14 @@ class MatrixProfile:
     # shares each load among them through workgroup memory (pipeline/webgpu/subgroup_matrix/gemm.py)
     gemm_subgroups: tuple[int, int] = (1, 1)
     # a convolution's weights copied into workgroup memory with vector loads, as the staged matmul's tiles (False:
-    # each subgroup loads its weight matrices straight from storage)
+    # each subgroup loads its weight matrices straight from storage), in blocks of at least ``conv_staged_rows``
+    # rows of result matrices (a shorter block reuses its weight tile too little to pay for the copy)
     conv_staged: bool = False
+    conv_staged_rows: int = 1
+    # a convolution's block: at most ``conv_cols`` columns of result matrices (pixels), shrunk until the grid has
+    # ``conv_workgroups`` workgroups (0: ``enough_workgroups``)
+    conv_cols: int = 4
+    conv_workgroups: int = 0
 
     def requires(self) -> dict:
         """The manifest's ``requires`` of a variant built for this profile."""
@@ -41,10 +47,14 @@ class MatrixProfile:
 # 16x16x16 among its configs, subgroup size 32; lavapipe from Mesa 26 (setup.sh's .venv/lavapipe-sm) lists only
 # 8x8x8, subgroup size 8, which is what CI checks the kernels' arithmetic with.
 PROFILES = {
-    # from bench_subgroup_matrix.py --sweep on an H100 (benchmarks/results/subgroup-matrix-kernels-nvidia-sweep-
-    # h100.log): blocks of 4 rows of matrices and 2 subgroups sharing a convolution's gather were 1.5-4x faster than
-    # one subgroup on blocks shrunk to 1024 workgroups (the earlier guess); 256 workgroups is about 2 per SM
-    "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=256, conv_subgroups=2),
+    # from bench_subgroup_matrix.py --sweep on H100s (benchmarks/results/subgroup-matrix-kernels-nvidia-sweep-
+    # h100*.log): blocks of 4 rows of matrices were 1.5-4x faster than 1-row blocks shrunk to 1024 workgroups (the
+    # first guess; 256 is about 2 per SM); a matmul staged on 2x1 subgroups at 4x4 ran 75-80 TFLOP/s against the
+    # direct kernel's 47-51; a convolution on 4 subgroups sharing its gather beat 2, best at blocks of at most 2
+    # columns and about 512 workgroups (1.3-1.6x), staging its weights only paying at blocks of 4 rows (1.4x)
+    "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=256, conv_subgroups=4,
+                            gemm_subgroups=(2, 1), conv_staged=True, conv_staged_rows=4, conv_cols=2,
+                            conv_workgroups=512),
     # CI's software driver: its choices exercise every kernel form, not speed
     "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2, gemm_subgroups=(2, 2), conv_staged=True),
 }
