@@ -156,13 +156,14 @@ def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv, staged)
 
 def test_conv_layouts():
     """Up to the profile's subgroups where the output channels divide, blocks of at most its columns; under its
-    workgroups the block loses columns, then rows, then subgroups; weights staged only in blocks of its rows."""
+    workgroups the block loses rows, then columns, never subgroups; weights staged only in blocks of its rows."""
     nvidia = sm.PROFILES["nvidia"]
     vae = sm.Conv(1, 512, 128, 128, 512, 3, 3, 1, (1, 1, 1, 1))
     assert sm.conv_layout(vae, nvidia) == ((4, 2), 4) and sm.conv_staged(nvidia, (4, 2))
     assert sm.conv_layout(sm.Conv(2, 1280, 16, 16, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 1), 4)
-    assert sm.conv_layout(sm.Conv(2, 1280, 8, 8, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 1), 1)
+    assert sm.conv_layout(sm.Conv(2, 1280, 8, 8, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 1), 4)
     assert sm.conv_layout(sm.Conv(2, 320, 64, 64, 320, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 2), 4)
+    assert sm.conv_layout(sm.Conv(1, 512, 64, 64, 512, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((2, 2), 4)
     assert not sm.conv_staged(nvidia, (2, 2)) and sm.conv_staged(LAVAPIPE, (1, 4))
     # 96 channels (6 matrices): 2 subgroups, as 4 do not divide them
     assert sm.conv_layout(sm.Conv(1, 16, 64, 64, 96, 3, 3, 1, (1, 1, 1, 1)),
@@ -185,15 +186,16 @@ def test_conv_override_on_several_subgroups(node, node_sm, tmp_path, conv, subgr
 def test_blocks_names_and_requirements():
     assert sm.block_of(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == (4, 4)
     assert sm.block_of(sm.Gemm(1, 77, 32, 48), LAVAPIPE) is None  # CLIP's 77 tokens: not a multiple of 8
-    # on the nvidia profile a 4x4 block of 16x16 matrices that leaves 80 workgroups is halved until 256 or more
-    assert sm.block_of(sm.Gemm(1, 1024, 320, 320), sm.PROFILES["nvidia"]) == (2, 2)
+    # on the nvidia profile a 4x4 block of 16x16 matrices that leaves 20 workgroups is halved until 64 or more
+    assert sm.block_of(sm.Gemm(1, 256, 320, 320), sm.PROFILES["nvidia"]) == (2, 2)
     assert sm.block_of(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == (4, 4)
     assert sm.block_of(sm.Gemm(1, 8192, 262144 // 64, 1152), sm.PROFILES["nvidia"]) == (4, 4)
     # the staged kernel where the profile asks for it and the output divides into its tiles, else the direct one
     assert sm.gemm_layout(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == ((4, 2), (2, 2))
     assert sm.gemm_layout(sm.Gemm(3, 16, 24, 40, b_batched=True), LAVAPIPE) == ((2, 1), (1, 1))  # 24: 3 matrices
-    # nvidia: staged on 2x1 subgroups, the block halved (rows first) until 256 workgroups; the direct kernel alone
-    assert sm.gemm_layout(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == ((2, 4), (2, 1))
+    # nvidia: staged on 2x1 subgroups, the block halved (rows first) until 64 workgroups; the direct kernel alone
+    assert sm.gemm_layout(sm.Gemm(1, 4096, 320, 320), sm.PROFILES["nvidia"]) == ((4, 4), (2, 1))
+    assert sm.gemm_layout(sm.Gemm(1, 1024, 320, 320), sm.PROFILES["nvidia"]) == ((2, 4), (2, 1))
     direct = dataclasses.replace(sm.PROFILES["nvidia"], gemm_subgroups=(1, 1))
     assert sm.gemm_layout(sm.Gemm(1, 4096, 320, 320), direct) == ((4, 4), (1, 1))
     # tiles whose one step would not fit 16 KiB (8x8 subgroups of 4x4 matrices): the direct kernel

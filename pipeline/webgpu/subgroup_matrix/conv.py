@@ -55,25 +55,18 @@ class Conv:
 def conv_layout(conv: Conv, profile: MatrixProfile) -> tuple[tuple[int, int], int] | None:
     """(block, subgroups) of a convolution's kernel: up to ``profile.conv_subgroups`` subgroups (as many as the
     output channels divide into), each a block of up to 4 x ``profile.conv_cols`` result matrices; under
-    ``profile.conv_workgroups`` workgroups the block loses columns first, then rows, then subgroups (the sweep's
-    order: the subgroups sharing one gather are what pays most). None when the GEMM's sizes are not multiples of
-    the matrix shape."""
+    ``profile.conv_workgroups`` workgroups the block loses rows first, then columns, never subgroups (the H100
+    sweep's order: the subgroups sharing one gather are what pays most). None when the GEMM's sizes are not
+    multiples of the matrix shape."""
     g, p = conv.gemm, profile
     if g.m % p.m or g.n % p.n or g.k % p.k:
         return None
     subgroups = max(s for s in (1, 2, 4, 8) if s <= p.conv_subgroups and g.m % (s * p.m) == 0)
     rows = max(r for r in (1, 2, 4) if g.m % (subgroups * r * p.m) == 0)
     cols = max(c for c in (1, 2, 4) if c <= p.conv_cols and g.n % (c * p.n) == 0)
-    while g.batch * (g.m // (subgroups * rows * p.m)) * (g.n // (cols * p.n)) < (p.conv_workgroups
-                                                                                   or p.enough_workgroups):
-        if cols > 1:
-            cols //= 2
-        elif rows > 1:
-            rows //= 2
-        elif subgroups > 1:
-            subgroups //= 2
-        else:
-            break
+    while rows * cols > 1 and g.batch * (g.m // (subgroups * rows * p.m)) * (g.n // (cols * p.n)) < (
+            p.conv_workgroups or p.enough_workgroups):
+        rows, cols = (rows // 2, cols) if rows > 1 else (rows, cols // 2)
     return (rows, cols), subgroups
 
 
