@@ -12,7 +12,8 @@ are still the unpadded op's.
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile nvidia --node node   # the H200 (gpu_bundle.sh)
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile lavapipe --node .venv/lavapipe-sm/bin/node --quick
 
-``--sweep`` also builds each op's kernel at every other block (tiling, for attention) that fits, a matmul's also
+``--sweep`` also builds each op's kernel at every other block (tiling, for attention, each with its softmax
+bookkeeping in both forms: ``attention_by_key``) that fits, a matmul's also
 staged on 2x2, 2x1 and 1x2 subgroups, a convolution's on 1, 2 and 4 subgroups and with its weights staged, and
 times them all: the data to choose the profile's ``enough_workgroups``, ``gemm_subgroups``, ``conv_subgroups``,
 ``conv_staged`` and the attention tiling's ``REGISTERS`` by.
@@ -30,6 +31,7 @@ commit and each WGSL's sha256 are recorded, so a stale figure shows.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import subprocess
@@ -102,11 +104,14 @@ def sweep_of(op, profile: sm.MatrixProfile) -> dict:
     from pipeline.webgpu import build as webgpu_build
 
     out = {}
-    if isinstance(op, sm.Attention):
+    if isinstance(op, sm.Attention):  # each tiling in both forms of the softmax bookkeeping (attention_by_key)
         run = sm.attention.padded(op, profile)
         for t in sm.tilings(run, profile):
             code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(run, profile, t), run.name)
-            out[f"rows {t.rows} keys {t.keys}"] = (sm.attention_wgsl(run, profile, t, code), entry, grid)
+            for by_key in (False, True):
+                form = dataclasses.replace(profile, attention_by_key=by_key)
+                label = f"rows {t.rows} keys {t.keys}" + (" by key" if by_key else "")
+                out[label] = (sm.attention_wgsl(run, form, t, code), entry, grid)
         return out
     if isinstance(op, sm.Gemm):  # the direct kernel at every block, the staged one at the larger blocks
         layouts = [((r, c), (1, 1)) for r in (4, 2, 1) for c in (4, 2, 1)]

@@ -314,13 +314,15 @@ ATTENTIONS = [sm.Attention(1, 2, 32, 48, 16),  # Q, K and V read straight from s
               sm.Attention(2, 2, 64, 64, 40)]  # SD v1.5's head dim 40, whole 8x8 matrices
 
 
-def _run_attention(node, tmp_path, att, use_override):
+def _run_attention(node, tmp_path, att, use_override, by_key=LAVAPIPE.attention_by_key, tiling=None):
     """The kernel of ``att`` on the head dim the rewrite pads it to (zero padded inputs, its output sliced back), and
-    torch's attention of the unpadded inputs at the unpadded head dim's scale."""
+    torch's attention of the unpadded inputs at the unpadded head dim's scale; ``by_key``: the override's softmax
+    bookkeeping form (``attention_by_key``)."""
     import torch
 
+    profile = dataclasses.replace(LAVAPIPE, attention_by_key=by_key)
     run = sm.attention.padded(att, LAVAPIPE)
-    t = sm.tiling(run, LAVAPIPE)
+    t = tiling or sm.tiling(run, LAVAPIPE)
     twin = _twin_source(sm.attention_twin(run, LAVAPIPE, t), run.name)
     rng = np.random.default_rng(5)
     q, k, v = (rng.standard_normal((att.batch, n, att.heads, att.head_dim)).astype("float16")
@@ -329,7 +331,7 @@ def _run_attention(node, tmp_path, att, use_override):
     q = (q * 3).astype("float16")
     heads_first = [torch.tensor(x, dtype=torch.float32).transpose(1, 2) for x in (q, k, v)]
     want = torch.nn.functional.scaled_dot_product_attention(*heads_first).transpose(1, 2).numpy()
-    wgsl = sm.attention_wgsl(run, LAVAPIPE, t, twin) if use_override else twin
+    wgsl = sm.attention_wgsl(run, profile, t, twin) if use_override else twin
     pad = [(0, 0)] * 3 + [(0, run.head_dim - att.head_dim)]
     got = _dispatch(node, tmp_path, wgsl, f"{run.name}_kernel", sm.attention_grid(run, LAVAPIPE, t),
                     {"q_ptr": np.pad(q, pad), "k_ptr": np.pad(k, pad), "v_ptr": np.pad(v, pad)},
@@ -343,11 +345,20 @@ def test_attention_twin_computes_attention(node, tmp_path, att):
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("by_key", [False, True], ids=["by_row", "by_key"])
 @pytest.mark.parametrize("att", ATTENTIONS, ids=lambda a: a.name)
-def test_attention_override_computes_attention(node_sm, tmp_path, att):
+def test_attention_override_computes_attention(node_sm, tmp_path, att, by_key):
     """Both passes on subgroup matrices, the keys in blocks, padded where they are not whole blocks; P is float16
-    (as in flash attention), so the tolerance is float16's."""
-    got, want = _run_attention(node_sm, tmp_path, att, use_override=True)
+    (as in flash attention), so the tolerance is float16's. Both forms of the softmax bookkeeping."""
+    got, want = _run_attention(node_sm, tmp_path, att, use_override=True, by_key=by_key)
+    np.testing.assert_allclose(got, want, rtol=4e-3, atol=4e-3)
+
+
+def test_attention_by_key_with_more_keys_than_lanes(node_sm, tmp_path):
+    """Blocks of 2 key matrices: each lane takes 2 of a row's keys before the shuffles reduce them."""
+    att = sm.Attention(1, 2, 32, 48, 16)
+    t = next(t for t in sm.tilings(att, LAVAPIPE) if t.keys == 2)
+    got, want = _run_attention(node_sm, tmp_path, att, use_override=True, by_key=True, tiling=t)
     np.testing.assert_allclose(got, want, rtol=4e-3, atol=4e-3)
 
 
@@ -418,10 +429,12 @@ def _nvidia_overrides():
            (conv.name, sm.conv_wgsl(conv, nvidia, (1, 4), _twin_source(sm.conv_twin(conv, nvidia, (1, 4), 2),
                                                                        conv.name), 2, staged=True))]
     # head dim 40 (as the rewrite pads it), 77 keys (K, V padded in workgroup memory), and straight from storage
+    # (each also with its softmax bookkeeping by key, as the sweep builds it: 16 lanes a row, 2 rows at a time)
     for att in (sm.Attention(1, 2, 64, 64, 48, 40), sm.Attention(1, 2, 32, 77, 80), sm.Attention(1, 2, 32, 64, 80)):
         t = sm.tiling(att, nvidia)
-        out.append((att.name, sm.attention_wgsl(att, nvidia, t, _twin_source(sm.attention_twin(att, nvidia, t),
-                                                                             att.name))))
+        twin = _twin_source(sm.attention_twin(att, nvidia, t), att.name)
+        out.append((att.name, sm.attention_wgsl(att, nvidia, t, twin)))
+        out.append((att.name, sm.attention_wgsl(att, dataclasses.replace(nvidia, attention_by_key=True), t, twin)))
     return out
 
 

@@ -163,6 +163,45 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                   for i, j in scores),
                 "    workgroupBarrier();"]
 
+    # attention_by_key: ``group`` lanes along each row's keys (``keys // group`` each), ``lanes // group`` rows at a
+    # time; a row's partial max or sum is reduced over its lanes by xor shuffles, which stay within the group
+    group = min(keys, lanes)
+    per_pass = lanes // group
+
+    def reduced(var: str, op: str) -> list[str]:
+        out, step = [], group // 2
+        while step:
+            out.append(f"      {var} = {op}({var}, subgroupShuffleXor({var}, {step}u));" if op != "+" else
+                       f"      {var} += subgroupShuffleXor({var}, {step}u);")
+            step //= 2
+        return out
+
+    def row_max_by_key() -> list[str]:  # sm_max[row] = max(sm_max[row], this block's scores of the row)
+        return [f"    for (var r0 = 0u; r0 < {rows}u; r0 += {per_pass}u) {{",
+                f"      let row = r0 + lane / {group}u;",
+                f"      var best = {NEG!r};",
+                f"      for (var c = lane % {group}u; c < {keys}u; c += {group}u) {{",
+                f"        if (j0 + c < {att.kv_len}u) {{ best = max(best, sm_s[row * {keys}u + c] * {scale}); }}",
+                "      }",
+                *reduced("best", "max"),
+                f"      if (lane % {group}u == 0u) {{ sm_max[row] = max(sm_max[row], best); }}",
+                "    }"]
+
+    def weights_by_key() -> list[str]:  # sm_p = exp(score - max), sm_sum[row] += their sum
+        return [f"    for (var r0 = 0u; r0 < {rows}u; r0 += {per_pass}u) {{",
+                f"      let row = r0 + lane / {group}u;",
+                "      let best = sm_max[row];",
+                "      var total = 0.0;",
+                f"      for (var c = lane % {group}u; c < {keys}u; c += {group}u) {{",
+                "        var weight = 0.0;",
+                f"        if (j0 + c < {att.kv_len}u) {{ weight = exp(sm_s[row * {keys}u + c] * {scale} - best); }}",
+                "        total += weight;",
+                f"        sm_p[row * {keys}u + c] = f16(weight);",
+                "      }",
+                *reduced("total", "+"),
+                f"      if (lane % {group}u == 0u) {{ sm_sum[row] += total; }}",
+                "    }"]
+
     lines = [
         *PROLOGUE,
         f"  let batch = block_x / {att.heads * tiles}u;",
@@ -180,30 +219,32 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
               f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
               *copy_block(False),
               *score_block(),
-              f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
-              "      var best = sm_max[row];",
-              f"      for (var c = 0u; c < {keys}u; c++) {{",
-              f"        if (j0 + c < {att.kv_len}u) {{ best = max(best, sm_s[row * {keys}u + c] * {scale}); }}",
-              "      }",
-              "      sm_max[row] = best;",
-              "    }",
+              *(row_max_by_key() if profile.attention_by_key else [
+                  f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
+                  "      var best = sm_max[row];",
+                  f"      for (var c = 0u; c < {keys}u; c++) {{",
+                  f"        if (j0 + c < {att.kv_len}u) {{ best = max(best, sm_s[row * {keys}u + c] * {scale}); }}",
+                  "      }",
+                  "      sm_max[row] = best;",
+                  "    }"]),
               "  }",
               "  // pass 2: P = exp(score - max), its row sums, and P V",
               *(f"  var o_{i}_{d} = {result}();" for i, d in outs),
               f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
               *copy_block(True),
               *score_block(),
-              f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
-              "      let best = sm_max[row];",
-              "      var total = sm_sum[row];",
-              f"      for (var c = 0u; c < {keys}u; c++) {{",
-              "        var weight = 0.0;",
-              f"        if (j0 + c < {att.kv_len}u) {{ weight = exp(sm_s[row * {keys}u + c] * {scale} - best); }}",
-              "        total += weight;",
-              f"        sm_p[row * {keys}u + c] = f16(weight);",
-              "      }",
-              "      sm_sum[row] = total;",
-              "    }",
+              *(weights_by_key() if profile.attention_by_key else [
+                  f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
+                  "      let best = sm_max[row];",
+                  "      var total = sm_sum[row];",
+                  f"      for (var c = 0u; c < {keys}u; c++) {{",
+                  "        var weight = 0.0;",
+                  f"        if (j0 + c < {att.kv_len}u) {{ weight = exp(sm_s[row * {keys}u + c] * {scale} - best); }}",
+                  "        total += weight;",
+                  f"        sm_p[row * {keys}u + c] = f16(weight);",
+                  "      }",
+                  "      sm_sum[row] = total;",
+                  "    }"]),
               "    workgroupBarrier();",
               f"    for (var c0 = 0u; c0 < {keys}u; c0 += {s}u) {{",
               *(f"      let p{i} = subgroupMatrixLoad<{left}, row_major>(&sm_p, {i * s * keys}u + c0, {keys}u);"
@@ -229,7 +270,7 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                  f"var<workgroup> sm_sum : array<f32, {rows}>;\n"
                  + (f"var<workgroup> sm_k : array<f16, {keys * dims}>;\n"
                     f"var<workgroup> sm_v : array<f16, {keys * dims}>;\n" if t.staged_kv else ""))
-    return kernel(header, entry, profile, lines, workgroup)
+    return kernel(header, entry, profile, lines, workgroup, subgroup_ops=profile.attention_by_key)
 
 
 def attention_of(call) -> Attention | None:

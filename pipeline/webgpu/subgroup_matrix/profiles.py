@@ -33,10 +33,14 @@ class MatrixProfile:
     # ``conv_workgroups`` workgroups (0: ``enough_workgroups``)
     conv_cols: int = 4
     conv_workgroups: int = 0
+    # an attention's softmax bookkeeping with the lanes along each query row's keys (consecutive words of workgroup
+    # memory) and the row's max and sum reduced by subgroup shuffles (False: one lane per query row, reading the
+    # row's keys at the row stride, which lands many lanes on one memory bank)
+    attention_by_key: bool = False
 
     def requires(self) -> dict:
         """The manifest's ``requires`` of a variant built for this profile."""
-        several = self.conv_subgroups > 1 or self.gemm_subgroups != (1, 1)
+        several = self.conv_subgroups > 1 or self.gemm_subgroups != (1, 1) or self.attention_by_key
         features = [FEATURE, "shader-f16", *(["subgroups"] if several else [])]
         return {"features": features, "subgroup_size": self.subgroup_size,
                 "subgroup_matrix_configs": [{"componentType": self.component, "resultComponentType": self.result,
@@ -56,5 +60,6 @@ PROFILES = {
                             gemm_subgroups=(2, 1), conv_staged=True, conv_staged_rows=4, conv_cols=2,
                             conv_workgroups=512),
     # CI's software driver: its choices exercise every kernel form, not speed
-    "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2, gemm_subgroups=(2, 2), conv_staged=True),
+    "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2, gemm_subgroups=(2, 2), conv_staged=True,
+                              attention_by_key=True),
 }

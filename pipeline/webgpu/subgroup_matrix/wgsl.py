@@ -101,13 +101,14 @@ PROLOGUE = ["  let block_x = blockIdx.z * gridDim.x + blockIdx.x;",
 
 
 def kernel(header: str, entry: str, profile: MatrixProfile, lines: list[str], workgroup: str = "",
-           subgroups: int = 1) -> str:
+           subgroups: int = 1, subgroup_ops: bool = False) -> str:
     """An override's whole source: the enables it needs, TVM's ``header`` for the twin, ``workgroup`` (its
     workgroup-memory declarations), then the entry point, ``subgroups`` subgroups per workgroup, with ``lines`` as
     its body (``blockIdx``, ``gridDim`` and ``lane`` in scope; with several subgroups also ``sid``, the subgroup's
-    index, and ``sg_lane``, the lane's index in it: WGSL's builtins, so no subgroup layout is assumed)."""
+    index, and ``sg_lane``, the lane's index in it: WGSL's builtins, so no subgroup layout is assumed).
+    ``subgroup_ops``: the body calls WGSL's subgroup builtins (shuffles)."""
     enables = "enable chromium_experimental_subgroup_matrix;\n"
-    if subgroups > 1:
+    if subgroups > 1 or subgroup_ops:
         enables = "enable subgroups;\n" + enables
     if "enable f16;" not in header:
         enables = "enable f16;\n" + enables
