@@ -53,9 +53,9 @@ pack() {
     # WEBSD_BUNDLE_SM_SWEEP=1: each at every block / attention tiling too (bench_subgroup_matrix.py --sweep);
     # WEBSD_BUNDLE_SM_OPS="TEXT;TEXT": only the ops whose key contains one of them (--ops)
     if [ -n "${WEBSD_BUNDLE_SM_KERNELS:-}" ]; then
-        local ops=() op
-        IFS=';' read -ra op <<< "${WEBSD_BUNDLE_SM_OPS:-}"
-        for o in ${op[@]+"${op[@]}"}; do ops+=(--ops "$o"); done
+        local ops=() texts=() text
+        IFS=';' read -ra texts <<< "${WEBSD_BUNDLE_SM_OPS:-}"
+        for text in ${texts[@]+"${texts[@]}"}; do ops+=(--ops "$text"); done
         .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile "$WEBSD_BUNDLE_SM_KERNELS" \
             --write-kernels "$bundle/sm-kernels.json" ${WEBSD_BUNDLE_SM_SWEEP:+--sweep} ${ops[@]+"${ops[@]}"}
     fi

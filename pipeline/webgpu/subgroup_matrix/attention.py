@@ -168,13 +168,9 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
     group = min(keys, lanes)
     per_pass = lanes // group
 
-    def reduced(var: str, op: str) -> list[str]:
-        out, step = [], group // 2
-        while step:
-            out.append(f"      {var} = {op}({var}, subgroupShuffleXor({var}, {step}u));" if op != "+" else
-                       f"      {var} += subgroupShuffleXor({var}, {step}u);")
-            step //= 2
-        return out
+    def reduced(var: str, statement: str) -> list[str]:  # statement: WGSL with {v} (var) and {x} (another lane's)
+        steps = [group >> i for i in range(1, group.bit_length())]
+        return ["      " + statement.format(v=var, x=f"subgroupShuffleXor({var}, {step}u)") for step in steps]
 
     def row_max_by_key() -> list[str]:  # sm_max[row] = max(sm_max[row], this block's scores of the row)
         return [f"    for (var r0 = 0u; r0 < {rows}u; r0 += {per_pass}u) {{",
@@ -183,7 +179,7 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                 f"      for (var c = lane % {group}u; c < {keys}u; c += {group}u) {{",
                 f"        if (j0 + c < {att.kv_len}u) {{ best = max(best, sm_s[row * {keys}u + c] * {scale}); }}",
                 "      }",
-                *reduced("best", "max"),
+                *reduced("best", "{v} = max({v}, {x});"),
                 f"      if (lane % {group}u == 0u) {{ sm_max[row] = max(sm_max[row], best); }}",
                 "    }"]
 
@@ -198,7 +194,7 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                 "        total += weight;",
                 f"        sm_p[row * {keys}u + c] = f16(weight);",
                 "      }",
-                *reduced("total", "+"),
+                *reduced("total", "{v} += {x};"),
                 f"      if (lane % {group}u == 0u) {{ sm_sum[row] += total; }}",
                 "    }"]
 
