@@ -4,19 +4,20 @@ fused kernel of pipeline/webgpu/flash_attention.py), one kernel at a time on thi
 Node, tests/node/run_wgsl.mjs): SD v1.5 UNet's Linear layers at 512x512 (batch 2: guidance), its 3x3 convolutions
 and attention layers, SD-Turbo's largest attention, and the VAE decoder's convolutions (SD-Turbo's too) and the two
 matmuls of its attention at 512x512.
-An attention's FLOPs are Q K^T and P V once (the subgroup-matrix kernel computes Q K^T twice: its module doc says
-why). Where the build zero pads an attention's head dim for the subgroup-matrix kernel (SD v1.5's 40 to 48), that
-kernel runs on padded copies of the inputs, as in the build (the pad and the slice are not timed), and its FLOPs
-are still the unpadded op's.
+An attention's FLOPs are Q K^T and P V once (the subgroup-matrix kernel in two passes computes Q K^T twice: its
+module doc says why). Where the build zero pads an attention's head dim for the subgroup-matrix kernel (SD v1.5's
+40 to 48), that kernel runs on padded copies of the inputs, as in the build (the pad and the slice are not timed),
+and its FLOPs are still the unpadded op's.
 
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile nvidia --node node   # the H200 (gpu_bundle.sh)
     .venv/bin/python benchmarks/bench_subgroup_matrix.py --profile lavapipe --node .venv/lavapipe-sm/bin/node --quick
 
 ``--sweep`` also builds each op's kernel at every other block (tiling, for attention, each with its softmax
-bookkeeping in both forms: ``attention_by_key``) that fits, a matmul's also
-staged on 2x2, 2x1 and 1x2 subgroups, a convolution's on 1, 2 and 4 subgroups and with its weights staged, and
-times them all: the data to choose the profile's ``enough_workgroups``, ``gemm_subgroups``, ``conv_subgroups``,
-``conv_staged`` and the attention tiling's ``REGISTERS`` by.
+bookkeeping in both forms, ``attention_by_key``, in two passes and in one, ``attention_one_pass``) that fits, a
+matmul's also staged on 2x2, 2x1 and 1x2 subgroups, a convolution's on 1, 2 and 4 subgroups, with its weights
+staged and (on 4) with its gather prefetched, and times them all: the data to choose the profile's
+``enough_workgroups``, ``gemm_subgroups``, ``conv_subgroups``, ``conv_staged``, ``conv_prefetch``,
+``attention_by_key``, ``attention_one_pass`` and the attention tiling's ``REGISTERS`` by.
 
 A GPU machine without TVM runs kernels built here: ``--write-kernels F`` builds every kernel into F and stops;
 ``--kernels F`` runs them without TVM. ``WEBSD_BUNDLE_SM_KERNELS=nvidia benchmarks/gpu_bundle.sh pack ...`` puts
@@ -104,14 +105,17 @@ def sweep_of(op, profile: sm.MatrixProfile) -> dict:
     from pipeline.webgpu import build as webgpu_build
 
     out = {}
-    if isinstance(op, sm.Attention):  # each tiling in both forms of the softmax bookkeeping (attention_by_key)
-        run = sm.attention.padded(op, profile)
+    if isinstance(op, sm.Attention):  # each tiling in both forms of the softmax bookkeeping (attention_by_key),
+        run = sm.attention.padded(op, profile)  # in two passes and in one (attention_one_pass)
         for t in sm.tilings(run, profile):
             code, entry, grid = webgpu_build.single_kernel(sm.attention_twin(run, profile, t), run.name)
             for by_key in (False, True):
-                form = dataclasses.replace(profile, attention_by_key=by_key)
-                label = f"rows {t.rows} keys {t.keys}" + (" by key" if by_key else "")
-                out[label] = (sm.attention_wgsl(run, form, t, code), entry, grid)
+                for one_pass in (False, True):
+                    form = dataclasses.replace(profile, attention_by_key=by_key)
+                    label = (f"rows {t.rows} keys {t.keys}" + (" by key" if by_key else "")
+                             + (" one pass" if one_pass else ""))
+                    out[label] = (sm.attention_wgsl(run, form, dataclasses.replace(t, one_pass=one_pass), code),
+                                  entry, grid)
         return out
     if isinstance(op, sm.Gemm):  # the direct kernel at every block, the staged one at the larger blocks
         layouts = [((r, c), (1, 1)) for r in (4, 2, 1) for c in (4, 2, 1)]
@@ -126,17 +130,18 @@ def sweep_of(op, profile: sm.MatrixProfile) -> dict:
             label = f"block {rows}x{cols}" + (f" staged on {down}x{across} subgroups" if down * across > 1 else "")
             out[label] = (sm.gemm_wgsl(op, profile, (rows, cols), code, (down, across)), entry, grid)
         return out
-    # a convolution also on several subgroups sharing one gather (each its own rows), and at the larger blocks with
-    # its weights staged through workgroup memory
+    # a convolution also on several subgroups sharing one gather (each its own rows), at the larger blocks with its
+    # weights staged through workgroup memory, and on 4 subgroups with its gather prefetched into registers
     layouts = [(block, s, False) for s in (1, 2, 4) for block in [(r, c) for r in (4, 2, 1) for c in (4, 2, 1)]]
     layouts += [(block, s, True) for s in (1, 2, 4) for block in ((4, 4), (4, 2), (2, 4), (2, 2))]
     for block, s, staged in layouts:
         if op.gemm.m % (s * block[0] * profile.m) or op.gemm.n % (block[1] * profile.n):
             continue
         code, entry, grid = webgpu_build.single_kernel(sm.conv_twin(op, profile, block, s), op.name)
-        label = (f"block {block[0]}x{block[1]}" + (f" x{s} subgroups" if s > 1 else "")
-                 + (" staged weights" if staged else ""))
-        out[label] = (sm.conv_wgsl(op, profile, block, code, s, staged), entry, grid)
+        for prefetch in (False, True) if s == 4 else (False,):
+            label = (f"block {block[0]}x{block[1]}" + (f" x{s} subgroups" if s > 1 else "")
+                     + (" staged weights" if staged else "") + (" prefetched gather" if prefetch else ""))
+            out[label] = (sm.conv_wgsl(op, profile, block, code, s, staged, prefetch), entry, grid)
     return out
 
 

@@ -80,6 +80,7 @@ run() {
     [ -n "${WEBSD_COMMIT:-}" ] || [ ! -s "$bundle/commit" ] || export WEBSD_COMMIT=$(cat "$bundle/commit")
     local sites=()
     for archive in "$bundle"/sites/*.tar.xz; do
+        [ -e "$archive" ] || continue  # a bundle of kernels alone
         local dir=/tmp/sites/$(basename "$archive" .tar.xz)
         mkdir -p "$dir" && tar -C "$dir" -xJf "$archive"
         sites+=(--site "$dir")

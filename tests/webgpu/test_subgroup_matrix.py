@@ -109,12 +109,15 @@ def test_override_needs_the_feature(node, tmp_path):
 CONVS = [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)), sm.Conv(1, 8, 16, 16, 16, 1, 1),
          sm.Conv(1, 16, 16, 16, 16, 3, 3, 2, (0, 0, 1, 1)), sm.Conv(1, 24, 8, 16, 8, 3, 3, 1, (1, 1, 1, 1)),
          # the cast to float16 done in the kernel (its float32 sums staged through workgroup memory)
-         sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16"), sm.Conv(1, 8, 16, 16, 16, 1, 1, 1, out_dtype="float16")]
+         sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16"),
+         sm.Conv(1, 8, 16, 16, 16, 1, 1, 1, out_dtype="float16")]
 
 
-def _run_conv(node, tmp_path, conv, use_override, subgroups=None, staged=LAVAPIPE.conv_staged):
+def _run_conv(node, tmp_path, conv, use_override, subgroups=None, staged=LAVAPIPE.conv_staged,
+              prefetch=LAVAPIPE.conv_prefetch):
     """The convolution's twin or override in the layout the build picks (conv_layout), or on ``subgroups``
-    subgroups sharing the rows of a 4-row block; its weights ``staged`` through workgroup memory or not."""
+    subgroups sharing the rows of a 4-row block; its weights ``staged`` through workgroup memory or not, its gather
+    ``prefetch``ed into registers or not."""
     import torch
 
     if subgroups is None:
@@ -129,7 +132,7 @@ def _run_conv(node, tmp_path, conv, use_override, subgroups=None, staged=LAVAPIP
     top, left, bottom, right = conv.pad
     padded = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float32), (left, right, top, bottom))
     want = torch.nn.functional.conv2d(padded, torch.tensor(w, dtype=torch.float32), stride=conv.stride).numpy()
-    wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin, subgroups, staged) if use_override else twin
+    wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin, subgroups, staged, prefetch) if use_override else twin
     grid = sm.grid(conv.gemm, LAVAPIPE, (subgroups * block[0], block[1]))
     got = _dispatch(node, tmp_path, wgsl, f"{conv.name}_kernel", grid,
                     {"X_ptr": x, "W_ptr": w}, want.shape, use_override, conv.out_dtype)
@@ -142,12 +145,14 @@ def test_conv_twin_computes_the_convolution(node, tmp_path, conv):
     np.testing.assert_allclose(got, want, rtol=2e-3 if conv.out_dtype == "float16" else 1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("prefetch", [False, True], ids=["gather", "prefetched-gather"])
 @pytest.mark.parametrize("staged", [False, True], ids=["direct-weights", "staged-weights"])
 @pytest.mark.parametrize("conv", CONVS, ids=lambda c: c.name)
-def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv, staged):
+def test_conv_override_computes_the_convolution(node_sm, tmp_path, conv, staged, prefetch):
     """Padding, stride 2, 1x1 and 3x3 kernels, reduction chunks of 8 and 16 through workgroup memory, float32 or
-    float16 results; the weights read from storage or copied into workgroup memory."""
-    got, want = _run_conv(node_sm, tmp_path, conv, use_override=True, staged=staged)
+    float16 results; the weights read from storage or copied into workgroup memory, the gather between barriers or
+    loaded a chunk ahead into registers."""
+    got, want = _run_conv(node_sm, tmp_path, conv, use_override=True, staged=staged, prefetch=prefetch)
     if conv.out_dtype == "float16":  # the same sum rounded to float16 may land one float16 step apart
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
     else:
@@ -160,11 +165,12 @@ def test_conv_layouts():
     nvidia = sm.PROFILES["nvidia"]
     vae = sm.Conv(1, 512, 128, 128, 512, 3, 3, 1, (1, 1, 1, 1))
     assert sm.conv_layout(vae, nvidia) == ((4, 2), 4) and sm.conv_staged(nvidia, (4, 2))
-    assert sm.conv_layout(sm.Conv(2, 1280, 16, 16, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 1), 4)
+    assert sm.conv_layout(sm.Conv(2, 1280, 16, 16, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 2), 4)
     assert sm.conv_layout(sm.Conv(2, 1280, 8, 8, 1280, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 1), 4)
     assert sm.conv_layout(sm.Conv(2, 320, 64, 64, 320, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((1, 2), 4)
-    assert sm.conv_layout(sm.Conv(1, 512, 64, 64, 512, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((2, 2), 4)
-    assert not sm.conv_staged(nvidia, (2, 2)) and sm.conv_staged(LAVAPIPE, (1, 4))
+    assert sm.conv_layout(sm.Conv(2, 640, 32, 32, 640, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((2, 2), 4)
+    assert sm.conv_layout(sm.Conv(1, 512, 64, 64, 512, 3, 3, 1, (1, 1, 1, 1)), nvidia) == ((4, 2), 4)
+    assert sm.conv_staged(nvidia, (2, 2)) and not sm.conv_staged(nvidia, (1, 2)) and sm.conv_staged(LAVAPIPE, (1, 4))
     # 96 channels (6 matrices): 2 subgroups, as 4 do not divide them
     assert sm.conv_layout(sm.Conv(1, 16, 64, 64, 96, 3, 3, 1, (1, 1, 1, 1)),
                           dataclasses.replace(nvidia, conv_workgroups=1)) == ((1, 2), 2)
@@ -314,21 +320,25 @@ ATTENTIONS = [sm.Attention(1, 2, 32, 48, 16),  # Q, K and V read straight from s
               sm.Attention(2, 2, 64, 64, 40)]  # SD v1.5's head dim 40, whole 8x8 matrices
 
 
-def _run_attention(node, tmp_path, att, use_override, by_key=LAVAPIPE.attention_by_key, tiling=None):
+def _run_attention(node, tmp_path, att, use_override, by_key=LAVAPIPE.attention_by_key, tiling=None,
+                   one_pass=LAVAPIPE.attention_one_pass, key_scale=None):
     """The kernel of ``att`` on the head dim the rewrite pads it to (zero padded inputs, its output sliced back), and
     torch's attention of the unpadded inputs at the unpadded head dim's scale; ``by_key``: the override's softmax
-    bookkeeping form (``attention_by_key``)."""
+    bookkeeping form (``attention_by_key``), ``one_pass``: one pass or two (``Tiling.one_pass``); ``key_scale``:
+    each key's factor (kv_len values; default 1)."""
     import torch
 
     profile = dataclasses.replace(LAVAPIPE, attention_by_key=by_key)
     run = sm.attention.padded(att, LAVAPIPE)
-    t = tiling or sm.tiling(run, LAVAPIPE)
+    t = dataclasses.replace(tiling or sm.tiling(run, LAVAPIPE), one_pass=one_pass)
     twin = _twin_source(sm.attention_twin(run, LAVAPIPE, t), run.name)
     rng = np.random.default_rng(5)
     q, k, v = (rng.standard_normal((att.batch, n, att.heads, att.head_dim)).astype("float16")
                for n in (att.q_len, att.kv_len, att.kv_len))
     # larger scores than N(0, 1) inputs give, so the softmax is far from uniform and the max matters
     q = (q * 3).astype("float16")
+    if key_scale is not None:
+        k = (k * np.asarray(key_scale, "float32")[None, :, None, None]).astype("float16")
     heads_first = [torch.tensor(x, dtype=torch.float32).transpose(1, 2) for x in (q, k, v)]
     want = torch.nn.functional.scaled_dot_product_attention(*heads_first).transpose(1, 2).numpy()
     wgsl = sm.attention_wgsl(run, profile, t, twin) if use_override else twin
@@ -345,12 +355,32 @@ def test_attention_twin_computes_attention(node, tmp_path, att):
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("one_pass", [False, True], ids=["two_passes", "one_pass"])
 @pytest.mark.parametrize("by_key", [False, True], ids=["by_row", "by_key"])
 @pytest.mark.parametrize("att", ATTENTIONS, ids=lambda a: a.name)
-def test_attention_override_computes_attention(node_sm, tmp_path, att, by_key):
-    """Both passes on subgroup matrices, the keys in blocks, padded where they are not whole blocks; P is float16
-    (as in flash attention), so the tolerance is float16's. Both forms of the softmax bookkeeping."""
-    got, want = _run_attention(node_sm, tmp_path, att, use_override=True, by_key=by_key)
+def test_attention_override_computes_attention(node_sm, tmp_path, att, by_key, one_pass):
+    """Q K^T and P V on subgroup matrices, the keys in blocks, padded where they are not whole blocks; P is float16
+    (as in flash attention), so the tolerance is float16's. Both forms of the softmax bookkeeping, in two passes and
+    in one."""
+    got, want = _run_attention(node_sm, tmp_path, att, use_override=True, by_key=by_key, one_pass=one_pass)
+    np.testing.assert_allclose(got, want, rtol=4e-3, atol=4e-3)
+
+
+@pytest.mark.parametrize("by_key", [False, True], ids=["by_row", "by_key"])
+def test_one_pass_attention_rescales_when_the_max_moves(node_sm, tmp_path, by_key):
+    """Keys that grow block by block: each block's scores pass the running max by far more than the slack, so
+    without the rescale of the accumulators exp(score - max) would overflow float16 (checked here on the inputs)
+    and the sums would be off by those factors."""
+    att = sm.Attention(1, 2, 16, 64, 16)
+    t = sm.tiling(att, LAVAPIPE)
+    growth = np.repeat(np.arange(1, 64 // (t.keys * 8) + 1, dtype="float32") ** 2, t.keys * 8)
+    got, want = _run_attention(node_sm, tmp_path, att, use_override=True, by_key=by_key, one_pass=True,
+                               key_scale=growth)
+    rng = np.random.default_rng(5)  # the inputs _run_attention draws: the premise, on the unscaled first block
+    q, k = (rng.standard_normal((1, n, 2, 16)).astype("float16") for n in (16, 64))
+    scores = np.einsum("bihd,bjhd->bhij", q.astype("float32") * 3, k.astype("float32") * growth[None, :, None, None])
+    block_max = scores.reshape(1, 2, 16, -1, t.keys * 8).max(-1) / 4
+    assert (block_max[..., -1] - block_max[..., 0]).min() > 2 * np.log(65504)
     np.testing.assert_allclose(got, want, rtol=4e-3, atol=4e-3)
 
 
@@ -370,9 +400,10 @@ def test_attention_tilings():
     assert sm.attention.padded(sd15, nvidia) == sm.Attention(2, 8, 4096, 4096, 48, scale_dim=40)
     assert sm.attention.padded(sd15, nvidia).scale == 40 ** -0.5
     assert sm.attention.padded(sd15, LAVAPIPE) == sd15  # whole 8x8 matrices
-    assert sm.tiling(sm.attention.padded(sd15, nvidia), nvidia) == sm.attention.Tiling(4, 1, False)
-    assert sm.tiling(sm.Attention(2, 8, 1024, 1024, 80), nvidia) == sm.attention.Tiling(2, 1, False)
-    assert sm.tiling(sm.Attention(2, 8, 1024, 77, 80), nvidia) == sm.attention.Tiling(2, 1, True)
+    one_pass = nvidia.attention_one_pass  # the profile's form, in every tiling
+    assert sm.tiling(sm.attention.padded(sd15, nvidia), nvidia) == sm.attention.Tiling(4, 1, False, one_pass)
+    assert sm.tiling(sm.Attention(2, 8, 1024, 1024, 80), nvidia) == sm.attention.Tiling(2, 1, False, one_pass)
+    assert sm.tiling(sm.Attention(2, 8, 1024, 77, 80), nvidia) == sm.attention.Tiling(2, 1, True, one_pass)
     for att in (sd15, sm.Attention(2, 8, 256, 77, 160), *ATTENTIONS):
         for profile in (nvidia, LAVAPIPE):
             run = sm.attention.padded(att, profile)
@@ -427,14 +458,19 @@ def _nvidia_overrides():
            (conv.name, sm.conv_wgsl(conv, nvidia, sm.block_of(conv.gemm, nvidia), _twin_source(
                sm.conv_twin(conv, nvidia, sm.block_of(conv.gemm, nvidia)), conv.name))),
            (conv.name, sm.conv_wgsl(conv, nvidia, (1, 4), _twin_source(sm.conv_twin(conv, nvidia, (1, 4), 2),
-                                                                       conv.name), 2, staged=True))]
+                                                                       conv.name), 2, staged=True)),
+           (conv.name, sm.conv_wgsl(conv, nvidia, (1, 4), _twin_source(sm.conv_twin(conv, nvidia, (1, 4), 2),
+                                                                       conv.name), 2, staged=True, prefetch=True))]
     # head dim 40 (as the rewrite pads it), 77 keys (K, V padded in workgroup memory), and straight from storage
-    # (each also with its softmax bookkeeping by key, as the sweep builds it: 16 lanes a row, 2 rows at a time)
+    # (each also with its softmax bookkeeping by key, as the sweep builds it: 16 lanes a row, 2 rows at a time;
+    # and each in one pass and in two)
     for att in (sm.Attention(1, 2, 64, 64, 48, 40), sm.Attention(1, 2, 32, 77, 80), sm.Attention(1, 2, 32, 64, 80)):
         t = sm.tiling(att, nvidia)
         twin = _twin_source(sm.attention_twin(att, nvidia, t), att.name)
-        out.append((att.name, sm.attention_wgsl(att, nvidia, t, twin)))
-        out.append((att.name, sm.attention_wgsl(att, dataclasses.replace(nvidia, attention_by_key=True), t, twin)))
+        for by_key in (False, True):
+            for one_pass in (False, True):
+                out.append((att.name, sm.attention_wgsl(att, dataclasses.replace(nvidia, attention_by_key=by_key),
+                                                        dataclasses.replace(t, one_pass=one_pass), twin)))
     return out
 
 

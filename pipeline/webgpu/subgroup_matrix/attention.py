@@ -1,15 +1,21 @@
 """Attention on subgroup matrices: ``Attention``, its tiling, twin and WGSL override, and the Relax rewrite of
 ``nn.attention`` (the op pipeline.webgpu.flash_attention otherwise fuses).
 
-One subgroup per workgroup takes ``rows`` matrices of query rows of one (batch, head) and makes two passes over
-the keys, a block of ``keys`` matrices at a time:
-  1. the scores of the block, Q K^T, on subgroup matrices into workgroup memory; each lane keeps the running
-     maximum of its rows;
-  2. the scores again; each lane turns its rows into exp(score - max) (float16, into workgroup memory) and sums
-     them; then P V on subgroup matrices, accumulated in float32 result matrices.
+One subgroup per workgroup takes ``rows`` matrices of query rows of one (batch, head) and goes over the keys a
+block of ``keys`` matrices at a time, in one of two forms (``Tiling.one_pass``, from the profile's
+``attention_one_pass``):
+
+  * **two passes**: 1. the scores of each block, Q K^T, on subgroup matrices into workgroup memory, keeping each
+    row's running maximum; 2. the scores again, each row's exp(score - max) (float16, into workgroup memory) and
+    their sum, then P V on subgroup matrices into float32 result matrices. Q K^T is computed twice, but the
+    accumulators never need rescaling, which subgroup matrices cannot do row by row.
+  * **one pass**, as flash attention, with a lazy rescale: a row's running maximum moves only when a block's
+    scores pass it by more than ``SLACK`` (so exp(score - max) stays within float16), and only then, for the whole
+    workgroup at once (rare after the first blocks), are the accumulators stored to workgroup memory, their rows
+    scaled by exp(old max - new max), and loaded back. Q K^T is computed once.
+
 The output is P V over the sums, written through workgroup memory (a cast to float16, and the head's own columns
-only). Two passes compute Q K^T twice, but the accumulators never need rescaling, which subgroup matrices cannot
-do row by row (flash attention's single pass rescales its accumulator at every block).
+only).
 
 Q, K and V are read straight from storage. A head dim that is not whole matrices (SD v1.5's 40 on 16x16) is
 zero padded by the rewrite, outside the kernel (``padded``): the padded columns add nothing to Q K^T, their output
@@ -33,6 +39,9 @@ STORAGE = 16 << 10  # bytes of workgroup memory: WebGPU's default maxComputeWork
 # the fastest tilings of SD v1.5's (head dim 48 padded), SD 2.x's (64) and the 80-dim attention all kept 16 or fewer
 REGISTERS = 16
 NEG = -3.0e38  # below every score, above -inf (no NaN from -inf - -inf)
+# one pass: how far a block's scores may pass a row's running maximum before it moves (exp(8) ~ 2981: P stays well
+# within float16, whose largest is 65504)
+SLACK = 8.0
 
 
 @dataclass(frozen=True)
@@ -64,11 +73,13 @@ class Tiling:
     rows: int  # matrices of query rows per workgroup
     keys: int  # matrices of keys per block
     staged_kv: bool  # each block's keys and values copied into workgroup memory, zero padded (keys not whole blocks)
+    one_pass: bool = False  # one pass over the keys with a lazy rescale (module doc), not two
 
     def storage(self, size: int, head_dim: int) -> int:
         """Bytes of workgroup memory the kernel declares (matrices of ``size`` x ``size``)."""
         rows, keys = self.rows * size, self.keys * size
-        return rows * keys * (4 + 2) + rows * 2 * 4 + (2 * keys * head_dim * 2 if self.staged_kv else 0)
+        return (rows * keys * (4 + 2) + rows * 2 * 4 + (2 * keys * head_dim * 2 if self.staged_kv else 0)
+                + (rows * 4 + 16 if self.one_pass else 0))  # WebGPU counts the one u32 flag as 16 bytes
 
 
 def padded(att: Attention, profile: MatrixProfile) -> Attention:
@@ -90,7 +101,7 @@ def tilings(att: Attention, profile: MatrixProfile, storage: int = STORAGE) -> l
     out = []
     for rows in (4, 2, 1):
         for keys in (1, 2, 4):
-            t = Tiling(rows, keys, att.kv_len % (keys * size) != 0)
+            t = Tiling(rows, keys, att.kv_len % (keys * size) != 0, profile.attention_one_pass)
             if att.q_len % (rows * size) == 0 and t.storage(size, att.head_dim) <= storage:
                 out.append(t)
     return out
@@ -198,6 +209,86 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                 f"      if (lane % {group}u == 0u) {{ sm_sum[row] += total; }}",
                 "    }"]
 
+    def one_pass_by_row() -> list[str]:  # the lane of each row: its block max, moved max, alpha, P and sum
+        return [f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
+                f"      var top = {NEG!r};",
+                f"      for (var c = 0u; c < {keys}u; c++) {{",
+                f"        if (j0 + c < {att.kv_len}u) {{ top = max(top, sm_s[row * {keys}u + c] * {scale}); }}",
+                "      }",
+                *moved_max("sm_max[row]"),
+                "      var total = 0.0;",
+                f"      for (var c = 0u; c < {keys}u; c++) {{",
+                *weight_of("c"),
+                "      }",
+                "      sm_max[row] = best;",
+                "      sm_alpha[row] = alpha;",
+                "      sm_sum[row] = sm_sum[row] * alpha + total;",
+                "    }"]
+
+    def one_pass_by_key() -> list[str]:  # as by row, the lanes of a row each a share of its keys
+        return [f"    for (var r0 = 0u; r0 < {rows}u; r0 += {per_pass}u) {{",
+                f"      let row = r0 + lane / {group}u;",
+                f"      var top = {NEG!r};",
+                f"      for (var c = lane % {group}u; c < {keys}u; c += {group}u) {{",
+                f"        if (j0 + c < {att.kv_len}u) {{ top = max(top, sm_s[row * {keys}u + c] * {scale}); }}",
+                "      }",
+                *reduced("top", "{v} = max({v}, {x});"),
+                # the row's first lane alone reads and writes its entries (no lane reads what another writes)
+                f"      var old = {NEG!r};",
+                f"      if (lane % {group}u == 0u) {{ old = sm_max[row]; }}",
+                f"      old = subgroupShuffle(old, lane / {group}u * {group}u);",
+                *moved_max("old"),
+                "      var total = 0.0;",
+                f"      for (var c = lane % {group}u; c < {keys}u; c += {group}u) {{",
+                *weight_of("c"),
+                "      }",
+                *reduced("total", "{v} += {x};"),
+                f"      if (lane % {group}u == 0u) {{",
+                "        sm_max[row] = best;",
+                "        sm_alpha[row] = alpha;",
+                "        sm_sum[row] = sm_sum[row] * alpha + total;",
+                "      }",
+                "    }"]
+
+    def moved_max(old: str) -> list[str]:  # best: the row's max from here on; alpha: what the old sums are worth
+        return [f"      let was = {old};",
+                "      var best = was;",
+                f"      if (top > was + {SLACK!r}) {{ best = top; }}",
+                # the first block's was is NEG, and exp(NEG - best) is NaN on NVIDIA's Vulkan (its exp reduces the
+                # argument's range first), not 0
+                f"      let alpha = select(exp(was - best), 0.0, was == {NEG!r});",
+                f"      if (best != was && was != {NEG!r}) {{ rescale = true; }}  // accumulators hold sums of was"]
+
+    def weight_of(c: str) -> list[str]:
+        score = f"sm_s[row * {keys}u + {c}] * {scale}"
+        return ["        var weight = 0.0;",
+                f"        if (j0 + {c} < {att.kv_len}u) {{ weight = exp({score} - best); }}",
+                "        total += weight;",
+                f"        sm_p[row * {keys}u + {c}] = f16(weight);"]
+
+    # whether any row's max moved, for the whole workgroup (workgroupUniformLoad: a uniform branch around the
+    # barriers and matrix loads). A vec4, not a u32: with a lone 4-byte workgroup variable every one-pass kernel
+    # returned NaN on an H100 (lavapipe was right), as if it left the matrices' workgroup arrays 4-byte aligned
+    def rescaled() -> list[str]:  # every accumulator's rows times their alpha, through sm_s (its scores are used)
+        out = ["    let moved = subgroupAny(rescale);",
+               "    if (lane == 0u) { sm_flag = vec4<u32>(select(0u, 1u, moved)); }",
+               "    if (workgroupUniformLoad(&sm_flag).x != 0u) {"]
+        room = t.rows * t.keys  # matrices of s x s that sm_s holds
+        for first in range(0, len(outs), room):
+            batch = outs[first:first + room]
+            out += [f"      subgroupMatrixStore<row_major>(&sm_s, {n * s * s}u, o_{i}_{d}, {s}u);"
+                    for n, (i, d) in enumerate(batch)]
+            out.append("      workgroupBarrier();")
+            for n, (i, _) in enumerate(batch):
+                out += [f"      for (var e = lane; e < {s * s}u; e += {lanes}u) {{",
+                        f"        sm_s[{n * s * s}u + e] *= sm_alpha[{i * s}u + e / {s}u];",
+                        "      }"]
+            out.append("      workgroupBarrier();")
+            out += [f"      o_{i}_{d} = subgroupMatrixLoad<{result}, row_major>(&sm_s, {n * s * s}u, {s}u);"
+                    for n, (i, d) in enumerate(batch)]
+            out.append("      workgroupBarrier();")
+        return out + ["    }"]
+
     lines = [
         *PROLOGUE,
         f"  let batch = block_x / {att.heads * tiles}u;",
@@ -210,38 +301,46 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
               f"    sm_max[row] = {NEG!r};",
               "    sm_sum[row] = 0.0;",
               "  }",
-              "  workgroupBarrier();",
-              "  // pass 1: each row's largest score",
-              f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
-              *copy_block(False),
-              *score_block(),
-              *(row_max_by_key() if profile.attention_by_key else [
-                  f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
-                  "      var best = sm_max[row];",
-                  f"      for (var c = 0u; c < {keys}u; c++) {{",
-                  f"        if (j0 + c < {att.kv_len}u) {{ best = max(best, sm_s[row * {keys}u + c] * {scale}); }}",
-                  "      }",
-                  "      sm_max[row] = best;",
-                  "    }"]),
-              "  }",
-              "  // pass 2: P = exp(score - max), its row sums, and P V",
-              *(f"  var o_{i}_{d} = {result}();" for i, d in outs),
-              f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
-              *copy_block(True),
-              *score_block(),
-              *(weights_by_key() if profile.attention_by_key else [
-                  f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
-                  "      let best = sm_max[row];",
-                  "      var total = sm_sum[row];",
-                  f"      for (var c = 0u; c < {keys}u; c++) {{",
-                  "        var weight = 0.0;",
-                  f"        if (j0 + c < {att.kv_len}u) {{ weight = exp(sm_s[row * {keys}u + c] * {scale} - best); }}",
-                  "        total += weight;",
-                  f"        sm_p[row * {keys}u + c] = f16(weight);",
-                  "      }",
-                  "      sm_sum[row] = total;",
-                  "    }"]),
-              "    workgroupBarrier();",
+              "  workgroupBarrier();"]
+    if t.one_pass:
+        lines += ["  // one pass: P = exp(score - running max), its row sums, the accumulators rescaled where the max "
+                  "moved, and P V",
+                  *(f"  var o_{i}_{d} = {result}();" for i, d in outs),
+                  f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
+                  *copy_block(True),
+                  *score_block(),
+                  "    var rescale = false;",
+                  *(one_pass_by_key() if profile.attention_by_key else one_pass_by_row()),
+                  *rescaled()]
+    else:
+        lines += ["  // pass 1: each row's largest score",
+                  f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
+                  *copy_block(False),
+                  *score_block(),
+                  *(row_max_by_key() if profile.attention_by_key else [
+                      f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
+                      "      var best = sm_max[row];",
+                      f"      for (var c = 0u; c < {keys}u; c++) {{",
+                      f"        if (j0 + c < {att.kv_len}u) {{ best = max(best, sm_s[row * {keys}u + c] * {scale}); }}",
+                      "      }",
+                      "      sm_max[row] = best;",
+                      "    }"]),
+                  "  }",
+                  "  // pass 2: P = exp(score - max), its row sums, and P V",
+                  *(f"  var o_{i}_{d} = {result}();" for i, d in outs),
+                  f"  for (var j0 = 0u; j0 < {kv_end}u; j0 += {keys}u) {{",
+                  *copy_block(True),
+                  *score_block(),
+                  *(weights_by_key() if profile.attention_by_key else [
+                      f"    for (var row = lane; row < {rows}u; row += {lanes}u) {{",
+                      "      let best = sm_max[row];",
+                      "      var total = sm_sum[row];",
+                      f"      for (var c = 0u; c < {keys}u; c++) {{",
+                      *weight_of("c"),
+                      "      }",
+                      "      sm_sum[row] = total;",
+                      "    }"])]
+    lines += ["    workgroupBarrier();",
               f"    for (var c0 = 0u; c0 < {keys}u; c0 += {s}u) {{",
               *(f"      let p{i} = subgroupMatrixLoad<{left}, row_major>(&sm_p, {i * s * keys}u + c0, {keys}u);"
                 for i in range(t.rows))]
@@ -265,8 +364,10 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                  f"var<workgroup> sm_max : array<f32, {rows}>;\n"
                  f"var<workgroup> sm_sum : array<f32, {rows}>;\n"
                  + (f"var<workgroup> sm_k : array<f16, {keys * dims}>;\n"
-                    f"var<workgroup> sm_v : array<f16, {keys * dims}>;\n" if t.staged_kv else ""))
-    return kernel(header, entry, profile, lines, workgroup, subgroup_ops=profile.attention_by_key)
+                    f"var<workgroup> sm_v : array<f16, {keys * dims}>;\n" if t.staged_kv else "")
+                 + (f"var<workgroup> sm_alpha : array<f32, {rows}>;\nvar<workgroup> sm_flag : vec4<u32>;\n"
+                    if t.one_pass else ""))
+    return kernel(header, entry, profile, lines, workgroup, subgroup_ops=profile.attention_by_key or t.one_pass)
 
 
 def attention_of(call) -> Attention | None:

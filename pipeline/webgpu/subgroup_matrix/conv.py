@@ -132,12 +132,14 @@ def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int], subgro
 
 
 def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_wgsl: str, subgroups: int = 1,
-              staged: bool = False) -> str:
+              staged: bool = False, prefetch: bool = False) -> str:
     """The WGSL override of a convolution's twin: per chunk of the reduction, the workgroup gathers that chunk of
     the im2col columns it needs into workgroup memory (zeros outside the padded input), then each of its
     ``subgroups`` subgroups multiplies its own weight rows by it: more subgroups share one gather. The weights are
     read straight from storage, or with ``staged`` copied into workgroup memory with vector loads, the next chunk's
-    loading into registers while this one multiplies (as the staged matmul: gemm.py)."""
+    loading into registers while this one multiplies (as the staged matmul: gemm.py). With ``prefetch`` the gather
+    too loads the next chunk into registers while this one multiplies, so its loads are in flight then rather than
+    between two barriers."""
     header, entry, v = twin_header(twin_wgsl, ("X", "W", "C"))
     p, (rows, cols) = profile, block
     g = conv.gemm
@@ -152,12 +154,37 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
         w_regs, w_loads, w_stores = tile_copies("w", v["W"], weight_rows, chunk // 4, f"(block_row0 + r) * {g.k // 4}u "
                                                 "+ ks / 4u", subgroups * p.subgroup_size)
     width = cols * p.n  # the columns (output pixels) of the block
+    threads = subgroups * p.subgroup_size
+    kk = conv.kh * conv.kw
+
+    def gathered(e: str, k0: str, indent: str) -> list[str]:  # ``value``: im2col element e of the chunk at k0
+        return [indent + line for line in [
+            f"let k = {k0} + {e} / {width}u;",
+            f"let col = col0 + {e} % {width}u;",
+            f"let ch = k / {kk}u;",
+            f"let ky = i32((k % {kk}u) / {conv.kw}u);",
+            f"let kx = i32(k % {conv.kw}u);",
+            f"let iy = i32(col / {conv.out_w}u) * {conv.stride} + ky - {conv.pad[0]};",
+            f"let ix = i32(col % {conv.out_w}u) * {conv.stride} + kx - {conv.pad[1]};",
+            "var value = f16(0.0);",
+            f"if (iy >= 0 && iy < {conv.h} && ix >= 0 && ix < {conv.w}) {{",
+            f"  value = {v['X']}[x0 + ch * {conv.h * conv.w}u + u32(iy) * {conv.w}u + u32(ix)];",
+            "}"]]
+
+    g_regs, g_loads, g_stores = [], [], []
+    if prefetch:  # element lane + i * threads of each chunk in register g{i}
+        count = chunk * width
+        for i in range(-(-count // threads)):
+            guard = f"if (lane + {i * threads}u < {count}u) " if (i + 1) * threads > count else ""
+            g_regs.append(f"  var g{i} : f16;")
+            g_loads.append(f"    {guard}{{")
+            g_loads += [*gathered(f"(lane + {i * threads}u)", "ks", "      "), f"      g{i} = value;", "    }"]
+            g_stores.append(f"    {guard}{{ im2col[lane + {i * threads}u] = g{i}; }}")
     left = f"subgroup_matrix_left<f16, {p.k}, {p.m}>"
     right = f"subgroup_matrix_right<f16, {p.n}, {p.k}>"
     result = f"subgroup_matrix_result<f32, {p.n}, {p.m}>"
     row_blocks = g.m // (subgroups * rows * p.m)
     accs = [(i, j) for i in range(rows) for j in range(cols)]
-    kk = conv.kh * conv.kw
     own_rows = f" + sid * {rows * p.m}u" if subgroups > 1 else ""
     lines = [
         *PROLOGUE,
@@ -168,27 +195,21 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
         f"  let x0 = image * {conv.c * conv.h * conv.w}u;",
         *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
         *w_regs,
-        *(["  {  // the first chunk's weights into registers", "    let ks = 0u;", *w_loads, "  }"] if staged else []),
+        *g_regs,
+        *(["  {  // the first chunk's weights (and gather) into registers", "    let ks = 0u;", *w_loads, *g_loads,
+           "  }"] if staged or prefetch else []),
         f"  for (var k0 = 0u; k0 < {g.k}u; k0 += {chunk}u) {{",
         "    workgroupBarrier();  // the last chunk's multiplies are done with the tile",
         *w_stores,
-        f"    for (var e = lane; e < {chunk * width}u; e += {subgroups * p.subgroup_size}u) {{",
-        f"      let k = k0 + e / {width}u;",
-        f"      let col = col0 + e % {width}u;",
-        f"      let ch = k / {kk}u;",
-        f"      let ky = i32((k % {kk}u) / {conv.kw}u);",
-        f"      let kx = i32(k % {conv.kw}u);",
-        f"      let iy = i32(col / {conv.out_w}u) * {conv.stride} + ky - {conv.pad[0]};",
-        f"      let ix = i32(col % {conv.out_w}u) * {conv.stride} + kx - {conv.pad[1]};",
-        "      var value = f16(0.0);",
-        f"      if (iy >= 0 && iy < {conv.h} && ix >= 0 && ix < {conv.w}) {{",
-        f"        value = {v['X']}[x0 + ch * {conv.h * conv.w}u + u32(iy) * {conv.w}u + u32(ix)];",
-        "      }",
-        "      im2col[e] = value;",
-        "    }",
+        *(g_stores if prefetch else [
+            f"    for (var e = lane; e < {chunk * width}u; e += {threads}u) {{",
+            *gathered("e", "k0", "      "),
+            "      im2col[e] = value;",
+            "    }"]),
         "    workgroupBarrier();",
-        *([f"    if (k0 + {chunk}u < {g.k}u) {{  // the next chunk's weights into registers",
-           f"      let ks = k0 + {chunk}u;", *("  " + line for line in w_loads), "    }"] if staged else []),
+        *([f"    if (k0 + {chunk}u < {g.k}u) {{  // the next chunk's weights (and gather) into registers",
+           f"      let ks = k0 + {chunk}u;", *("  " + line for line in w_loads + g_loads), "    }"]
+          if staged or prefetch else []),
         f"    for (var kc = 0u; kc < {chunk}u; kc += {p.k}u) {{",
         *((f"      let l{i} = subgroupMatrixLoad<{left}, row_major>(&w_tile, (row0 - block_row0 + {i * p.m}u) * "
            f"{chunk}u + kc, {chunk}u);") if staged else
@@ -214,7 +235,7 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
 def override(conv: Conv, profile: MatrixProfile, twin_wgsl: str) -> str:
     """The WGSL override of a built convolution twin, in the layout the rewrite built the twin with."""
     block, subgroups = conv_layout(conv, profile)
-    return conv_wgsl(conv, profile, block, twin_wgsl, subgroups, conv_staged(profile, block))
+    return conv_wgsl(conv, profile, block, twin_wgsl, subgroups, conv_staged(profile, block), profile.conv_prefetch)
 
 
 def conv_of(call) -> Conv | None:

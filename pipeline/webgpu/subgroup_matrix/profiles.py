@@ -33,14 +33,21 @@ class MatrixProfile:
     # ``conv_workgroups`` workgroups (0: ``enough_workgroups``)
     conv_cols: int = 4
     conv_workgroups: int = 0
+    # a convolution's gather of the next chunk loaded into registers while this one multiplies (False: loaded and
+    # stored between two barriers, the subgroups idle meanwhile)
+    conv_prefetch: bool = False
     # an attention's softmax bookkeeping with the lanes along each query row's keys (consecutive words of workgroup
     # memory) and the row's max and sum reduced by subgroup shuffles (False: one lane per query row, reading the
     # row's keys at the row stride, which lands many lanes on one memory bank)
     attention_by_key: bool = False
+    # an attention in one pass over the keys, its accumulators rescaled (through workgroup memory) when a row's
+    # running maximum moves, rather than two passes, the first only for the maxima (subgroup_matrix/attention.py)
+    attention_one_pass: bool = False
 
     def requires(self) -> dict:
         """The manifest's ``requires`` of a variant built for this profile."""
-        several = self.conv_subgroups > 1 or self.gemm_subgroups != (1, 1) or self.attention_by_key
+        several = (self.conv_subgroups > 1 or self.gemm_subgroups != (1, 1) or self.attention_by_key
+                   or self.attention_one_pass)
         features = [FEATURE, "shader-f16", *(["subgroups"] if several else [])]
         return {"features": features, "subgroup_size": self.subgroup_size,
                 "subgroup_matrix_configs": [{"componentType": self.component, "resultComponentType": self.result,
@@ -51,15 +58,16 @@ class MatrixProfile:
 # 16x16x16 among its configs, subgroup size 32; lavapipe from Mesa 26 (setup.sh's .venv/lavapipe-sm) lists only
 # 8x8x8, subgroup size 8, which is what CI checks the kernels' arithmetic with.
 PROFILES = {
-    # from bench_subgroup_matrix.py --sweep on H100s (benchmarks/results/subgroup-matrix-kernels-nvidia-sweep-
-    # h100*.log): a matmul staged on 2x1 subgroups at 4x4 ran 1.3-1.6x the direct kernel (to 75-80 TFLOP/s), best
-    # unshrunk down to 80 workgroups; a convolution on 4 subgroups sharing its gather beat 2 and 1 at every shape,
-    # best at blocks of at most 2 columns and about 512 workgroups, staging its weights paying only in blocks of 4
-    # rows (1.4x there)
+    # from bench_subgroup_matrix.py --sweep on H100s (benchmarks/results/subgroup-matrix-kernels-nvidia-*h100*): a
+    # matmul staged on 2x1 subgroups at 4x4 ran 1.3-1.6x the direct kernel (to 75-80 TFLOP/s), best unshrunk down to
+    # 80 workgroups; a convolution on 4 subgroups sharing its gather beat 2 and 1 at every shape, best at blocks of
+    # at most 2 columns; with its gather prefetched (1.2-1.7x at the fastest blocks) best at about 256 workgroups,
+    # staging its weights from blocks of 2 rows; attention in one pass 1.4x two (4096 tokens), the softmax
+    # bookkeeping by row faster than by key at the fastest tilings
     "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=64, conv_subgroups=4,
-                            gemm_subgroups=(2, 1), conv_staged=True, conv_staged_rows=4, conv_cols=2,
-                            conv_workgroups=512),
+                            gemm_subgroups=(2, 1), conv_staged=True, conv_staged_rows=2, conv_cols=2,
+                            conv_workgroups=256, attention_one_pass=True, conv_prefetch=True),
     # CI's software driver: its choices exercise every kernel form, not speed
     "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2, gemm_subgroups=(2, 2), conv_staged=True,
-                              attention_by_key=True),
+                              attention_by_key=True, attention_one_pass=True, conv_prefetch=True),
 }
