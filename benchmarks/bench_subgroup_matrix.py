@@ -15,9 +15,11 @@ and its FLOPs are still the unpadded op's.
 ``--sweep`` also builds each op's kernel at every other block (tiling, for attention, each with its softmax
 bookkeeping in both forms, ``attention_by_key``, in two passes and in one, ``attention_one_pass``) that fits, a
 matmul's also staged on 2x2, 2x1 and 1x2 subgroups, a convolution's on 1, 2 and 4 subgroups, with its weights
-staged and (on 4) with its gather prefetched, and times them all: the data to choose the profile's
-``enough_workgroups``, ``gemm_subgroups``, ``conv_subgroups``, ``conv_staged``, ``conv_prefetch``,
-``attention_by_key``, ``attention_one_pass`` and the attention tiling's ``REGISTERS`` by.
+staged and (on 4) with its gather prefetched, and in the build's layout with its reduction split in 2, 4 and 8
+parts (the sum of the parts after it, a TVM kernel in the build, is not timed), and times them all: the data to
+choose the profile's ``enough_workgroups``, ``gemm_subgroups``, ``conv_subgroups``, ``conv_staged``,
+``conv_prefetch``, ``conv_split_workgroups``, ``attention_by_key``, ``attention_one_pass`` and the attention
+tiling's ``REGISTERS`` by.
 
 A GPU machine without TVM runs kernels built here: ``--write-kernels F`` builds every kernel into F and stops;
 ``--kernels F`` runs them without TVM. ``WEBSD_BUNDLE_SM_KERNELS=nvidia benchmarks/gpu_bundle.sh pack ...`` puts
@@ -59,7 +61,8 @@ UNET_SHAPES = [(8192, 320, 320), (8192, 2560, 320), (8192, 320, 1280), (2048, 64
 QUICK_SHAPES = [(256, 64, 64), (128, 128, 256)]
 # 3x3, padding 1: (batch, channels in, height, width, channels out); the UNet's at batch 2, the VAE decoder's largest
 CONV_SHAPES = [(2, 320, 64, 64, 320), (2, 640, 32, 32, 640), (2, 1280, 16, 16, 1280), (2, 1280, 8, 8, 1280),
-               (1, 512, 64, 64, 512), (1, 512, 128, 128, 512), (1, 256, 256, 256, 256), (1, 128, 512, 512, 128)]
+               (2, 2560, 8, 8, 1280), (1, 512, 64, 64, 512), (1, 512, 128, 128, 512), (1, 256, 256, 256, 256),
+               (1, 128, 512, 512, 128)]
 QUICK_CONVS = [(1, 16, 16, 16, 16)]
 # (batch, heads, query tokens, key tokens, head dim): SD v1.5's self- and cross-attention at 512x512 (batch 2),
 # SD-Turbo's (SD 2.x layout: head dim 64) at its largest resolution
@@ -142,6 +145,17 @@ def sweep_of(op, profile: sm.MatrixProfile) -> dict:
             label = (f"block {block[0]}x{block[1]}" + (f" x{s} subgroups" if s > 1 else "")
                      + (" staged weights" if staged else "") + (" prefetched gather" if prefetch else ""))
             out[label] = (sm.conv_wgsl(op, profile, block, code, s, staged, prefetch), entry, grid)
+    # the build's layout with its reduction split in parts (conv_split_workgroups): float32 partial sums, which the
+    # comparison adds up (the build's sum after the kernel is not timed)
+    block, s = sm.conv_layout(op, profile)
+    for splits in (2, 4, 8):
+        part = dataclasses.replace(op, splits=splits, out_dtype="float32")
+        if op.c % splits or part.part % profile.k:
+            continue
+        code, entry, grid = webgpu_build.single_kernel(sm.conv_twin(part, profile, block, s), part.name)
+        out[f"block {block[0]}x{block[1]} x{s} subgroups split k {splits}"] = (
+            sm.conv_wgsl(part, profile, block, code, s, sm.conv_staged(profile, block), profile.conv_prefetch), entry,
+            grid, {"splits": splits, "dtype": "float32"})
     return out
 
 
@@ -198,14 +212,17 @@ def run_kernels(node: str, work: Path, kernels: dict, inputs: tuple[dict, dict],
     process on one device (run_wgsl.mjs's batch: Dawn starts once per op, not per kernel). ``inputs``: the default
     kernel's and the others' (``write_inputs``); an output on a padded head dim comes back sliced."""
     dtype = case.get("out_dtype", "float32")
-    size = case["out"] * np.dtype(dtype).itemsize
     head_dim = case["inputs"]["q_ptr"][-1] if case["op"][0] == "attention" else None
     widths = [head_dim if label == "default" else case.get("padded_dim", head_dim) for label in kernels]
+    # a kernel's own output where it differs from the op's: {"splits": partial sums, split first; "dtype": theirs}
+    metas = [kernel[3] if len(kernel) > 3 else {} for kernel in kernels.values()]
+    sizes = [case["out"] * meta.get("splits", 1) * np.dtype(meta.get("dtype", dtype)).itemsize for meta in metas]
     runs = [{"wgsl": wgsl, "entry": entry, "grid": list(grid),
              "inputs": {name: str(path) for name, path in inputs[label != "default"].items()},
              "outputs": {case.get("output", "C_ptr"): [str(work / f"{i}.out"),
                                                        size * width // head_dim if head_dim else size]},
-             "repeat": repeat} for i, ((label, (wgsl, entry, grid)), width) in enumerate(zip(kernels.items(), widths))]
+             "repeat": repeat}
+            for i, ((label, (wgsl, entry, grid, *_)), width, size) in enumerate(zip(kernels.items(), widths, sizes))]
     spec_path = work / "batch.json"
     features = ["shader-f16", "subgroups", sm.FEATURE]  # subgroups: kernels of several subgroups (--sweep)
     spec_path.write_text(json.dumps({"features": features, "dawnToggles": toggles, "runs": runs}))
@@ -216,7 +233,10 @@ def run_kernels(node: str, work: Path, kernels: dict, inputs: tuple[dict, dict],
     timings = [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("timing:")]
 
     def output(i: int) -> np.ndarray:
-        out = np.fromfile(work / f"{i}.out", dtype).astype("float32")
+        out = np.fromfile(work / f"{i}.out", metas[i].get("dtype", dtype))
+        if metas[i].get("splits", 1) > 1:  # the partial sums added up, then the op's cast
+            out = out.reshape(metas[i]["splits"], -1).sum(axis=0).astype(dtype)
+        out = out.astype("float32")
         return out.reshape(-1, widths[i])[:, :head_dim].ravel() if head_dim else out
 
     return {label: (ms, output(i)) for i, (label, ms) in enumerate(zip(kernels, timings, strict=True))}

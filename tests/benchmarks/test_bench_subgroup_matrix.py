@@ -33,6 +33,9 @@ def test_the_benchmark_runs_from_a_kernels_file(node_sm, tmp_path):
         assert all(s["max_abs_diff"] < 5e-3 for s in row.get("sweep", {}).values()), row
     assert [row["op"].split()[0] for row in report["rows"] if len(row.get("sweep", {})) >= 2] == [
         "matmul", "conv3x3", "attention"]
+    # a convolution's reduction in parts too: its partial sums, added up, agree with the convolution
+    conv = next(row for row in report["rows"] if row["op"].startswith("conv3x3"))
+    assert any(label.endswith("split k 2") for label in conv["sweep"]), conv["sweep"].keys()
     assert report["matrix"]["subgroup_matrix_configs"][0]["M"] == 8
 
 

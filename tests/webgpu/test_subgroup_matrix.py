@@ -110,14 +110,16 @@ CONVS = [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)), sm.Conv(1, 8, 16, 16, 
          sm.Conv(1, 16, 16, 16, 16, 3, 3, 2, (0, 0, 1, 1)), sm.Conv(1, 24, 8, 16, 8, 3, 3, 1, (1, 1, 1, 1)),
          # the cast to float16 done in the kernel (its float32 sums staged through workgroup memory)
          sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16"),
-         sm.Conv(1, 8, 16, 16, 16, 1, 1, 1, out_dtype="float16")]
+         sm.Conv(1, 8, 16, 16, 16, 1, 1, 1, out_dtype="float16"),
+         # split-k: the channels in 2 and 4 parts, each a workgroup's float32 partial sums
+         sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), splits=2), sm.Conv(1, 32, 8, 8, 16, 1, 1, 1, splits=4)]
 
 
 def _run_conv(node, tmp_path, conv, use_override, subgroups=None, staged=LAVAPIPE.conv_staged,
               prefetch=LAVAPIPE.conv_prefetch):
     """The convolution's twin or override in the layout the build picks (conv_layout), or on ``subgroups``
     subgroups sharing the rows of a 4-row block; its weights ``staged`` through workgroup memory or not, its gather
-    ``prefetch``ed into registers or not."""
+    ``prefetch``ed into registers or not. A convolution in splits (``Conv.splits``): its partial sums added up."""
     import torch
 
     if subgroups is None:
@@ -133,9 +135,11 @@ def _run_conv(node, tmp_path, conv, use_override, subgroups=None, staged=LAVAPIP
     padded = torch.nn.functional.pad(torch.tensor(x, dtype=torch.float32), (left, right, top, bottom))
     want = torch.nn.functional.conv2d(padded, torch.tensor(w, dtype=torch.float32), stride=conv.stride).numpy()
     wgsl = sm.conv_wgsl(conv, LAVAPIPE, block, twin, subgroups, staged, prefetch) if use_override else twin
-    grid = sm.grid(conv.gemm, LAVAPIPE, (subgroups * block[0], block[1]))
-    got = _dispatch(node, tmp_path, wgsl, f"{conv.name}_kernel", grid,
-                    {"X_ptr": x, "W_ptr": w}, want.shape, use_override, conv.out_dtype)
+    x_blocks, y_blocks = sm.grid(conv.gemm, LAVAPIPE, (subgroups * block[0], block[1]))
+    got = _dispatch(node, tmp_path, wgsl, f"{conv.name}_kernel", (x_blocks, y_blocks * conv.splits),
+                    {"X_ptr": x, "W_ptr": w}, conv.out_shape, use_override, conv.out_dtype)
+    if conv.splits > 1:
+        got = got.sum(axis=0)
     return got.astype("float32"), want.astype(conv.out_dtype).astype("float32")  # the cast the kernel does
 
 
@@ -268,10 +272,41 @@ def test_rewrite_puts_twins_in_place_of_float16_convolutions():
             odd = bb.emit(relax.op.nn.conv2d(x4, w4, padding=1, out_dtype="float32"))
             out = bb.emit_output(relax.Tuple([fits, odd]))
         bb.emit_func_output(out)
-    mod = sm.rewrite_convs(LAVAPIPE)(bb.get())
+    mod = sm.rewrite_convs(UNSPLIT)(bb.get())
     twins = [gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm_api.tir().PrimFunc)]
     assert twins == [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1)).name]
     assert [int(d) for d in tvm_api.expr_type(mod["main"].body.body).fields[0].shape] == [2, 32, 8, 8]
+
+
+UNSPLIT = dataclasses.replace(LAVAPIPE, conv_split_workgroups=0)
+
+
+@pytest.mark.parametrize("cast", [False, True], ids=["float32", "cast-to-float16"])
+def test_a_convolution_with_few_workgroups_splits_its_reduction(cast):
+    """Under the profile's conv_split_workgroups the twin returns float32 partial sums of its parts of the channels
+    (split first), and a sum over them (then the cast) gives the convolution's result."""
+    import tvm
+    from tvm import relax
+
+    from pipeline.toolchain import tvm_api
+
+    conv = sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1))  # lavapipe's layout: 4 workgroups
+    assert sm.conv_splits(conv, UNSPLIT) == 1 and sm.conv_splits(conv, LAVAPIPE) == 2  # to 8 workgroups
+    # each part whole matrix depths: 8 channels x 9 = 72 is, 4 x 9 = 36 is not
+    assert sm.conv_splits(conv, dataclasses.replace(LAVAPIPE, conv_split_workgroups=1000)) == 2
+    assert sm.conv_splits(sm.Conv(1, 64, 8, 8, 16, 3, 3, 1, (1, 1, 1, 1)),
+                          dataclasses.replace(LAVAPIPE, conv_split_workgroups=1000)) == 8  # at most 8
+    mod = _conv_module((2, 16, 8, 8), (32, 16, 3, 3), cast=cast)
+    for rewrite in sm.rewrites(LAVAPIPE, 1 << 30):
+        mod = rewrite(mod)
+    assert _twins(mod) == [dataclasses.replace(conv, splits=2).name]
+    calls = []
+    relax.analysis.post_order_visit(mod["main"].body, lambda e: calls.append(e.op.name) if isinstance(e, relax.Call)
+                                    and isinstance(e.op, tvm.ir.Op) else None)
+    assert calls.count("relax.sum") == 1 and calls.count("relax.nn.conv2d") == 0
+    out = tvm_api.expr_type(mod["main"].body.body)
+    assert [int(d) for d in out.shape] == [2, 32, 8, 8] and str(out.dtype) == ("float16" if cast else "float32")
+    relax.analysis.well_formed(mod)
 
 
 def _conv_module(x_shape, w_shape, cast: bool = False):
@@ -301,14 +336,14 @@ def test_a_convolution_whose_float32_result_is_over_the_binding_limit_stays_tvms
     mod = _conv_module((1, 16, 32, 32), (16, 16, 3, 3))
     result_bytes = 16 * 32 * 32 * 4
     for limit, twins in ((result_bytes, 1), (result_bytes - 1, 0)):
-        assert len(_twins(sm.rewrite_convs(LAVAPIPE, max_binding=limit)(mod))) == twins, limit
+        assert len(_twins(sm.rewrite_convs(UNSPLIT, max_binding=limit)(mod))) == twins, limit
 
 
 def test_a_cast_after_a_convolution_goes_into_its_twin():
     from pipeline.toolchain import tvm_api
 
     mod = _conv_module((2, 16, 8, 8), (32, 16, 3, 3), cast=True)
-    for rewrite in sm.rewrites(LAVAPIPE, 1 << 30):
+    for rewrite in sm.rewrites(UNSPLIT, 1 << 30):
         mod = rewrite(mod)
     assert _twins(mod) == [sm.Conv(2, 16, 8, 8, 32, 3, 3, 1, (1, 1, 1, 1), "float16").name]  # no float32 twin
     assert str(tvm_api.expr_type(mod["main"].body.body).dtype) == "float16"

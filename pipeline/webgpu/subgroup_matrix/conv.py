@@ -32,6 +32,10 @@ class Conv:
     # float16: the kernel also does the cast that follows the convolution (accumulating in float32 still), which
     # halves what it writes and keeps the result within the binding limit where float32 would not be
     out_dtype: str = "float32"
+    # split-k: the input channels in this many parts, each a workgroup's, whose float32 partial sums (an output of
+    # (splits, batch, o, out_h, out_w)) the rewrite adds up after the kernel: more workgroups for a convolution with
+    # few pixels and a long reduction (SD's 8x8 ones: 64 pixels, 11520 deep)
+    splits: int = 1
 
     @property
     def out_h(self) -> int:
@@ -47,9 +51,21 @@ class Conv:
         return Gemm(self.batch, self.o, self.out_h * self.out_w, self.c * self.kh * self.kw)
 
     @property
+    def part(self) -> int:
+        """The reduction of one split: (c / splits) * kh * kw."""
+        return self.c // self.splits * self.kh * self.kw
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """The kernel's output: the convolution's, or with splits its partial sums, split first."""
+        shape = (self.batch, self.o, self.out_h, self.out_w)
+        return shape if self.splits == 1 else (self.splits, *shape)
+
+    @property
     def name(self) -> str:
         return (f"sgconv_{self.batch}x{self.c}x{self.h}x{self.w}_{self.o}x{self.kh}x{self.kw}_s{self.stride}"
-                f"_p{'_'.join(map(str, self.pad))}{'_h' if self.out_dtype == 'float16' else ''}")
+                f"_p{'_'.join(map(str, self.pad))}{'_h' if self.out_dtype == 'float16' else ''}"
+                f"{f'_k{self.splits}' if self.splits > 1 else ''}")
 
 
 def conv_layout(conv: Conv, profile: MatrixProfile) -> tuple[tuple[int, int], int] | None:
@@ -70,6 +86,20 @@ def conv_layout(conv: Conv, profile: MatrixProfile) -> tuple[tuple[int, int], in
     return (rows, cols), subgroups
 
 
+def conv_splits(conv: Conv, profile: MatrixProfile) -> int:
+    """How many parts a convolution's reduction splits into (``Conv.splits``): the fewest of 1, 2, 4, 8 that bring
+    its grid (``conv_layout``'s) to the profile's ``conv_split_workgroups`` (0: never split), each part whole
+    matrix depths of whole input channels."""
+    layout = conv_layout(conv, profile)
+    if not layout or not profile.conv_split_workgroups:
+        return 1
+    (rows, cols), subgroups = layout
+    g, p = conv.gemm, profile
+    workgroups = g.batch * (g.m // (subgroups * rows * p.m)) * (g.n // (cols * p.n))
+    fits = [s for s in (1, 2, 4, 8) if conv.c % s == 0 and conv.c // s * conv.kh * conv.kw % p.k == 0]
+    return next((s for s in fits if workgroups * s >= p.conv_split_workgroups), fits[-1])
+
+
 def conv_staged(profile: MatrixProfile, block: tuple[int, int]) -> bool:
     """Whether the build stages a convolution's weights in this block (``profile.conv_staged_rows``)."""
     return profile.conv_staged and block[0] >= profile.conv_staged_rows
@@ -82,7 +112,7 @@ def conv_chunk(conv: Conv, profile: MatrixProfile, block: tuple[int, int], stora
     ``weight_rows`` of a staged kernel's weight tile beside it."""
     cols = block[1] * profile.n
     return next(d * profile.k for d in (4, 2, 1)
-                if conv.gemm.k % (d * profile.k) == 0 and d * profile.k * (cols + weight_rows) * 2 <= storage)
+                if conv.part % (d * profile.k) == 0 and d * profile.k * (cols + weight_rows) * 2 <= storage)
 
 
 def conv_te(conv: Conv):
@@ -93,18 +123,22 @@ def conv_te(conv: Conv):
     top, left = conv.pad[0], conv.pad[1]
     x = te.placeholder((conv.batch, conv.c, conv.h, conv.w), "float16", name="X")
     w = te.placeholder((conv.o, conv.c, conv.kh, conv.kw), "float16", name="W")
-    rc, ry, rx = (te.reduce_axis((0, e), n) for e, n in ((conv.c, "rc"), (conv.kh, "ry"), (conv.kw, "rx")))
+    part = conv.c // conv.splits
+    rc, ry, rx = (te.reduce_axis((0, e), n) for e, n in ((part, "rc"), (conv.kh, "ry"), (conv.kw, "rx")))
 
-    def at(b, o, y, xx):
+    def at(s, b, o, y, xx):  # split s's channels
+        ch = s * part + rc
         iy, ix = y * conv.stride + ry - top, xx * conv.stride + rx - left
         inside = T.all(iy >= 0, iy < conv.h, ix >= 0, ix < conv.w)
-        v = te.if_then_else(inside, x[b, rc, iy, ix], T.const(0, "float16"))
-        return te.sum(v.astype("float32") * w[o, rc, ry, rx].astype("float32"), axis=[rc, ry, rx])
+        v = te.if_then_else(inside, x[b, ch, iy, ix], T.const(0, "float16"))
+        return te.sum(v.astype("float32") * w[o, ch, ry, rx].astype("float32"), axis=[rc, ry, rx])
 
-    shape = (conv.batch, conv.o, conv.out_h, conv.out_w)
-    if conv.out_dtype == "float32":
+    shape = conv.out_shape
+    if conv.splits > 1:
         return x, w, te.compute(shape, at, name="C")
-    acc = te.compute(shape, at, name="C_acc")
+    if conv.out_dtype == "float32":
+        return x, w, te.compute(shape, lambda *i: at(0, *i), name="C")
+    acc = te.compute(shape, lambda *i: at(0, *i), name="C_acc")
     return x, w, te.compute(shape, lambda *i: acc(*i).astype(conv.out_dtype), name="C")
 
 
@@ -115,13 +149,14 @@ def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int], subgro
 
     sch = tvm_api.schedule(te.create_prim_func(list(conv_te(conv))))
     rows, cols = block
-    b, o, y, xx, *_ = sch.get_loops(tvm_api.schedule_block(sch, "C"))
+    loops = sch.get_loops(tvm_api.schedule_block(sch, "C"))
+    images, (o, y, xx) = loops[:len(conv.out_shape) - 3], loops[len(conv.out_shape) - 3:len(conv.out_shape)]
     pixels = sch.fuse(y, xx)
     o_out, o_in = sch.split(o, [None, subgroups * rows * profile.m])
     p_out, p_in = sch.split(pixels, [None, cols * profile.n])
-    sch.reorder(b, o_out, p_out, o_in, p_in)
+    sch.reorder(*images, o_out, p_out, o_in, p_in)
     sch.bind(p_out, "blockIdx.x")
-    sch.bind(sch.fuse(b, o_out), "blockIdx.y")
+    sch.bind(sch.fuse(*images, o_out), "blockIdx.y")  # (split,) image, block of rows
     thread, each = sch.split(sch.fuse(o_in, p_in), [subgroups * profile.subgroup_size, None])
     sch.bind(thread, "threadIdx.x")
     if conv.out_dtype != "float32":  # the float32 sum of each output element, in a register, then the cast
@@ -186,19 +221,25 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
     row_blocks = g.m // (subgroups * rows * p.m)
     accs = [(i, j) for i in range(rows) for j in range(cols)]
     own_rows = f" + sid * {rows * p.m}u" if subgroups > 1 else ""
+    end = "k_end" if conv.splits > 1 else f"{g.k}u"  # this workgroup's reduction: [k_begin, end)
     lines = [
         *PROLOGUE,
-        f"  let image = blockIdx.y / {row_blocks}u;",
+        f"  let image = blockIdx.y / {row_blocks}u % {g.batch}u;",
         f"  let block_row0 = (blockIdx.y % {row_blocks}u) * {weight_rows}u;",
         f"  let row0 = block_row0{own_rows};",
         f"  let col0 = block_x * {width}u;",
         f"  let x0 = image * {conv.c * conv.h * conv.w}u;",
+        *([f"  let split = blockIdx.y / {row_blocks * g.batch}u;",
+           f"  let k_begin = split * {conv.part}u;",
+           f"  let k_end = k_begin + {conv.part}u;",
+           f"  let c0 = split * {g.batch * g.m * g.n}u;  // this split's partial sums"]
+          if conv.splits > 1 else ["  let k_begin = 0u;"]),
         *(f"  var acc_{i}_{j} = {result}();" for i, j in accs),
         *w_regs,
         *g_regs,
-        *(["  {  // the first chunk's weights (and gather) into registers", "    let ks = 0u;", *w_loads, *g_loads,
-           "  }"] if staged or prefetch else []),
-        f"  for (var k0 = 0u; k0 < {g.k}u; k0 += {chunk}u) {{",
+        *(["  {  // the first chunk's weights (and gather) into registers", "    let ks = k_begin;", *w_loads,
+           *g_loads, "  }"] if staged or prefetch else []),
+        f"  for (var k0 = k_begin; k0 < {end}; k0 += {chunk}u) {{",
         "    workgroupBarrier();  // the last chunk's multiplies are done with the tile",
         *w_stores,
         *(g_stores if prefetch else [
@@ -207,7 +248,7 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
             "      im2col[e] = value;",
             "    }"]),
         "    workgroupBarrier();",
-        *([f"    if (k0 + {chunk}u < {g.k}u) {{  // the next chunk's weights (and gather) into registers",
+        *([f"    if (k0 + {chunk}u < {end}) {{  // the next chunk's weights (and gather) into registers",
            f"      let ks = k0 + {chunk}u;", *("  " + line for line in w_loads + g_loads), "    }"]
           if staged or prefetch else []),
         f"    for (var kc = 0u; kc < {chunk}u; kc += {p.k}u) {{",
@@ -224,8 +265,8 @@ def conv_wgsl(conv: Conv, profile: MatrixProfile, block: tuple[int, int], twin_w
     own_staged = ("sg_lane", f"sid * {p.m * p.n}u") if subgroups > 1 else ()  # each subgroup's lanes and matrix
     for i, j in accs:
         lines += store_lines(f"acc_{i}_{j}", conv.out_dtype, v["C"],
-                             f"image * {g.m * g.n}u + (row0 + {i * p.m}u) * {g.n}u + col0 + {j * p.n}u", g.n, p,
-                             *own_staged)
+                             f"{'c0 + ' if conv.splits > 1 else ''}image * {g.m * g.n}u + (row0 + {i * p.m}u) * "
+                             f"{g.n}u + col0 + {j * p.n}u", g.n, p, *own_staged)
     workgroup = (f"var<workgroup> im2col : array<f16, {chunk * width}>;\n"
                  + (f"var<workgroup> staged : array<f32, {staged_out // 4}>;\n" if staged_out else "")
                  + (f"var<workgroup> w_tile : array<f16, {weight_rows * chunk}>;\n" if staged else ""))
@@ -255,9 +296,31 @@ def conv_of(call) -> Conv | None:
     return Conv(x[0], x[1], x[2], x[3], w[0], w[2], w[3], strides[0], tuple(int(d) for d in attrs.padding))
 
 
+def _twin_call(mutator, twins: dict, conv: Conv, profile: MatrixProfile, args: list, dtype: str):
+    """The call of ``conv``'s twin (added to the module once), its partial sums added up where it splits (a TVM
+    reduction, which fuses with what follows), as ``dtype``."""
+    from tvm import relax
+
+    bb = mutator.builder_
+    if conv.name not in twins:
+        twins[conv.name] = bb.add_func(conv_twin(conv, profile, *conv_layout(conv, profile))
+                                       .with_attr("global_symbol", conv.name), conv.name)
+    out = relax.call_tir(twins[conv.name], args, tvm_api.tensor_type(conv.out_shape, conv.out_dtype))
+    if conv.splits > 1:
+        out = relax.op.sum(bb.emit(out), axis=[0])
+    return out if dtype == conv.out_dtype else relax.op.astype(bb.emit(out), dtype)
+
+
+def _fits(conv: Conv, max_binding: int) -> bool:
+    """Whether the twin's output is within the binding limit."""
+    return conv.splits * conv.gemm.batch * conv.gemm.m * conv.gemm.n * (2 if conv.out_dtype == "float16" else 4) <= (
+        max_binding)
+
+
 def rewrite_cast_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
     """A module pass: ``astype(conv2d(x, w), "float16")`` of a convolution ``conv_of`` accepts becomes one call of a
-    twin with a float16 output (``Conv.out_dtype``); the float32 convolution it read is left dead. Run before
+    twin with a float16 output (``Conv.out_dtype``), or where it splits (``conv_splits``) of one with float32
+    partial sums, added up and cast after it; the float32 convolution it read is left dead. Run before
     ``rewrite_convs`` (which takes the convolutions with no cast after them), with dead code eliminated between."""
     import tvm
     from tvm import relax
@@ -272,46 +335,43 @@ def rewrite_cast_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
         if not isinstance(bound, relax.Call) or not bound.op.same_as(conv2d):
             return None
         conv = conv_of(bound)
-        layout = conv and conv_layout(conv, profile)
-        if not layout or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 2 > max_binding:
+        if not conv or not conv_layout(conv, profile):
             return None
-        conv = dataclasses.replace(conv, out_dtype="float16")
-        if conv.name not in twins:
-            twins[conv.name] = mutator.builder_.add_func(
-                conv_twin(conv, profile, *layout).with_attr("global_symbol", conv.name), conv.name)
-        return relax.call_tir(twins[conv.name], list(bound.args), tvm_api.expr_type(call))
+        splits = conv_splits(conv, profile)
+        conv = dataclasses.replace(conv, out_dtype="float16" if splits == 1 else "float32", splits=splits)
+        if not _fits(conv, max_binding):
+            return None
+        return _twin_call(mutator, twins, conv, profile, list(bound.args), "float16")
 
     return passes.call_rewrite_pass("relax.astype", rewrite, "SubgroupMatrixConv2dCast")
 
 
 def rewrite_convs(profile: MatrixProfile, max_binding: int = 1 << 62):
     """A module pass: each convolution ``conv_of`` accepts, and whose GEMM fits the profile, becomes a call of its
-    twin PrimFunc (one per distinct Conv). Run before legalization. A convolution whose float32 result would be over
-    ``max_binding`` bytes stays TVM's, which fuses the cast to float16 into it (the SD VAE's 256-channel 512x512
-    convolutions: 256 MiB in float32, 128 MiB in float16)."""
-    from tvm import relax
-
+    twin PrimFunc (one per distinct Conv; with its partial sums added up after it where it splits). Run before
+    legalization. A convolution whose float32 result would be over ``max_binding`` bytes stays TVM's, which fuses
+    the cast to float16 into it (the SD VAE's 256-channel 512x512 convolutions: 256 MiB in float32, 128 MiB in
+    float16)."""
     twins = {}
 
     def rewrite(mutator, call):
         conv = conv_of(call)
-        layout = conv and conv_layout(conv, profile)
-        if not layout or conv.gemm.batch * conv.gemm.m * conv.gemm.n * 4 > max_binding:
+        if not conv or not conv_layout(conv, profile):
             return None
-        bb = mutator.builder_
-        if conv.name not in twins:
-            twins[conv.name] = bb.add_func(conv_twin(conv, profile, *layout).with_attr("global_symbol", conv.name),
-                                           conv.name)
-        return relax.call_tir(twins[conv.name], list(call.args), tvm_api.expr_type(call))
+        conv = dataclasses.replace(conv, splits=conv_splits(conv, profile))
+        if not _fits(conv, max_binding):
+            return None
+        return _twin_call(mutator, twins, conv, profile, list(call.args), "float32")
 
     return passes.call_rewrite_pass("relax.nn.conv2d", rewrite, "SubgroupMatrixConv2d")
 
 
 def parse_conv_name(name: str) -> Conv:
     """Conv.name back to the Conv."""
-    found = re.fullmatch(r"sgconv_(\d+)x(\d+)x(\d+)x(\d+)_(\d+)x(\d+)x(\d+)_s(\d+)_p(\d+)_(\d+)_(\d+)_(\d+)(_h)?",
-                         name)
+    found = re.fullmatch(r"sgconv_(\d+)x(\d+)x(\d+)x(\d+)_(\d+)x(\d+)x(\d+)_s(\d+)_p(\d+)_(\d+)_(\d+)_(\d+)(_h)?"
+                         r"(?:_k(\d+))?", name)
     if not found:
         raise WebsdError(f"subgroup-matrix: {name} is not a convolution twin's name")
     v = [int(x) for x in found.groups()[:12]]
-    return Conv(*v[:8], pad=tuple(v[8:]), out_dtype="float16" if found.group(13) else "float32")
+    return Conv(*v[:8], pad=tuple(v[8:]), out_dtype="float16" if found.group(13) else "float32",
+                splits=int(found.group(14) or 1))

@@ -36,6 +36,9 @@ class MatrixProfile:
     # a convolution's gather of the next chunk loaded into registers while this one multiplies (False: loaded and
     # stored between two barriers, the subgroups idle meanwhile)
     conv_prefetch: bool = False
+    # split-k: a convolution's reduction split in parts (Conv.splits) until its grid has this many workgroups
+    # (0: never split)
+    conv_split_workgroups: int = 0
     # an attention's softmax bookkeeping with the lanes along each query row's keys (consecutive words of workgroup
     # memory) and the row's max and sum reduced by subgroup shuffles (False: one lane per query row, reading the
     # row's keys at the row stride, which lands many lanes on one memory bank)
@@ -69,5 +72,6 @@ PROFILES = {
                             conv_workgroups=256, attention_one_pass=True, conv_prefetch=True),
     # CI's software driver: its choices exercise every kernel form, not speed
     "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2, gemm_subgroups=(2, 2), conv_staged=True,
-                              attention_by_key=True, attention_one_pass=True, conv_prefetch=True),
+                              attention_by_key=True, attention_one_pass=True, conv_prefetch=True,
+                              conv_split_workgroups=8),
 }
