@@ -297,8 +297,9 @@ def conv_of(call) -> Conv | None:
 
 
 def _twin_call(mutator, twins: dict, conv: Conv, profile: MatrixProfile, args: list, dtype: str):
-    """The call of ``conv``'s twin (added to the module once), its partial sums added up where it splits (a TVM
-    reduction, which fuses with what follows), as ``dtype``."""
+    """The call of ``conv``'s twin (added to the module once), its partial sums added up where it splits (slices
+    and adds, which fuse with what follows into one elementwise kernel: a ``sum`` over the splits, fused with a cast
+    and a bias add, is a reduction that TVM 0.26's dlight rules fail to schedule), as ``dtype``."""
     from tvm import relax
 
     bb = mutator.builder_
@@ -307,7 +308,12 @@ def _twin_call(mutator, twins: dict, conv: Conv, profile: MatrixProfile, args: l
                                        .with_attr("global_symbol", conv.name), conv.name)
     out = relax.call_tir(twins[conv.name], args, tvm_api.tensor_type(conv.out_shape, conv.out_dtype))
     if conv.splits > 1:
-        out = relax.op.sum(bb.emit(out), axis=[0])
+        out = bb.emit(out)
+        parts = [relax.op.squeeze(bb.emit(relax.op.strided_slice(out, axes=[0], begin=[i], end=[i + 1])), axis=[0])
+                 for i in range(conv.splits)]
+        out = parts[0]
+        for part in parts[1:]:
+            out = relax.op.add(bb.emit(out), bb.emit(part))
     return out if dtype == conv.out_dtype else relax.op.astype(bb.emit(out), dtype)
 
 
