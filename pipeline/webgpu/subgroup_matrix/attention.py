@@ -79,7 +79,7 @@ class Tiling:
         """Bytes of workgroup memory the kernel declares (matrices of ``size`` x ``size``)."""
         rows, keys = self.rows * size, self.keys * size
         return (rows * keys * (4 + 2) + rows * 2 * 4 + (2 * keys * head_dim * 2 if self.staged_kv else 0)
-                + (rows * 4 + 16 if self.one_pass else 0))  # WebGPU counts the one u32 flag as 16 bytes
+                + (rows * 4 + 16 if self.one_pass else 0))  # the alphas and the vec4 flag
 
 
 def padded(att: Attention, profile: MatrixProfile) -> Attention:

@@ -149,8 +149,7 @@ def conv_twin(conv: Conv, profile: MatrixProfile, block: tuple[int, int], subgro
 
     sch = tvm_api.schedule(te.create_prim_func(list(conv_te(conv))))
     rows, cols = block
-    loops = sch.get_loops(tvm_api.schedule_block(sch, "C"))
-    images, (o, y, xx) = loops[:len(conv.out_shape) - 3], loops[len(conv.out_shape) - 3:len(conv.out_shape)]
+    *images, o, y, xx = sch.get_loops(tvm_api.schedule_block(sch, "C"))[:len(conv.out_shape)]  # images: (split,) b
     pixels = sch.fuse(y, xx)
     o_out, o_in = sch.split(o, [None, subgroups * rows * profile.m])
     p_out, p_in = sch.split(pixels, [None, cols * profile.n])
