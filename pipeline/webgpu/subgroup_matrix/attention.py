@@ -79,7 +79,7 @@ class Tiling:
         """Bytes of workgroup memory the kernel declares (matrices of ``size`` x ``size``)."""
         rows, keys = self.rows * size, self.keys * size
         return (rows * keys * (4 + 2) + rows * 2 * 4 + (2 * keys * head_dim * 2 if self.staged_kv else 0)
-                + (rows * 4 + 16 if self.one_pass else 0))  # the alphas and the vec4 flag
+                + ((rows + 4) * 4 if self.one_pass else 0))  # the alphas, the flag and 3 words of padding
 
 
 def padded(att: Attention, profile: MatrixProfile) -> Attention:
@@ -267,12 +267,13 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                 f"        sm_p[row * {keys}u + {c}] = f16(weight);"]
 
     # whether any row's max moved, for the whole workgroup (workgroupUniformLoad: a uniform branch around the
-    # barriers and matrix loads). A vec4, not a u32: with a lone 4-byte workgroup variable every one-pass kernel
-    # returned NaN on an H100 (lavapipe was right), as if it left the matrices' workgroup arrays 4-byte aligned
+    # barriers and matrix loads), in the word after the alphas, padded to 16 bytes: with the flag a lone u32
+    # workgroup variable every one-pass kernel returned NaN on an H100 (lavapipe was right), so every workgroup
+    # variable stays an array of whole 16-byte words, as in the two-pass kernel that is right there
     def rescaled() -> list[str]:  # every accumulator's rows times their alpha, through sm_s (its scores are used)
         out = ["    let moved = subgroupAny(rescale);",
-               "    if (lane == 0u) { sm_flag = vec4<u32>(select(0u, 1u, moved)); }",
-               "    if (workgroupUniformLoad(&sm_flag).x != 0u) {"]
+               f"    if (lane == 0u) {{ sm_alpha[{rows}u] = select(0.0, 1.0, moved); }}",
+               f"    if (workgroupUniformLoad(&sm_alpha[{rows}u]) != 0.0) {{"]
         room = t.rows * t.keys  # matrices of s x s that sm_s holds
         for first in range(0, len(outs), room):
             batch = outs[first:first + room]
@@ -365,7 +366,7 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
                  f"var<workgroup> sm_sum : array<f32, {rows}>;\n"
                  + (f"var<workgroup> sm_k : array<f16, {keys * dims}>;\n"
                     f"var<workgroup> sm_v : array<f16, {keys * dims}>;\n" if t.staged_kv else "")
-                 + (f"var<workgroup> sm_alpha : array<f32, {rows}>;\nvar<workgroup> sm_flag : vec4<u32>;\n"
+                 + (f"var<workgroup> sm_alpha : array<f32, {rows + 4}>;\n"
                     if t.one_pass else ""))
     return kernel(header, entry, profile, lines, workgroup, subgroup_ops=profile.attention_by_key or t.one_pass)
 

@@ -67,8 +67,8 @@ PROFILES = {
     # at most 2 columns; with its gather prefetched (1.2-1.7x at the fastest blocks) best at about 256 workgroups,
     # staging its weights from blocks of 2 rows; the softmax bookkeeping by row faster than by key at the fastest
     # tilings. Attention in one pass ran 1.4x two at 4096 tokens but returned NaN there (its workgroup flag then a
-    # u32: attention.py), and the vec4 flag that should mend it has not run on a GPU yet, so two passes stay; split-k
-    # (conv_split_workgroups) has not run on one either
+    # lone u32: attention.py), and the flag's new place, which should mend it, has not run on a GPU yet, so two
+    # passes stay; split-k (conv_split_workgroups) has not run on one either
     "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=64, conv_subgroups=4,
                             gemm_subgroups=(2, 1), conv_staged=True, conv_staged_rows=2, conv_cols=2,
                             conv_workgroups=256, conv_prefetch=True),
