@@ -254,8 +254,8 @@ def attention_wgsl(att: Attention, profile: MatrixProfile, t: Tiling, twin_wgsl:
         return [f"      let was = {old};",
                 "      var best = was;",
                 f"      if (top > was + {SLACK!r}) {{ best = top; }}",
-                # the first block's was is NEG, and exp(NEG - best) is NaN on NVIDIA's Vulkan (its exp reduces the
-                # argument's range first), not 0
+                # the first block (was is NEG): nothing summed yet, so 0, said outright rather than left to exp of
+                # -3e38 (that was not the H100's NaN, but WGSL's exp promises nothing that far out)
                 f"      let alpha = select(exp(was - best), 0.0, was == {NEG!r});",
                 f"      if (best != was && was != {NEG!r}) {{ rescale = true; }}  // accumulators hold sums of was"]
 
