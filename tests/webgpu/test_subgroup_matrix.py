@@ -213,6 +213,15 @@ def test_blocks_names_and_requirements():
     assert sm.gemm_layout(sm.Gemm(1, 8192, 8192, 16), wide) == ((4, 4), (1, 1))
     # A and B tiles within 16 KiB: 128 + 128 rows of 16x16 matrices two deep
     assert sm.gemm_depth(sm.Gemm(1, 4096, 4096, 512), sm.PROFILES["nvidia"], (4, 4), (2, 2)) == 32
+    # rows zero padded to the fewest the layout takes: 2 x 77 text tokens to 160 (2x1 subgroups of 16 rows), the
+    # time embedding's 2 rows to 16 (the direct kernel); lavapipe's 2x2 subgroups of 8 rows: 16 rows at a time
+    nvidia = sm.PROFILES["nvidia"]
+    assert sm.padded_rows(sm.Gemm(1, 154, 320, 768, b_transposed=True), nvidia) == sm.Gemm(1, 160, 320, 768,
+                                                                                              b_transposed=True)
+    assert sm.padded_rows(sm.Gemm(1, 2, 1280, 320), nvidia).m == 16
+    assert sm.padded_rows(sm.Gemm(1, 77, 32, 48), LAVAPIPE).m == 80
+    assert sm.padded_rows(sm.Gemm(1, 64, 32, 48), LAVAPIPE) == sm.Gemm(1, 64, 32, 48)  # fits as it is
+    assert sm.padded_rows(sm.Gemm(1, 64, 32, 36), LAVAPIPE) is None  # a reduction of 36: no padding of rows helps
     for gemm in GEMMS:
         assert sm.parse_name(gemm.name) == gemm
     with pytest.raises(WebsdError):
@@ -237,22 +246,26 @@ def test_rewrite_puts_twins_in_place_of_float16_matmuls():
     x = relax.Var("x", tvm_api.tensor_type((2, 16, 32), "float16"))
     w = relax.Var("w", tvm_api.tensor_type((24, 32), "float16"))
     y = relax.Var("y", tvm_api.tensor_type((32, 16), "float16"))
-    with bb.function("main", [x, w, y]):
+    text = relax.Var("text", tvm_api.tensor_type((2, 7, 32), "float16"))  # 14 rows: padded to 16
+    with bb.function("main", [x, w, y, text]):
         with bb.dataflow():
             linear = bb.emit(relax.op.matmul(x, bb.emit(relax.op.permute_dims(w)), out_dtype="float32"))
             plain = bb.emit(relax.op.matmul(x, y, out_dtype="float32"))
             half = bb.emit(relax.op.matmul(x, y))  # a float16 result: not these kernels' (float32 accumulators)
-            out = bb.emit_output(relax.Tuple([linear, plain, half]))
+            short = bb.emit(relax.op.matmul(text, y, out_dtype="float32"))
+            out = bb.emit_output(relax.Tuple([linear, plain, half, short]))
         bb.emit_func_output(out)
     mod = sm.rewrite_matmuls(LAVAPIPE)(bb.get())
     twins = sorted(gv.name_hint for gv, f in mod.functions.items() if isinstance(f, tvm_api.tir().PrimFunc))
-    # the batch folds into the rows; the Linear reads w in place (transposed)
-    assert twins == ["sgmm_1x32x16x32", "sgmm_1x32x24x32_t"]
+    # the batch folds into the rows; the Linear reads w in place (transposed); 14 rows run as 16
+    assert twins == ["sgmm_1x16x16x32", "sgmm_1x32x16x32", "sgmm_1x32x24x32_t"]
     calls = []
     relax.analysis.post_order_visit(mod["main"].body, lambda e: calls.append(e.op.name) if isinstance(e, relax.Call)
                                     and isinstance(e.op, tvm.ir.Op) else None)
-    assert calls.count("relax.matmul") == 1 and calls.count("relax.call_tir") == 2
-    assert [int(d) for d in tvm_api.expr_type(mod["main"].body.body).fields[0].shape] == [2, 16, 24]
+    assert calls.count("relax.matmul") == 1 and calls.count("relax.call_tir") == 3
+    assert calls.count("relax.nn.pad") == 1 and calls.count("relax.strided_slice") == 1
+    shapes = [[int(d) for d in f.shape] for f in tvm_api.expr_type(mod["main"].body.body).fields]
+    assert shapes[0] == [2, 16, 24] and shapes[3] == [2, 7, 16]
 
 
 def test_rewrite_puts_twins_in_place_of_float16_convolutions():

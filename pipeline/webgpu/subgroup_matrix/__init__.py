@@ -28,8 +28,8 @@ from . import attention, conv, gemm
 from .attention import Attention, attention_grid, attention_twin, attention_wgsl, rewrite_attention, tiling, tilings
 from .conv import (Conv, conv_chunk, conv_layout, conv_splits, conv_staged, conv_te, conv_twin, conv_wgsl,
                    parse_conv_name, rewrite_cast_convs, rewrite_convs)
-from .gemm import (Gemm, block_of, gemm_depth, gemm_layout, gemm_te, gemm_twin, gemm_wgsl, grid, parse_name,
-                   rewrite_matmuls)
+from .gemm import (Gemm, block_of, gemm_depth, gemm_layout, gemm_te, gemm_twin, gemm_wgsl, grid, padded_rows,
+                   parse_name, rewrite_matmuls)
 from .profiles import FEATURE, PROFILES, MatrixProfile
 from .wgsl import split_kernels, twin_header
 
@@ -74,5 +74,5 @@ def overrides(executable, lowered, profile: MatrixProfile) -> dict[str, str]:
 __all__ = ["FEATURE", "KINDS", "PROFILES", "Attention", "Conv", "Gemm", "MatrixProfile", "attention_grid",
            "attention_twin", "attention_wgsl", "block_of", "conv_chunk", "conv_layout", "conv_splits", "conv_staged",
            "conv_te", "conv_twin", "conv_wgsl", "gemm_depth", "gemm_layout", "gemm_te", "gemm_twin", "gemm_wgsl",
-           "grid", "overrides", "parse_conv_name", "parse_name", "rewrite_attention", "rewrite_cast_convs",
+           "grid", "overrides", "padded_rows", "parse_conv_name", "parse_name", "rewrite_attention", "rewrite_cast_convs",
            "rewrite_convs", "rewrite_matmuls", "rewrites", "split_kernels", "tiling", "tilings", "twin_header"]

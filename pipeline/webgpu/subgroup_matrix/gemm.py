@@ -68,6 +68,19 @@ def gemm_layout(gemm: Gemm, profile: MatrixProfile) -> tuple[tuple[int, int], tu
     return (block, subgroups) if block else None
 
 
+def padded_rows(gemm: Gemm, profile: MatrixProfile) -> Gemm | None:
+    """The matmul with its rows zero padded to the fewest that ``gemm_layout`` takes (the gemm itself where they
+    need none; None where no padding helps). SD's cross-attention keys and values (2 x 77 text tokens) and its
+    time embeddings (2 rows) are such matmuls: TVM's own kernels for them took 4.5 of the 88 ms of kernels in a
+    UNet step on an H100 (benchmarks/results/webgpu-sd15-random-h100-sm-variants-0fc3b13.md)."""
+    for step in (1, 2, 4, 8):
+        rows = -(-gemm.m // (step * profile.m)) * step * profile.m
+        padded = Gemm(gemm.batch, rows, gemm.n, gemm.k, gemm.b_batched, gemm.b_transposed)
+        if gemm_layout(padded, profile):
+            return padded
+    return None
+
+
 def gemm_depth(gemm: Gemm, profile: MatrixProfile, block: tuple[int, int], subgroups: tuple[int, int],
                storage: int = STORAGE) -> int:
     """How deep into the reduction one step of a staged kernel copies: the most of 4, 2, 1 matrix depths that
@@ -268,8 +281,9 @@ def transposed_weight(mutator, b):
 
 
 def rewrite_matmuls(profile: MatrixProfile, max_binding: int = 1 << 62):
-    """A module pass: each matmul ``matmul_gemm`` accepts, and whose sizes fit the profile, becomes a call of its
-    twin PrimFunc (one per distinct Gemm), reshaped back to the matmul's output shape. Run before legalization.
+    """A module pass: each matmul ``matmul_gemm`` accepts, and whose sizes fit the profile (its rows zero padded
+    where that makes them fit: ``padded_rows``), becomes a call of its twin PrimFunc (one per distinct Gemm),
+    reshaped back to the matmul's output shape. Run before legalization.
     A matmul whose float32 result would be over ``max_binding`` bytes stays TVM's (which fuses the cast after it)."""
     from tvm import relax
 
@@ -277,22 +291,26 @@ def rewrite_matmuls(profile: MatrixProfile, max_binding: int = 1 << 62):
 
     def rewrite(mutator, call):
         gemm = matmul_gemm(call)
-        layout = gemm and gemm_layout(gemm, profile)
-        if not layout or gemm.batch * gemm.m * gemm.n * 4 > max_binding:
+        run = gemm and padded_rows(gemm, profile)
+        if not run or run.batch * run.m * run.n * 4 > max_binding:
             return None
         a, b = call.args
         weight = transposed_weight(mutator, b)
         if weight is not None:  # x @ permute_dims(w) (a Linear): read w (n, k) in place, no transpose kernel
-            b, gemm = weight, Gemm(gemm.batch, gemm.m, gemm.n, gemm.k, b_transposed=True)
+            b, run = weight, Gemm(run.batch, run.m, run.n, run.k, b_transposed=True)
         bb = mutator.builder_
-        if gemm.name not in twins:
-            twins[gemm.name] = bb.add_func(gemm_twin(gemm, profile, *layout).with_attr("global_symbol", gemm.name),
-                                           gemm.name)
-        a3 = bb.emit(relax.op.reshape(a, (gemm.batch, gemm.m, gemm.k)))
-        if gemm.b_batched:
-            b = bb.emit(relax.op.reshape(b, (gemm.batch, gemm.k, gemm.n)))
-        out = bb.emit(relax.call_tir(twins[gemm.name], [a3, b],
-                                     tvm_api.tensor_type((gemm.batch, gemm.m, gemm.n), "float32")))
+        if run.name not in twins:
+            twins[run.name] = bb.add_func(
+                gemm_twin(run, profile, *gemm_layout(run, profile)).with_attr("global_symbol", run.name), run.name)
+        a3 = bb.emit(relax.op.reshape(a, (run.batch, gemm.m, run.k)))
+        if run.m != gemm.m:  # zero rows below A's, sliced off the result
+            a3 = bb.emit(relax.op.nn.pad(a3, [0, 0, 0, run.m - gemm.m, 0, 0]))
+        if run.b_batched:
+            b = bb.emit(relax.op.reshape(b, (run.batch, run.k, run.n)))
+        out = bb.emit(relax.call_tir(twins[run.name], [a3, b],
+                                     tvm_api.tensor_type((run.batch, run.m, run.n), "float32")))
+        if run.m != gemm.m:
+            out = bb.emit(relax.op.strided_slice(out, axes=[1], begin=[0], end=[gemm.m]))
         return relax.op.reshape(out, tvm_api.expr_type(call).shape)
 
     return passes.call_rewrite_pass("relax.matmul", rewrite, "SubgroupMatrixMatmul")

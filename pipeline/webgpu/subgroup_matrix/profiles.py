@@ -65,13 +65,13 @@ PROFILES = {
     # matmul staged on 2x1 subgroups at 4x4 ran 1.3-1.6x the direct kernel (to 75-80 TFLOP/s), best unshrunk down to
     # 80 workgroups; a convolution on 4 subgroups sharing its gather beat 2 and 1 at every shape, best at blocks of
     # at most 2 columns; with its gather prefetched (1.2-1.7x at the fastest blocks) best at about 256 workgroups,
-    # staging its weights from blocks of 2 rows; the softmax bookkeeping by row faster than by key at the fastest
-    # tilings. Attention in one pass ran 1.4x two at 4096 tokens but returned NaN there (its workgroup flag then a
-    # lone u32: attention.py), and the flag's new place, which should mend it, has not run on a GPU yet, so two
-    # passes stay; split-k (conv_split_workgroups) has not run on one either
+    # staging its weights from blocks of 2 rows; split-k until 512 workgroups: SD's 8x8 convolutions 2.2-2.7x, its
+    # 16x16 ones 1.3x; the softmax bookkeeping by row faster than by key at the fastest tilings; attention in one
+    # pass 1.45x two at 4096 tokens (3.29 against 4.78 ms; ...-h100-session15.md)
     "nvidia": MatrixProfile("f16", "f32", 16, 16, 16, 32, enough_workgroups=64, conv_subgroups=4,
                             gemm_subgroups=(2, 1), conv_staged=True, conv_staged_rows=2, conv_cols=2,
-                            conv_workgroups=256, conv_prefetch=True),
+                            conv_workgroups=256, conv_prefetch=True, conv_split_workgroups=512,
+                            attention_one_pass=True),
     # CI's software driver: its choices exercise every kernel form, not speed
     "lavapipe": MatrixProfile("f16", "f32", 8, 8, 8, 8, conv_subgroups=2, gemm_subgroups=(2, 2), conv_staged=True,
                               attention_by_key=True, attention_one_pass=True, conv_prefetch=True,
