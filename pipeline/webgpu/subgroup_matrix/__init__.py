@@ -74,5 +74,6 @@ def overrides(executable, lowered, profile: MatrixProfile) -> dict[str, str]:
 __all__ = ["FEATURE", "KINDS", "PROFILES", "Attention", "Conv", "Gemm", "MatrixProfile", "attention_grid",
            "attention_twin", "attention_wgsl", "block_of", "conv_chunk", "conv_layout", "conv_splits", "conv_staged",
            "conv_te", "conv_twin", "conv_wgsl", "gemm_depth", "gemm_layout", "gemm_te", "gemm_twin", "gemm_wgsl",
-           "grid", "overrides", "padded_rows", "parse_conv_name", "parse_name", "rewrite_attention", "rewrite_cast_convs",
-           "rewrite_convs", "rewrite_matmuls", "rewrites", "split_kernels", "tiling", "tilings", "twin_header"]
+           "grid", "overrides", "padded_rows", "parse_conv_name", "parse_name", "rewrite_attention",
+           "rewrite_cast_convs", "rewrite_convs", "rewrite_matmuls", "rewrites", "split_kernels", "tiling", "tilings",
+           "twin_header"]
