@@ -319,6 +319,8 @@ def test_subgroup_matrix_variant_of_the_tiny_model_matches_diffusers(node_sm, re
                for sub in ("unet", "vae")}
     # the UNet's self- and cross-attention (head dim 4 zero padded to 8 around the twin, 77 keys)
     assert any(re.fullmatch(r"sgattn_\d+x\d+x\d+x\d+x8s4_kernel", name) for name in kernels["unet"]), kernels["unet"]
+    # the cross-attention's keys and values from 2 x 77 text tokens: rows zero padded to 160 (padded_rows)
+    assert any(name.startswith("sgmm_1x160x") for name in kernels["unet"]), kernels["unet"]
     # the VAE's single-head attention as two matmuls (split_single_head_attention) on GEMM twins: the scores
     # (tokens x tokens) and the values (reduction over the tokens)
     for gemm in (r"sgmm_1x(\d+)x\1x\d+_b_kernel", r"sgmm_1x(\d+)x\d+x\1_b_kernel"):
